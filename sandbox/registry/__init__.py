@@ -1,0 +1,5 @@
+"""Companies, datasets, consents, jobs, rounds and receipts: tables and service functions."""
+
+from sandbox.registry.models import Company, Consent, Dataset, Job, Receipt, Round
+
+__all__ = ["Company", "Consent", "Dataset", "Job", "Receipt", "Round"]

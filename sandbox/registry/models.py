@@ -1,0 +1,100 @@
+"""The registry's tables: companies, datasets, consents, jobs, rounds and receipts.
+
+Only manifests are stored here, never rows. JSON columns hold documents that are already
+validated by their pydantic schema (the manifest, the job spec, round metrics).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Company(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    industry: str = Field(max_length=100, index=True)
+    public_key: str = Field(max_length=64, description="Ed25519 public key, base64 raw bytes")
+    status: str = Field(default="active", max_length=16)
+    joined_at: datetime = Field(default_factory=utcnow)
+
+
+class Dataset(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=140)
+    company_id: str = Field(foreign_key="company.id", index=True, max_length=64)
+    name: str = Field(max_length=64)
+    industry: str = Field(max_length=100)
+    grade: str = Field(max_length=16)
+    personal_data: bool
+    row_count: int
+    content_hash: str = Field(max_length=64)
+    manifest: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    registered_at: datetime = Field(default_factory=utcnow)
+
+
+class Consent(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=40)
+    company_id: str = Field(foreign_key="company.id", index=True, max_length=64)
+    dataset_id: str = Field(foreign_key="dataset.id", index=True, max_length=140)
+    purpose: str = Field(max_length=100, index=True)
+    granted_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    revoked_at: datetime | None = None
+    revocation_reason: str | None = Field(default=None, max_length=500)
+
+
+class Job(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=40)
+    purpose: str = Field(max_length=100, index=True)
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    spec_hash: str = Field(max_length=64)
+    risk_tier: str = Field(default="low", max_length=16)
+    status: str = Field(default="filed", max_length=24, index=True)
+    status_reason: str | None = Field(default=None, sa_column=Column(Text))
+    filed_by: str = Field(max_length=64)
+    filed_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    rounds_completed: int = 0
+    model_hash: str | None = Field(default=None, max_length=64)
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+class Round(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("job_id", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=40)
+    number: int
+    status: str = Field(max_length=16)
+    asked: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    took_part: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    missing: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    rejected: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    metrics: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    started_at: datetime = Field(default_factory=utcnow)
+    ended_at: datetime | None = None
+
+
+class Receipt(SQLModel, table=True):
+    """A company's signed statement that its dataset served one round of one job."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=40)
+    round: int
+    company_id: str = Field(foreign_key="company.id", index=True, max_length=64)
+    dataset_id: str = Field(max_length=140)
+    task: str = Field(max_length=24)
+    rows: int
+    epsilon: float | None = None
+    delta: float | None = None
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    signature: str = Field(max_length=128)
+    received_at: datetime = Field(default_factory=utcnow)
