@@ -59,6 +59,7 @@ def quiet_flower_environment(home: Path) -> dict[str, str]:
         "RAY_DEDUP_LOGS": "0",
         "RAY_TMPDIR": str(Path(os.environ.get("TMPDIR", "/tmp")) / "sandbox-ray"),
         "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
     }
     os.environ.update(env)
     return env

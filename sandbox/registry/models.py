@@ -76,7 +76,7 @@ class Round(SQLModel, table=True):
     status: str = Field(max_length=16)
     asked: list[str] = Field(sa_column=Column(JSON, nullable=False))
     took_part: list[str] = Field(sa_column=Column(JSON, nullable=False))
-    missing: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    missing: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     rejected: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     metrics: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     started_at: datetime = Field(default_factory=utcnow)

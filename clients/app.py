@@ -1,0 +1,135 @@
+"""The ClientApp a company runs. It answers the coordinator's tasks from the company's vault.
+
+Where the node is: under the deployment engine the SuperNode's node config names it
+(``company-id``, ``node-dir``); under the simulation engine, the federation that launched the
+simulation passes the node folders in partition order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients import work
+from sandbox import identity
+from sandbox.node import NodeHome
+from sandbox.protocol import (
+    ARRAYS,
+    CONFIG,
+    IDENTITY,
+    METRICS,
+    STATS,
+    TASK_BASELINE,
+    TASK_IDENTIFY,
+    TASK_STATS,
+    TrainingPlan,
+    from_array_record,
+    identity_challenge,
+    to_array_record,
+)
+
+torch.set_num_threads(1)
+
+
+class TaskRefused(RuntimeError):
+    """The node will not carry out this task; the reason travels back as the reply's error."""
+
+
+def resolve_node(context: Context, simulated: Sequence[str] | None) -> NodeHome:
+    config = context.node_config
+    if "node-dir" in config:
+        node = NodeHome(Path(str(config["node-dir"])))
+        expected = config.get("company-id")
+        if expected is not None and node.company_id != expected:
+            raise TaskRefused(f"node folder belongs to {node.company_id}, not {expected}")
+        return node
+    if simulated is not None and "partition-id" in config:
+        return NodeHome(Path(simulated[int(config["partition-id"])]))
+    raise TaskRefused("this node has no node-dir in its node config")
+
+
+def task_config(message: Message) -> ConfigRecord:
+    if CONFIG not in message.content.config_records:
+        raise TaskRefused("the task carries no config record")
+    return message.content.config_records[CONFIG]
+
+
+def plan_of(config: ConfigRecord) -> TrainingPlan:
+    return TrainingPlan.model_validate_json(str(config["plan"]))
+
+
+def weights_of(message: Message) -> dict[str, np.ndarray]:
+    if ARRAYS not in message.content.array_records:
+        raise TaskRefused("the task carries no model arrays")
+    return from_array_record(message.content.array_records[ARRAYS])
+
+
+def make_client_app(simulated_nodes: Sequence[str] | None = None) -> ClientApp:
+    """The ClientApp; ``simulated_nodes`` maps partition ids to node folders in simulation."""
+    app = ClientApp()
+    nodes = list(simulated_nodes) if simulated_nodes is not None else None
+
+    @app.query()
+    def query(message: Message, context: Context) -> Message:
+        node = resolve_node(context, nodes)
+        config = task_config(message)
+        task = str(config["task"])
+        if task == TASK_IDENTIFY:
+            key = node.key()
+            info = node.info()
+            challenge = identity_challenge(str(config["job-id"]), str(config["nonce"]))
+            record = ConfigRecord(
+                {
+                    "company-id": str(info["company_id"]),
+                    "dataset-id": f"{info['company_id']}/{config['dataset']}",
+                    "public-key": identity.public_b64(key),
+                    "signature": identity.sign(key, challenge),
+                }
+            )
+            return Message(RecordDict({IDENTITY: record}), reply_to=message)
+        plan = plan_of(config)
+        if task == TASK_STATS:
+            stats = work.feature_statistics(node, plan)
+            return Message(RecordDict({STATS: MetricRecord(stats)}), reply_to=message)
+        if task == TASK_BASELINE:
+            result = work.local_baseline(node, plan)
+            return Message(
+                RecordDict({METRICS: MetricRecord(result.as_metrics())}), reply_to=message
+            )
+        raise TaskRefused(f"unknown task {task!r}")
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        node = resolve_node(context, nodes)
+        config = task_config(message)
+        plan = plan_of(config)
+        weights, stats = work.local_training(node, plan, weights_of(message), int(config["round"]))
+        metrics = {
+            "num-examples": float(stats.num_examples),
+            "loss": stats.loss,
+            "steps": float(stats.steps),
+        }
+        content = RecordDict(
+            {
+                ARRAYS: to_array_record(weights),
+                METRICS: MetricRecord(metrics),
+            }
+        )
+        return Message(content, reply_to=message)
+
+    @app.evaluate()
+    def evaluate(message: Message, context: Context) -> Message:
+        node = resolve_node(context, nodes)
+        plan = plan_of(task_config(message))
+        result = work.local_evaluation(node, plan, weights_of(message))
+        return Message(RecordDict({METRICS: MetricRecord(result.as_metrics())}), reply_to=message)
+
+    return app
+
+
+app = make_client_app()

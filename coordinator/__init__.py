@@ -1,0 +1,1 @@
+"""The Flower ServerApp: job lifecycle, governed rounds, aggregation, release gate."""

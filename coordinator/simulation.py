@@ -1,0 +1,60 @@
+"""Run a job on Flower's simulation engine (Ray) on this machine: one virtual SuperNode per
+participating company, each reading only its own node folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from coordinator.app import build_server_app
+from coordinator.runner import Progress, ReplyObserver
+from sandbox.config import Settings, quiet_flower_environment
+from sandbox.db import get_engine
+from sandbox.registry import service
+
+
+def _silence_flower() -> None:
+    from flwr.supercore.logger import update_console_handler
+
+    # The coordinator records every node error itself; Flower's own console lines (including
+    # run_simulation's deprecation notice) would only repeat them.
+    update_console_handler(level=logging.ERROR, timestamps=False, colored=False)
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+
+
+def run_on_simulation(
+    settings: Settings,
+    job_id: str,
+    progress: Progress | None = None,
+    observer: ReplyObserver | None = None,
+    client_cpus: float = 1.0,
+) -> dict[str, Any]:
+    """Run ``job_id`` to its end and return the job's stored result."""
+    quiet_flower_environment(settings.home)
+    from flwr.simulation import run_simulation
+
+    from clients.app import make_client_app
+
+    engine = get_engine(settings.database_url)
+    spec = service.job_spec(service.get_job(engine, job_id))
+    node_dirs = [str(settings.company_dir(company)) for company in spec.companies]
+    _silence_flower()
+    cpus = max(1, os.cpu_count() or 1)
+    run_simulation(
+        server_app=build_server_app(job_id, progress=progress, observer=observer),
+        client_app=make_client_app(node_dirs),
+        num_supernodes=len(node_dirs),
+        backend_config={
+            "client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0},
+            "init_args": {
+                "num_cpus": cpus,
+                "num_gpus": 0,
+                "include_dashboard": False,
+                "logging_level": "ERROR",
+                "log_to_driver": False,
+            },
+        },
+    )
+    job = service.get_job(engine, job_id)
+    return {"status": job.status, "reason": job.status_reason, "result": job.result}

@@ -1,0 +1,1 @@
+"""Real data sources, the bring-your-own-data loader and per-company vault preparation."""

@@ -1,0 +1,134 @@
+"""Bring your own data: a company's CSV or Parquet file plus a small manifest file.
+
+The manifest (TOML or JSON) names the target, the feature columns with their kinds and
+categories, the industry and the grade; see ``examples/`` in the README. Every failure
+raises ``DataValidationError`` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.lib
+from pydantic import ValidationError
+
+from sandbox.data.manifest import DatasetManifest
+from sandbox.data.validation import DataValidationError, ValidatedTable, validate_frame
+
+MAX_FILE_BYTES = 2 * 1024**3
+SUFFIXES = {".csv", ".parquet", ".pq"}
+
+
+def describe_pydantic(exc: ValidationError) -> list[str]:
+    """Readable lines from a pydantic error: 'features.2.kind: Input should be ...'."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "document"
+        lines.append(f"{where}: {error['msg']}")
+    return lines
+
+
+def load_manifest(path: Path) -> DatasetManifest:
+    """Read and validate a manifest file (``.toml`` or ``.json``)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise DataValidationError([f"manifest file {path} does not exist"]) from exc
+    except UnicodeDecodeError as exc:
+        raise DataValidationError([f"manifest file {path} is not UTF-8 text"]) from exc
+    try:
+        if path.suffix.lower() == ".toml":
+            raw = tomllib.loads(text)
+        elif path.suffix.lower() == ".json":
+            raw = json.loads(text)
+        else:
+            raise DataValidationError([f"manifest {path} must be a .toml or .json file"])
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise DataValidationError(
+            [f"manifest {path} is not valid {path.suffix[1:]}: {exc}"]
+        ) from exc
+    if not isinstance(raw, dict):
+        raise DataValidationError([f"manifest {path} must hold a table/object at the top"])
+    for filled in ("row_count", "train_rows", "test_rows", "content_hash"):
+        if filled in raw:
+            raise DataValidationError(
+                [f"manifest {path}: {filled!r} is computed by the sandbox; remove it"]
+            )
+    try:
+        return DatasetManifest.model_validate(raw)
+    except ValidationError as exc:
+        raise DataValidationError(
+            [f"manifest {path}: {line}" for line in describe_pydantic(exc)]
+        ) from exc
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV (UTF-8, header row) or Parquet file as text-preserving columns."""
+    if not path.is_file():
+        raise DataValidationError([f"data file {path} does not exist"])
+    if path.suffix.lower() not in SUFFIXES:
+        raise DataValidationError([f"data file {path} must be .csv or .parquet"])
+    size = path.stat().st_size
+    if size == 0:
+        raise DataValidationError([f"data file {path} is empty"])
+    if size > MAX_FILE_BYTES:
+        raise DataValidationError([f"data file {path} is larger than {MAX_FILE_BYTES} bytes"])
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path)
+    try:
+        return pd.read_parquet(path)
+    except (pyarrow.lib.ArrowException, OSError, ValueError) as exc:
+        raise DataValidationError(
+            [f"data file {path} is not a readable Parquet file: {exc}"]
+        ) from exc
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            sample = handle.read(1 << 16)
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(
+            [
+                f"data file {path} is not UTF-8 text (byte {exc.start} of the first block); "
+                "save it as UTF-8"
+            ]
+        ) from exc
+    if not sample.strip():
+        raise DataValidationError([f"data file {path} holds no data"])
+    try:
+        df = pd.read_csv(
+            path,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            encoding="utf-8",
+            encoding_errors="strict",
+            on_bad_lines="error",
+            engine="python",
+            quoting=csv.QUOTE_MINIMAL,
+        )
+    except UnicodeDecodeError as exc:
+        raise DataValidationError([f"data file {path} is not UTF-8 text: {exc.reason}"]) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataValidationError([f"data file {path} holds no data"]) from exc
+    except (pd.errors.ParserError, csv.Error) as exc:
+        raise DataValidationError([f"data file {path} is not well-formed CSV: {exc}"]) from exc
+    if df.columns.duplicated().any():
+        dupes = sorted(set(df.columns[df.columns.duplicated()]))
+        raise DataValidationError([f"data file {path} repeats column(s) {', '.join(dupes)}"])
+    return df
+
+
+def load_company_file(data: Path, manifest_file: Path) -> ValidatedTable:
+    """A company's own file and manifest, validated together; nothing is written."""
+    manifest = load_manifest(manifest_file)
+    df = read_table(data)
+    try:
+        return validate_frame(df, manifest)
+    except DataValidationError as exc:
+        raise DataValidationError([f"{data}: {p}" for p in exc.problems]) from exc

@@ -1,0 +1,156 @@
+"""The job spec: an engineer's filed request to train one model for one purpose.
+
+A spec is data (TOML or JSON). It is validated strictly, and its hash (SHA-256 of its RFC
+8785 canonical JSON) is what gets filed: the same spec always has the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import rfc8785
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sandbox.data.manifest import check_identifier
+
+StrategyName = Literal["fedavg", "fedprox", "fedtrimmedavg", "fedmedian", "krum"]
+
+
+class JobSpecError(ValueError):
+    """A job spec that cannot be accepted; ``problems`` name each field and what is wrong."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["logreg", "mlp"] = "logreg"
+    hidden: int = Field(default=32, ge=1, le=1024)
+
+
+class StrategySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: StrategyName = "fedavg"
+    proximal_mu: float = Field(default=0.0, ge=0.0, le=100.0)
+    trim_beta: float = Field(default=0.2, gt=0.0, lt=0.5)
+    krum_byzantine: int = Field(default=1, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _mu_for_prox(self) -> StrategySpec:
+        if self.name == "fedprox" and self.proximal_mu <= 0:
+            raise ValueError("fedprox needs proximal_mu > 0")
+        return self
+
+
+class DifferentialPrivacySpec(BaseModel):
+    """Record-level DP-SGD at every company (Opacus); the budget is per company per job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epsilon: float = Field(gt=0.0, le=100.0)
+    delta: float | None = Field(default=None, gt=0.0, lt=1e-2)
+    max_grad_norm: float = Field(default=1.0, gt=0.0, le=100.0)
+
+
+class PrivacySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    secure_aggregation: bool = False
+    dp: DifferentialPrivacySpec | None = None
+    max_update_norm: float | None = Field(default=None, gt=0.0)
+
+
+class JobSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    purpose: str = Field(min_length=1, max_length=100)
+    companies: tuple[str, ...] = Field(min_length=1, max_length=1000)
+    dataset: str = "census"
+    features: tuple[str, ...] | None = None
+    model: ModelSpec = ModelSpec()
+    strategy: StrategySpec = StrategySpec()
+    privacy: PrivacySpec = PrivacySpec()
+    rounds: int = Field(default=40, ge=1, le=1000)
+    local_epochs: int = Field(default=5, ge=1, le=100)
+    learning_rate: float = Field(default=0.05, gt=0.0, le=10.0)
+    batch_size: int = Field(default=64, ge=1, le=65536)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    weight_decay: float = Field(default=0.001, ge=0.0, le=1.0)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    evaluate_every: int = Field(default=1, ge=1, le=1000)
+    min_participants: int = Field(default=2, ge=1, le=1000)
+    round_timeout_s: float = Field(default=300.0, gt=0.0, le=86400.0)
+    description: str = Field(default="", max_length=2000)
+
+    @field_validator("purpose")
+    @classmethod
+    def _purpose(cls, value: str) -> str:
+        return check_identifier(value, "purpose")
+
+    @field_validator("companies")
+    @classmethod
+    def _companies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for company in value:
+            check_identifier(company, "company id")
+        dupes = sorted({c for c in value if value.count(c) > 1})
+        if dupes:
+            raise ValueError(f"companies are named twice: {', '.join(dupes)}")
+        return value
+
+    @model_validator(mode="after")
+    def _participants(self) -> JobSpec:
+        if self.min_participants > len(self.companies):
+            raise ValueError(
+                f"min_participants ({self.min_participants}) exceeds the {len(self.companies)} "
+                "companies named"
+            )
+        return self
+
+    def canonical(self) -> bytes:
+        return rfc8785.dumps(self.model_dump(mode="json"))
+
+    @property
+    def spec_hash(self) -> str:
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+
+def parse_job_spec(raw: Any) -> JobSpec:
+    """Validate a spec given as a mapping; errors name the field."""
+    if not isinstance(raw, dict):
+        raise JobSpecError(["a job spec must be a table/object"])
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"]) or "spec"
+            problems.append(f"{where}: {error['msg']}")
+        raise JobSpecError(problems) from exc
+
+
+def load_job_spec(path: Path) -> JobSpec:
+    """Read a spec file (.toml or .json)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise JobSpecError([f"job spec file {path} does not exist"]) from exc
+    except UnicodeDecodeError as exc:
+        raise JobSpecError([f"job spec file {path} is not UTF-8 text"]) from exc
+    try:
+        if path.suffix.lower() == ".toml":
+            raw = tomllib.loads(text)
+        elif path.suffix.lower() == ".json":
+            raw = json.loads(text)
+        else:
+            raise JobSpecError([f"job spec {path} must be a .toml or .json file"])
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise JobSpecError([f"job spec {path} is not valid {path.suffix[1:]}: {exc}"]) from exc
+    return parse_job_spec(raw)

@@ -1,0 +1,1 @@
+"""Models, feature encoding, training and evaluation loops, metrics; shared by both sides."""

@@ -1,0 +1,189 @@
+"""Federated training on the simulation engine, end to end, with the guarantees that matter:
+no raw row leaves a company, the coordinator never opens a vault, identities are checked."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from typer.testing import CliRunner
+
+from coordinator.simulation import run_on_simulation
+from sandbox import identity
+from sandbox.cli import app
+from sandbox.config import Settings
+from sandbox.data import census
+from sandbox.jobspec import JobSpec
+from sandbox.onboarding import onboard_company
+from sandbox.registry import service
+
+pytestmark = pytest.mark.slow
+
+INDUSTRIES = ["Construction", "Education", "Finance insurance and real estate", "Retail trade"]
+
+
+class VaultOpenWatch:
+    """A Python audit hook on ``open``: records every path under ``root`` opened by this
+    process while armed. Audit hooks cannot be removed, so one instance serves the session."""
+
+    instance: VaultOpenWatch | None = None
+
+    def __init__(self) -> None:
+        self.root: str | None = None
+        self.opened: list[str] = []
+        sys.addaudithook(self._hook)
+
+    @classmethod
+    def get(cls) -> VaultOpenWatch:
+        if cls.instance is None:
+            cls.instance = cls()
+        return cls.instance
+
+    def _hook(self, event: str, args: tuple) -> None:  # type: ignore[type-arg]
+        if (
+            event == "open"
+            and self.root is not None
+            and args
+            and isinstance(args[0], (str, bytes, Path))
+        ):
+            path = str(
+                args[0] if not isinstance(args[0], bytes) else args[0].decode(errors="replace")
+            )
+            if path.startswith(self.root) and "/vault/" in path:
+                self.opened.append(path)
+
+
+def join(settings: Settings, engine, industries: list[str], rows: int = 300) -> list[str]:  # type: ignore[no-untyped-def]
+    ids = []
+    for industry in industries:
+        company = census.slug(industry)
+        onboard_company(
+            engine,
+            settings.company_dir(company),
+            company,
+            industry,
+            census.company_table(industry, rows=rows, seed=1),
+            purposes=("income-prediction",),
+        )
+        ids.append(company)
+    return ids
+
+
+def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
+    sandbox_home: Settings, engine
+) -> None:
+    companies = join(sandbox_home, engine, INDUSTRIES)
+    # A fourth node presents a key the registry does not know: it must not take part.
+    impostor = companies[-1]
+    identity.write_private_key(
+        sandbox_home.company_dir(impostor) / "keys" / "company.key", identity.generate_key()
+    )
+    info_path = sandbox_home.company_dir(impostor) / "node.json"
+    spec = JobSpec(
+        purpose="income-prediction",
+        companies=tuple(companies),
+        rounds=3,
+        local_epochs=2,
+        min_participants=3,
+    )
+    job = service.file_job(engine, spec, filed_by="engineer")
+
+    replies: list[tuple[str, str, RecordDict]] = []
+    watch = VaultOpenWatch.get()
+    watch.root, watch.opened = str(sandbox_home.companies_dir), []
+    try:
+        outcome = run_on_simulation(
+            sandbox_home, job.id, observer=lambda t, c, r: replies.append((t, c, r))
+        )
+    finally:
+        watch.root = None
+    assert watch.opened == [], f"the coordinator opened vault files: {watch.opened[:3]}"
+    assert info_path.exists()
+
+    assert outcome["status"] == "completed", outcome
+    result = outcome["result"]
+    honest = companies[:-1]
+    rounds = service.job_rounds(engine, job.id)
+    assert [r.number for r in rounds] == [1, 2, 3]
+    for record in rounds:
+        assert record.asked == honest and record.took_part == honest
+    assert set(k for k, v in result["companies"].items() if v["federated"]) == set(honest)
+    assert result["companies"][impostor]["federated"] is None
+    assert 0.5 < result["mean_auc"]["federated"] <= 1.0
+
+    # Every reply a company sent: only the allowed records, model-shaped arrays, few scalars.
+    input_dim = result["input_dim"]
+    model_shapes = {"0.weight": (1, input_dim), "0.bias": (1,)}
+    tasks = {t for t, _, _ in replies}
+    assert tasks == {"identify", "feature-stats", "local-baseline", "train", "evaluate"}
+    for task, _company, content in replies:
+        for key, record in content.items():
+            if isinstance(record, ArrayRecord):
+                assert task == "train" and key == "arrays"
+                assert {n: tuple(a.numpy().shape) for n, a in record.items()} == model_shapes
+                assert all(a.numpy().dtype == np.float32 for a in record.values())
+            elif isinstance(record, MetricRecord):
+                assert key in ("metrics", "stats")
+                assert all(isinstance(v, (int, float)) for v in record.values())
+                # scalar statistics: at most 3 per numeric column plus counts
+                assert len(record) <= 3 * len(census.NUMERIC) + 2
+            else:
+                assert isinstance(record, ConfigRecord) and task == "identify"
+                assert set(record.keys()) == {"company-id", "dataset-id", "public-key", "signature"}
+                assert all(len(str(v)) < 200 for v in record.values())
+        size = sum(a.numpy().nbytes for r in content.array_records.values() for a in r.values())
+        assert size <= 4 * (input_dim + 1)
+    # The identity proof is bound to the job: the impostor's reply was seen but refused.
+    claimed = [r["identity"]["company-id"] for t, _, r in replies if t == "identify"]
+    assert sorted(claimed) == sorted(companies)
+
+    model_file = sandbox_home.runs_dir / job.id / "model.npz"
+    assert model_file.exists()
+    assert service.get_job(engine, job.id).model_hash == result["model_hash"]
+
+
+def test_too_few_participants_stops_the_job_and_says_why(sandbox_home: Settings, engine) -> None:
+    companies = join(sandbox_home, engine, INDUSTRIES[:3], rows=200)
+    spec = JobSpec(
+        purpose="income-prediction",
+        companies=tuple(companies),
+        rounds=2,
+        local_epochs=1,
+        min_participants=3,
+    )
+    job = service.file_job(engine, spec, filed_by="engineer")
+    # One company's vault is damaged: its node refuses every task, so only two remain.
+    vault = sandbox_home.company_dir(companies[0]) / "vault" / "census" / "train.parquet"
+    vault.write_bytes(vault.read_bytes()[:-10] + b"0123456789")
+    outcome = run_on_simulation(sandbox_home, job.id)
+    assert outcome["status"] == "stopped"
+    assert "fewer than the minimum 3" in outcome["reason"]
+    assert companies[0] in outcome["reason"] and "content hash" in outcome["reason"]
+
+
+def test_demo_quick_writes_the_table_as_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDBOX_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SANDBOX_DATABASE_URL", raising=False)
+    out = tmp_path / "demo.json"
+    result = CliRunner().invoke(
+        app, ["demo", "--quick", "--strategy", "fedprox", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "small firms" in result.output and "pooled" in result.output
+    report = json.loads(out.read_text())
+    assert len(report["companies"]) == 6
+    for row in report["companies"]:
+        assert set(row) >= {"company", "industry", "rows", "local", "federated", "pooled"}
+        for kind in ("local", "federated", "pooled"):
+            auc = row[kind]["auc"]
+            assert auc is None or 0.0 <= auc <= 1.0
+    summary = report["summary"]
+    assert set(summary["mean_auc"]) == {"local", "federated", "pooled"}
+    assert summary["mean_auc"]["federated"] > 0.6
+    assert report["job"]["status"] == "completed"

@@ -1,0 +1,72 @@
+"""Job specs: validated field by field; the filed hash depends on content only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sandbox.jobspec import JobSpec, JobSpecError, load_job_spec, parse_job_spec
+
+
+def test_hash_is_canonical() -> None:
+    a = parse_job_spec({"purpose": "p", "companies": ["a", "b"], "rounds": 3})
+    b = parse_job_spec({"rounds": 3, "companies": ["a", "b"], "purpose": "p"})
+    assert a.spec_hash == b.spec_hash
+    assert (
+        a.spec_hash
+        != parse_job_spec({"purpose": "p", "companies": ["a", "b"], "rounds": 4}).spec_hash
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"companies": ["a"]}, "purpose: Field required"),
+        ({"purpose": "p", "companies": []}, "companies: Tuple should have at least 1 item"),
+        ({"purpose": "p", "companies": ["a", "a"]}, "companies are named twice: a"),
+        (
+            {"purpose": "p", "companies": ["a"], "rounds": 0},
+            "rounds: Input should be greater than or equal to 1",
+        ),
+        ({"purpose": "p", "companies": ["a"], "strategy": {"name": "magic"}}, "strategy.name"),
+        (
+            {"purpose": "p", "companies": ["a"], "strategy": {"name": "fedprox"}},
+            "fedprox needs proximal_mu > 0",
+        ),
+        ({"purpose": "p", "companies": ["a"], "min_participants": 2}, "exceeds the 1 companies"),
+        (
+            {"purpose": "p", "companies": ["a"], "shell": "rm -rf /"},
+            "shell: Extra inputs are not permitted",
+        ),
+        ({"purpose": "bad purpose!", "companies": ["a"]}, "purpose 'bad purpose!' must start"),
+        ([1, 2], "must be a table/object"),
+    ],
+)
+def test_bad_specs_name_the_field(raw: object, expected: str) -> None:
+    with pytest.raises(JobSpecError) as info:
+        parse_job_spec(raw)
+    assert expected in str(info.value)
+
+
+def test_spec_files(tmp_path: Path) -> None:
+    toml = tmp_path / "job.toml"
+    toml.write_text(
+        'purpose = "p"\ncompanies = ["a", "b"]\n[strategy]\nname = "fedprox"\nproximal_mu = 0.1\n'
+    )
+    spec = load_job_spec(toml)
+    assert isinstance(spec, JobSpec) and spec.strategy.proximal_mu == 0.1
+    js = tmp_path / "job.json"
+    js.write_text(json.dumps(spec.model_dump(mode="json")))
+    assert load_job_spec(js).spec_hash == spec.spec_hash
+    broken = tmp_path / "broken.toml"
+    broken.write_text("purpose = ")
+    with pytest.raises(JobSpecError, match="is not valid toml"):
+        load_job_spec(broken)
+    with pytest.raises(JobSpecError, match="does not exist"):
+        load_job_spec(tmp_path / "missing.toml")
+    with pytest.raises(JobSpecError, match=r"must be a \.toml or \.json"):
+        yaml = tmp_path / "job.yaml"
+        yaml.write_text("purpose: p")
+        load_job_spec(yaml)

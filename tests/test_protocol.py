@@ -1,0 +1,86 @@
+"""The coordinator's allow-list for replies: only model arrays, scalar metrics and signed
+statements get through."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from sandbox.protocol import (
+    TASK_EVALUATE,
+    TASK_IDENTIFY,
+    TASK_STATS,
+    TASK_TRAIN,
+    check_reply,
+    to_array_record,
+)
+
+SHAPES = {"0.weight": (1, 4), "0.bias": (1,)}
+
+
+def update(**overrides: np.ndarray) -> ArrayRecord:
+    weights = {"0.weight": np.zeros((1, 4), np.float32), "0.bias": np.zeros(1, np.float32)}
+    weights.update(overrides)
+    return to_array_record(weights)
+
+
+def train_reply(arrays: ArrayRecord | None = None, **extra) -> RecordDict:  # type: ignore[no-untyped-def]
+    content = {
+        "arrays": arrays if arrays is not None else update(),
+        "metrics": MetricRecord({"num-examples": 10.0, "loss": 0.3, "steps": 2.0}),
+    }
+    content.update(extra)
+    return RecordDict(content)
+
+
+def test_a_proper_train_reply_passes() -> None:
+    assert check_reply(TASK_TRAIN, train_reply(), SHAPES) == []
+
+
+@pytest.mark.parametrize(
+    ("arrays", "expected"),
+    [
+        (update(**{"0.weight": np.zeros((2, 4), np.float32)}), "has shape (2, 4), expected (1, 4)"),
+        (update(**{"0.weight": np.full((1, 4), np.nan, np.float32)}), "NaN or infinite"),
+        (update(**{"0.bias": np.zeros(1, np.float64)}), "dtype float64, expected float32"),
+        (
+            ArrayRecord({"rows": Array(np.zeros((100, 4), np.float32))}),
+            "update names arrays ['rows']",
+        ),
+    ],
+)
+def test_bad_updates_are_refused(arrays: ArrayRecord, expected: str) -> None:
+    problems = check_reply(TASK_TRAIN, train_reply(arrays), SHAPES)
+    assert any(expected in p for p in problems), problems
+
+
+def test_extra_records_and_metrics_are_refused() -> None:
+    smuggled = train_reply(rows=ConfigRecord({"row-1": "age=41,income=..."}))
+    assert any(
+        "unexpected records ['rows']" in p for p in check_reply(TASK_TRAIN, smuggled, SHAPES)
+    )
+    listy = RecordDict({"metrics": MetricRecord({"num-examples": 3.0, "auc": [0.1, 0.2, 0.3]})})
+    assert any("must be one number" in p for p in check_reply(TASK_EVALUATE, listy))
+    unknown = RecordDict({"metrics": MetricRecord({"num-examples": 3.0, "age-of-row-7": 41.0})})
+    assert any("unexpected metric 'age-of-row-7'" in p for p in check_reply(TASK_EVALUATE, unknown))
+
+
+def test_stats_allow_only_sums_and_counts() -> None:
+    good = RecordDict({"stats": MetricRecord({"rows": 5.0, "positives": 1.0, "sum/age": 200.0})})
+    assert check_reply(TASK_STATS, good) == []
+    bad = RecordDict({"stats": MetricRecord({"rows": 5.0, "min/age": 18.0})})
+    assert check_reply(TASK_STATS, bad)
+
+
+def test_identity_strings_are_bounded() -> None:
+    fields = {"company-id": "a", "dataset-id": "a/b", "public-key": "k", "signature": "s"}
+    assert check_reply(TASK_IDENTIFY, RecordDict({"identity": ConfigRecord(fields)})) == []
+    long = dict(fields, signature="x" * 5000)
+    assert check_reply(TASK_IDENTIFY, RecordDict({"identity": ConfigRecord(long)}))
+    extra = dict(fields, note="hello")
+    assert check_reply(TASK_IDENTIFY, RecordDict({"identity": ConfigRecord(extra)}))
+
+
+def test_unknown_task_is_refused() -> None:
+    assert check_reply("exfiltrate", RecordDict({})) == ["unknown task 'exfiltrate'"]
