@@ -230,24 +230,29 @@ def test_the_shipped_policy_set_validates_and_names_every_policy(policy_set) -> 
     assert all(p.reason for p in policy_set.policies)
 
 
+def problems_of_extra_policy(policy_dir: Path, text: str) -> str:
+    """The problems loading reports once ``text`` is added to the set in ``policy_dir``."""
+    (policy_dir / "zz_extra.cedar").write_text(text)
+    with pytest.raises(PolicySetError) as err:
+        LoadedPolicySet.from_dir(policy_dir)
+    return " ".join(err.value.problems)
+
+
 def test_a_policy_without_id_or_reason_is_refused(policy_copy: Path) -> None:
-    (policy_copy / "zz_extra.cedar").write_text(
+    text = problems_of_extra_policy(
+        policy_copy,
         'permit (principal, action == Sandbox::Action::"join", resource);\n'
         '@id("baseline.company.join")\n@reason("")\n'
-        'permit (principal, action == Sandbox::Action::"join", resource);\n'
+        'permit (principal, action == Sandbox::Action::"join", resource);\n',
     )
-    with pytest.raises(PolicySetError) as err:
-        LoadedPolicySet.from_dir(policy_copy)
-    text = " ".join(err.value.problems)
     assert "has no @id" in text and "no @reason" in text and "used twice" in text
 
 
 def test_a_policy_that_does_not_validate_is_refused(policy_copy: Path) -> None:
-    (policy_copy / "zz_extra.cedar").write_text(
+    text = problems_of_extra_policy(
+        policy_copy,
         '@id("test.bad")\n@reason("Test.")\n'
         'forbid (principal, action == Sandbox::Action::"join", resource is Sandbox::Registry)\n'
-        "when { resource.no_such_attribute };\n"
+        "when { resource.no_such_attribute };\n",
     )
-    with pytest.raises(PolicySetError) as err:
-        LoadedPolicySet.from_dir(policy_copy)
-    assert "test.bad" in str(err.value)
+    assert "test.bad" in text
