@@ -109,11 +109,26 @@ class MemoryRecorder:
         self.decisions.append(decision)
 
 
-def canonical_digest(value: Any) -> str:
-    """SHA-256 over canonical JSON (sorted keys, no spaces, UTF-8). The values here are Cedar
-    JSON: strings, integers, booleans, lists and objects, with decimals as strings, so this
-    encoding is the RFC 8785 one for them."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def canonical_json(value: Any) -> str:
+    """Canonical JSON: sorted keys, no spaces. The values here are Cedar JSON (strings,
+    integers, booleans, lists and objects, decimals as strings), for which this is the
+    RFC 8785 encoding."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+_CACHED_TYPES = frozenset({f"{NAMESPACE}::Job", f"{NAMESPACE}::Tier"})
+
+
+def _join_json_lists(first: str, second: str) -> str:
+    """The canonical JSON of two lists joined, from the canonical JSON of each."""
+    if first == "[]":
+        return second
+    if second == "[]":
+        return first
+    return f"{first[:-1]},{second[1:]}"
+
+
+def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -222,18 +237,26 @@ class PolicyDecisionPoint:
             )
         except (FactsError, ValueError, TypeError, AttributeError) as exc:
             return _deny(head, "", "", f"The facts of the request do not fit: {exc}.")
-        context_digest = canonical_digest(context_json)
-        facts_digest = canonical_digest(entities_json)
+        # One canonical serialisation each, used both for the digests and by Cedar. Jobs and
+        # their tiers go first and apart: their parsed form is cached (see parsed_entities).
+        heavy = [e for e in entities_json if e["uid"]["type"] in _CACHED_TYPES]
+        light = [e for e in entities_json if e["uid"]["type"] not in _CACHED_TYPES]
+        heavy_text, light_text = canonical_json(heavy), canonical_json(light)
+        context_text = canonical_json(context_json)
+        context_digest = _sha256(context_text)
+        facts_digest = _sha256(_join_json_lists(heavy_text, light_text))
         request = {
             "principal": uid(principal.KIND, principal.id),
             "action": {"type": f"{NAMESPACE}::Action", "id": action},
             "resource": uid(resource.KIND, resource.id),
-            "context": context_json,
+            "context": context_text,
         }
         try:
-            request_entities = ps.base_entities.with_added_json_str(
-                json.dumps(entities_json), ps.cedar_schema
-            )
+            request_entities: cedarpy.Entities | str = light_text
+            if heavy:
+                request_entities = ps.parsed_entities(heavy_text).with_added_json_str(
+                    light_text, ps.cedar_schema
+                )
             result = cedarpy.is_authorized(
                 request, ps.cedar_policies, request_entities, ps.cedar_schema
             )

@@ -316,17 +316,20 @@ def epoch_seconds(moment: datetime) -> int:
 
 @dataclass
 class _Collected:
-    """Facts of one request, one per entity uid."""
+    """Facts of one request, one per entity uid; ``reached`` are those Cedar will see."""
 
     by_uid: dict[tuple[str, str], Any] = field(default_factory=dict)
+    reached: dict[tuple[str, str], Any] = field(default_factory=dict)
 
-    def add(self, facts: Any) -> None:
+    def add(self, facts: Any, *, reached: bool = False) -> None:
         key = (facts.KIND, facts.id)
         known = self.by_uid.get(key)
         if known is None:
             self.by_uid[key] = facts
         elif known != facts:
             raise FactsError(f"two different facts describe {facts.KIND} {facts.id!r}")
+        if reached:
+            self.reached[key] = facts
 
 
 def cedar_value(value: Any, collected: _Collected) -> Any:
@@ -341,7 +344,7 @@ def cedar_value(value: Any, collected: _Collected) -> Any:
     if isinstance(value, datetime):
         return epoch_seconds(value)
     if hasattr(value, "KIND") and hasattr(value, "id"):
-        collected.add(value)
+        collected.add(value, reached=True)
         return {"__entity": uid_of(value)}
     if isinstance(value, Mapping):
         return {str(k): cedar_value(v, collected) for k, v in value.items()}
@@ -370,25 +373,37 @@ def build_entities(
     now: datetime,
     tiers: TierConfig,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The Cedar context and the entity list of one request.
+    """The Cedar context and the entities of one request: ``(context_json, entities_json)``.
 
-    Returns ``(context_json, entities_json)``. The Tier and Registry entities are not in the
-    list: the decision point keeps them, built once per policy set (:func:`static_entities`).
+    Cedar gets only the entities the request reaches: the principal, the resource, the facts
+    in the context, the dataset of a consent, the tier of a job, and the Registry when it is
+    the resource. The other facts (a job's datasets and consents) are used here, to work out
+    the job's attributes, and Cedar never reads them; leaving them out matters, because
+    parsing entities is the largest per-call cost of a Cedar evaluation.
     """
     collected = _Collected()
-    collected.add(principal)
-    collected.add(resource)
+    collected.add(principal, reached=True)
+    collected.add(resource, reached=True)
     for facts in entities:
         collected.add(facts)
     context_json = cedar_value(dict(context), collected)
 
     datasets = {f.id: f for f in collected.by_uid.values() if isinstance(f, DatasetFacts)}
     consents = [f for f in collected.by_uid.values() if isinstance(f, ConsentFacts)]
+    for facts in list(collected.reached.values()):
+        if isinstance(facts, ConsentFacts) and facts.dataset in datasets:
+            collected.add(datasets[facts.dataset], reached=True)
     out = []
-    for facts in collected.by_uid.values():
+    tiers_used = set()
+    for facts in collected.reached.values():
         if isinstance(facts, RegistryFacts):
+            out.append(registry_entity(tiers, facts))
             continue
-        out.append(_entity(facts, datasets, consents, now, tiers))
+        entity = _entity(facts, datasets, consents, now, tiers)
+        if isinstance(facts, JobFacts):
+            tiers_used.add(entity["attrs"]["tier"]["__entity"]["id"])
+        out.append(entity)
+    out += [tier_entity(tiers, name) for name in sorted(tiers_used)]
     return context_json, out
 
 
@@ -479,36 +494,35 @@ def _job_attrs(
     }
 
 
-def static_entities(tiers: TierConfig, registry: RegistryFacts | None = None) -> list[dict]:
-    """The entities every request shares: one Tier per tier of ``tiers.toml`` and the
-    Registry with the industries it classifies."""
-    out: list[dict[str, Any]] = []
-    for params in tiers.tiers.values():
-        out.append(
-            {
-                "uid": uid("Tier", params.name),
-                "attrs": {
-                    "min_participants": params.min_participants,
-                    "dp_epsilon_cap": cedar_decimal(params.dp_epsilon_cap),
-                    "release_max_worst_company_gap": cedar_decimal(
-                        params.release_max_worst_company_gap
-                    ),
-                    "release_max_calibration_error": cedar_decimal(
-                        params.release_max_calibration_error
-                    ),
-                },
-                "parents": [],
-            }
-        )
-    registry = registry or RegistryFacts()
-    out.append(
-        {
-            "uid": uid_of(registry),
-            "attrs": {"industries": sorted(tiers.industries)},
-            "parents": [],
-        }
-    )
-    return out
+def tier_entity(tiers: TierConfig, name: str) -> dict[str, Any]:
+    """The Tier entity with the numbers of ``tiers.toml``."""
+    params = tiers.tiers[name]
+    return {
+        "uid": uid("Tier", name),
+        "attrs": {
+            "min_participants": params.min_participants,
+            "dp_epsilon_cap": cedar_decimal(params.dp_epsilon_cap),
+            "release_max_worst_company_gap": cedar_decimal(params.release_max_worst_company_gap),
+            "release_max_calibration_error": cedar_decimal(params.release_max_calibration_error),
+        },
+        "parents": [],
+    }
+
+
+def registry_entity(tiers: TierConfig, registry: RegistryFacts) -> dict[str, Any]:
+    """The Registry entity with the industries ``tiers.toml`` classifies."""
+    return {
+        "uid": uid_of(registry),
+        "attrs": {"industries": sorted(tiers.industries)},
+        "parents": [],
+    }
+
+
+def static_entities(tiers: TierConfig) -> list[dict[str, Any]]:
+    """Every Tier entity and the Registry: what ``tiers.toml`` puts into Cedar."""
+    return [tier_entity(tiers, name) for name in tiers.tiers] + [
+        registry_entity(tiers, RegistryFacts())
+    ]
 
 
 # ---- facts as JSON (request files, policy test cases) ---------------------------------------
