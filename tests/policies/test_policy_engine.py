@@ -256,3 +256,19 @@ def test_a_policy_that_does_not_validate_is_refused(policy_copy: Path) -> None:
         "when { resource.no_such_attribute };\n",
     )
     assert "test.bad" in text
+
+
+def test_cached_job_entities_never_stand_in_for_changed_facts(pdp, world) -> None:
+    from dataclasses import replace
+
+    company, ctx = world.companies["h1"], RoundContext(1, Decimal(0), Decimal("0.5"))
+    unapproved, approved = world.job, replace(world.job, approved=True)
+    answers = [
+        pdp.decide(company, "participate_in_round", job, ctx, world.facts()).allowed
+        for job in (unapproved, approved, unapproved, approved)
+    ]
+    assert answers == [False, True, False, True]
+    revoked = world.facts(
+        without=("h1",), extra=(replace(world.consents["h1"], revoked=True),)
+    )
+    assert not pdp.decide(company, "participate_in_round", approved, ctx, revoked).allowed
