@@ -135,9 +135,13 @@ def percentiles(samples_s: list[float]) -> dict[str, float]:
     }
 
 
-def time_each(calls: list[Callable[[], Any]], iterations: int) -> list[float]:
+def time_each(
+    calls: list[Callable[[], Any]], iterations: int, clock: Callable[[], float] = time.perf_counter
+) -> list[float]:
+    """Seconds per call, cycling through ``calls``. With ``time.thread_time`` as the clock, the
+    samples leave out time the thread spent waiting for a CPU, which other work on a shared
+    machine adds to the wall-clock tail."""
     samples = []
-    clock = time.perf_counter
     for i in range(iterations):
         call = calls[i % len(calls)]
         start = clock()
@@ -222,6 +226,7 @@ def main() -> None:
 
     time_each(decide_calls(quiet), 2000)  # warm up
     decide_alone = percentiles(time_each(decide_calls(quiet), args.iterations))
+    decide_cpu = percentiles(time_each(decide_calls(quiet), args.iterations, time.thread_time))
     cedar_alone = percentiles(time_each(cedar_calls(ps, mix, mode="as-decide"), args.iterations))
     cedar_entities_text = percentiles(
         time_each(cedar_calls(ps, mix, mode="entities-text"), args.iterations)
@@ -259,13 +264,18 @@ def main() -> None:
         "recorder": args.recorder,
         "latency": {
             "decide": decide_alone,
+            "decide_cpu_time": decide_cpu,
             "decide_with_recorder": with_recorder,
             "cedar_call_as_decide_makes_it": cedar_alone,
             "cedar_call_parsing_entities_each_time": cedar_entities_text,
             "cedar_call_parsing_text_each_time": {**cedar_text, "iterations": text_iterations},
         },
         "decisions_per_second_with_recorder": round(per_second),
-        "target": {"decide_p99_us_below": 1000, "met": decide_alone["p99_us"] < 1000},
+        "target": {
+            "decide_p99_us_below": 1000,
+            "met_wall_clock": decide_alone["p99_us"] < 1000,
+            "met_cpu_time": decide_cpu["p99_us"] < 1000,
+        },
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "policy.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -276,6 +286,7 @@ def main() -> None:
 def markdown(r: dict[str, Any]) -> str:
     rows = [
         ("decide (facts → entities → Cedar → Decision), no-op recorder", "decide"),
+        ("the same, thread CPU time (no waiting for a CPU)", "decide_cpu_time"),
         (f"decide + recorder ({r['recorder']})", "decide_with_recorder"),
         ("Cedar call alone, as decide makes it", "cedar_call_as_decide_makes_it"),
         ("Cedar call, entities parsed each time", "cedar_call_parsing_entities_each_time"),
@@ -304,13 +315,15 @@ def markdown(r: dict[str, Any]) -> str:
             f"| {label} | {v['p50_us']} | {v['p90_us']} | {v['p99_us']} | {v['max_us']} "
             f"| {v['mean_us']} |"
         )
-    met = "met" if r["target"]["met"] else "NOT met"
+    target = r["target"]
+    verdict = {True: "met", False: "NOT met"}
     lines += [
         "",
         f"Decisions per second including the recorder ({r['recorder']}): "
         f"**{r['decisions_per_second_with_recorder']}** (one thread).",
         "",
-        f"Target p99 of `decide` under 1 ms: **{met}**.",
+        f"Target p99 of `decide` under 1 ms: **{verdict[target['met_wall_clock']]}** on the "
+        f"wall clock, **{verdict[target['met_cpu_time']]}** in CPU time.",
         "",
         "Why it is fast: the decision point parses the policies and the schema once per "
         "policy set and hands cedarpy its pre-parsed handles (the last row is the cost of "
