@@ -194,7 +194,20 @@ class PolicyDecisionPoint:
         """
         ps = policy_set if policy_set is not None else self._active
         now = self._clock()
-        decision = self._evaluate(ps, principal, action, resource, context, entities, now)
+        try:
+            decision = self._evaluate(ps, principal, action, resource, context, entities, now)
+        except Exception as exc:  # whatever went wrong, the answer is a recorded denial
+            log.exception("policy evaluation failed")
+            head = {
+                "principal": _describe(principal),
+                "action": str(action),
+                "resource": _describe(resource),
+                "policy_set_hash": ps.hash if ps is not None else NO_POLICY_SET,
+                "time": now,
+            }
+            decision = _deny(
+                head, "", "", f"The request could not be evaluated ({type(exc).__name__}: {exc})."
+            )
         try:
             self._recorder(decision)
         except Exception as exc:
@@ -211,14 +224,10 @@ class PolicyDecisionPoint:
         entities: Iterable[Any],
         now: datetime,
     ) -> Decision:
-        try:
-            principal_id, resource_id = uid_text(principal), uid_text(resource)
-        except AttributeError:
-            principal_id, resource_id = repr(principal), repr(resource)
         head = {
-            "principal": principal_id,
+            "principal": _describe(principal),
             "action": action,
-            "resource": resource_id,
+            "resource": _describe(resource),
             "policy_set_hash": ps.hash if ps is not None else NO_POLICY_SET,
             "time": now,
         }
@@ -331,6 +340,14 @@ class PolicyDecisionPoint:
         except Exception as again:
             log.error("fail-closed denial %s not recorded either: %s", denial.decision_id, again)
         return denial
+
+
+def _describe(facts: Any) -> str:
+    """The entity uid of a fact, or (for something that is no fact) its repr."""
+    try:
+        return uid_text(facts)
+    except AttributeError:
+        return repr(facts)
 
 
 def _id_of(ids: Mapping[str, str], ps: LoadedPolicySet, cedar_id: str) -> str:

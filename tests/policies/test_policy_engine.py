@@ -268,7 +268,23 @@ def test_cached_job_entities_never_stand_in_for_changed_facts(pdp, world) -> Non
         for job in (unapproved, approved, unapproved, approved)
     ]
     assert answers == [False, True, False, True]
-    revoked = world.facts(
-        without=("h1",), extra=(replace(world.consents["h1"], revoked=True),)
-    )
+    revoked = world.facts(without=("h1",), extra=(replace(world.consents["h1"], revoked=True),))
     assert not pdp.decide(company, "participate_in_round", approved, ctx, revoked).allowed
+
+
+def test_an_unforeseen_failure_is_a_recorded_denial(pdp, recorder, world, monkeypatch):
+    import policies.engine
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unforeseen")
+
+    monkeypatch.setattr(policies.engine, "build_entities", broken)
+    d = submit(pdp, world)
+    assert not d.allowed and "unforeseen" in d.errors[0]
+    assert recorder.decisions == [d]
+
+
+def test_something_that_is_no_fact_is_denied(pdp, recorder) -> None:
+    d = pdp.decide("eve", "read_audit", AuditLogFacts())  # type: ignore[arg-type]
+    assert not d.allowed and d.principal == "'eve'"
+    assert recorder.decisions == [d]
