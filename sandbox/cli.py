@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from policies.cli import policy_app
 from sandbox.config import load_settings
 from sandbox.data.validation import DataValidationError
 from sandbox.db import get_engine
@@ -26,6 +27,7 @@ company_app = typer.Typer(help="Companies: join, datasets, consents.", no_args_i
 job_app = typer.Typer(help="Engineers: file, run and inspect training jobs.", no_args_is_help=True)
 app.add_typer(company_app, name="company")
 app.add_typer(job_app, name="job")
+app.add_typer(policy_app, name="policy")
 
 console = Console()
 err = Console(stderr=True)

@@ -1,0 +1,177 @@
+"""Risk tiers: classification of jobs by industry and data grade, and each tier's numbers.
+
+Everything here is read from ``tiers.toml`` (part of the signed policy set). Python only
+classifies (which tier) and hands the numbers to Cedar as attributes of a ``Tier`` entity;
+the rules that compare against those numbers live in the ``.cedar`` packs. So each rule has
+one home: a threshold in the TOML file, the comparison in a policy.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+TIERS_FILE = "tiers.toml"
+GRADES = ("general", "important", "core")
+_TIER_NUMBERS = {
+    "min_participants": int,
+    "dp_epsilon_cap": Decimal,
+    "release_max_worst_company_gap": Decimal,
+    "release_max_calibration_error": Decimal,
+}
+
+
+class TierConfigError(ValueError):
+    """``tiers.toml`` is malformed or incomplete."""
+
+
+@dataclass(frozen=True, slots=True)
+class TierParameters:
+    """The numbers one tier's rules compare against."""
+
+    name: str
+    min_participants: int
+    dp_epsilon_cap: Decimal
+    release_max_worst_company_gap: Decimal
+    release_max_calibration_error: Decimal
+
+
+@dataclass(frozen=True)
+class TierConfig:
+    """The parsed ``tiers.toml``."""
+
+    tier_order: tuple[str, ...]
+    unknown_industry: str
+    industry_tiers: Mapping[str, str]
+    grade_tiers: Mapping[str, str]
+    tiers: Mapping[str, TierParameters]
+
+    @property
+    def industries(self) -> frozenset[str]:
+        """Every industry the file classifies."""
+        return frozenset(self.industry_tiers)
+
+    def industry_tier(self, industry: str) -> str:
+        return self.industry_tiers.get(industry, self.unknown_industry)
+
+    def grade_tier(self, grade: str) -> str:
+        try:
+            return self.grade_tiers[grade]
+        except KeyError:
+            raise ValueError(
+                f"unknown data grade {grade!r}; expected one of {sorted(self.grade_tiers)}"
+            ) from None
+
+    def risk_tier(self, industries: Iterable[str], grades: Iterable[str]) -> str:
+        """The highest tier among the given industries and grades (the lowest tier if none).
+
+        An industry the file does not list counts as ``unknown_industry``; an unknown grade
+        raises ``ValueError``, since a grade is a closed vocabulary and guessing would be
+        unsafe.
+        """
+        rank = {name: i for i, name in enumerate(self.tier_order)}
+        found = [self.industry_tier(i) for i in industries]
+        found += [self.grade_tier(g) for g in grades]
+        return max(found, key=rank.__getitem__, default=self.tier_order[0])
+
+
+def parse_tier_config(text: str) -> TierConfig:
+    """Parse and check the text of ``tiers.toml``."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TierConfigError(f"{TIERS_FILE} is not valid TOML: {exc}") from exc
+    if raw.get("version") != 1:
+        raise TierConfigError(f"{TIERS_FILE}: version must be 1")
+    order = tuple(_list_of_str(raw, "tier_order"))
+    if len(order) == 0 or len(set(order)) != len(order):
+        raise TierConfigError(f"{TIERS_FILE}: tier_order must name distinct tiers")
+    unknown = raw.get("unknown_industry")
+    if unknown not in order:
+        raise TierConfigError(f"{TIERS_FILE}: unknown_industry must be one of {list(order)}")
+
+    industry_tiers: dict[str, str] = {}
+    for tier, names in _table(raw, "industries").items():
+        if tier not in order:
+            raise TierConfigError(f"{TIERS_FILE}: [industries] names unknown tier {tier!r}")
+        for name in _list_of_str({"v": names}, "v"):
+            if name in industry_tiers:
+                raise TierConfigError(f"{TIERS_FILE}: industry {name!r} is listed twice")
+            industry_tiers[name] = tier
+
+    grade_tiers = {str(k): v for k, v in _table(raw, "grades").items()}
+    if set(grade_tiers) != set(GRADES):
+        raise TierConfigError(f"{TIERS_FILE}: [grades] must list exactly {list(GRADES)}")
+    for grade, tier in grade_tiers.items():
+        if tier not in order:
+            raise TierConfigError(f"{TIERS_FILE}: grade {grade!r} maps to unknown tier {tier!r}")
+
+    tiers_raw = _table(raw, "tiers")
+    if set(tiers_raw) != set(order):
+        raise TierConfigError(f"{TIERS_FILE}: [tiers.*] must have one table per tier {list(order)}")
+    tiers = {name: _tier_parameters(name, tiers_raw[name]) for name in order}
+    return TierConfig(order, unknown, industry_tiers, grade_tiers, tiers)
+
+
+def _tier_parameters(name: str, raw: Any) -> TierParameters:
+    if not isinstance(raw, dict) or set(raw) != set(_TIER_NUMBERS):
+        raise TierConfigError(
+            f"{TIERS_FILE}: [tiers.{name}] must have exactly the keys {sorted(_TIER_NUMBERS)}"
+        )
+    values: dict[str, Any] = {}
+    for key, kind in _TIER_NUMBERS.items():
+        value = raw[key]
+        if kind is int:
+            if type(value) is not int or value < 1:
+                raise TierConfigError(
+                    f"{TIERS_FILE}: tiers.{name}.{key} must be a positive integer"
+                )
+            values[key] = value
+            continue
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:
+            raise TierConfigError(f"{TIERS_FILE}: tiers.{name}.{key} is not a number") from None
+        if not number.is_finite() or number < 0 or number.as_tuple().exponent < -4:
+            raise TierConfigError(
+                f"{TIERS_FILE}: tiers.{name}.{key} must be a number >= 0 with at most four "
+                "decimal places"
+            )
+        values[key] = number
+    return TierParameters(name=name, **values)
+
+
+def _table(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key)
+    if not isinstance(value, dict):
+        raise TierConfigError(f"{TIERS_FILE}: [{key}] table is missing")
+    return value
+
+
+def _list_of_str(raw: Mapping[str, Any], key: str) -> list[str]:
+    value = raw.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TierConfigError(f"{TIERS_FILE}: {key} must be a list of strings")
+    return value
+
+
+@cache
+def shipped_tier_config() -> TierConfig:
+    """The ``tiers.toml`` shipped with this package."""
+    return parse_tier_config((Path(__file__).parent / TIERS_FILE).read_text(encoding="utf-8"))
+
+
+def risk_tier(
+    industries: Iterable[str], grades: Iterable[str], config: TierConfig | None = None
+) -> str:
+    """The risk tier of a job over data of these industries and grades.
+
+    ``config`` defaults to the shipped ``tiers.toml``; the decision point passes the
+    configuration of its active policy set.
+    """
+    return (config or shipped_tier_config()).risk_tier(industries, grades)
