@@ -16,6 +16,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients import work
+from clients.gate import make_gate
 from sandbox import identity
 from sandbox.node import NodeHome
 from sandbox.protocol import (
@@ -73,8 +74,9 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None) -> ClientApp:
     """The ClientApp; ``simulated_nodes`` maps partition ids to node folders in simulation."""
     app = ClientApp()
     nodes = list(simulated_nodes) if simulated_nodes is not None else None
+    gate = make_gate(lambda context: resolve_node(context, nodes))
 
-    @app.query()
+    @app.query(mods=[gate])
     def query(message: Message, context: Context) -> Message:
         node = resolve_node(context, nodes)
         config = task_config(message)
@@ -103,7 +105,7 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None) -> ClientApp:
             )
         raise TaskRefused(f"unknown task {task!r}")
 
-    @app.train()
+    @app.train(mods=[gate])
     def train(message: Message, context: Context) -> Message:
         node = resolve_node(context, nodes)
         config = task_config(message)
@@ -122,7 +124,7 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None) -> ClientApp:
         )
         return Message(content, reply_to=message)
 
-    @app.evaluate()
+    @app.evaluate(mods=[gate])
     def evaluate(message: Message, context: Context) -> Message:
         node = resolve_node(context, nodes)
         plan = plan_of(task_config(message))

@@ -10,6 +10,7 @@ coordinator resumes after its last completed round.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -279,6 +280,7 @@ class JobRunner:
         return TrainingPlan(
             job_id=self.job_id,
             purpose=spec.purpose,
+            engineer=self.job.filed_by,
             dataset=spec.dataset,
             model=spec.model,
             encoding=encoding,
@@ -293,6 +295,7 @@ class JobRunner:
             ),
             threshold=threshold,
             dp=spec.privacy.dp,
+            secure_aggregation=spec.privacy.secure_aggregation,
             rounds=spec.rounds,
         )
 
@@ -361,9 +364,10 @@ class JobRunner:
         except JobStopped:
             self._store_round(number, "failed", asked, exchange, {}, started)
             raise
-        aggregated, train_metrics = self.strategy.aggregate_train(
-            number, list(exchange.accepted.values())
-        )
+        # Flower's median and trimmed-mean strategies empty the arrays of the replies they are
+        # given; aggregate copies so that the accepted updates stay intact for the record.
+        copies = [copy.deepcopy(reply) for reply in exchange.accepted.values()]
+        aggregated, train_metrics = self.strategy.aggregate_train(number, copies)
         if aggregated is None:
             self._store_round(number, "failed", asked, exchange, {}, started)
             raise JobStopped(f"round {number}: the strategy produced no aggregate")

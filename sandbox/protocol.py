@@ -62,12 +62,14 @@ class TrainingPlan(BaseModel):
 
     job_id: str
     purpose: str
+    engineer: str
     dataset: str
     model: ModelSpec
     encoding: FeatureSpec
     train: TrainSettings
     threshold: float = 0.5
     dp: DifferentialPrivacySpec | None = None
+    secure_aggregation: bool = False
     rounds: int = 1
 
     def digest(self) -> str:
@@ -142,8 +144,8 @@ def check_reply(
     problems: list[str] = []
     allowed_records = {
         TASK_IDENTIFY: {IDENTITY},
-        TASK_STATS: {STATS},
-        TASK_BASELINE: {METRICS},
+        TASK_STATS: {STATS, RECEIPT},
+        TASK_BASELINE: {METRICS, RECEIPT},
         TASK_EVALUATE: {METRICS, RECEIPT},
         TASK_TRAIN: {ARRAYS, METRICS, RECEIPT},
     }.get(task)

@@ -19,10 +19,12 @@ from sandbox.config import Settings
 from sandbox.data import census
 from sandbox.jobspec import JobSpec
 from sandbox.onboarding import onboard_company
+from sandbox.receipts import ReceiptPayload
 from sandbox.registry import service
 
 pytestmark = pytest.mark.slow
 
+RECEIPT_FIELDS = set(ReceiptPayload.model_fields)
 INDUSTRIES = ["Construction", "Education", "Finance insurance and real estate", "Retail trade"]
 
 
@@ -131,10 +133,16 @@ def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
                 assert all(isinstance(v, (int, float)) for v in record.values())
                 # scalar statistics: at most 3 per numeric column plus counts
                 assert len(record) <= 3 * len(census.NUMERIC) + 2
-            else:
+            elif key == "identity":
                 assert isinstance(record, ConfigRecord) and task == "identify"
                 assert set(record.keys()) == {"company-id", "dataset-id", "public-key", "signature"}
                 assert all(len(str(v)) < 200 for v in record.values())
+            else:
+                # the company's signed receipt: a short statement of use, no rows
+                assert key == "receipt" and isinstance(record, ConfigRecord) and task != "identify"
+                assert set(record.keys()) == {"payload", "signature"}
+                receipt = json.loads(str(record["payload"]))
+                assert set(receipt) <= RECEIPT_FIELDS and len(str(record["payload"])) < 1500
         size = sum(a.numpy().nbytes for r in content.array_records.values() for a in r.values())
         assert size <= 4 * (input_dim + 1)
     # The identity proof is bound to the job: the impostor's reply was seen but refused.
