@@ -52,9 +52,7 @@ def get_engine(url: str) -> Engine:
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(
-                url, connect_args={"check_same_thread": False, "timeout": 30}
-            )
+            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
             engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -74,6 +72,7 @@ def dispose_engines() -> None:
 
 def _import_models() -> None:
     """Import every module that declares tables so that ``create_all`` sees them."""
+    import sandbox.ledger.store
     import sandbox.registry  # noqa: F401
 
 

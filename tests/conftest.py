@@ -1,0 +1,65 @@
+"""Fixtures shared by the whole suite: isolated settings, and a throwaway Postgres database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from sandbox.config import Settings, load_settings
+from sandbox.db import dispose_engines
+
+DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def tmp_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings whose home (keys, database file) is a fresh temporary folder."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("SANDBOX_HOME", str(home))
+    monkeypatch.setenv("SANDBOX_DATABASE_URL", f"sqlite:///{home / 'sandbox.db'}")
+    monkeypatch.delenv("SANDBOX_LEDGER_ORIGIN", raising=False)
+    yield load_settings()
+    dispose_engines()
+
+
+def _postgres_admin_url() -> str:
+    return os.environ.get("SANDBOX_TEST_POSTGRES_URL", DEFAULT_POSTGRES_ADMIN_URL)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a new, empty Postgres database, dropped afterwards.
+
+    The server is the one named by ``SANDBOX_TEST_POSTGRES_URL`` (an admin connection). An
+    unreachable server fails the test, unless ``SANDBOX_SKIP_POSTGRES=1`` asks to skip.
+    """
+    import psycopg
+    from psycopg import sql
+
+    admin_url = _postgres_admin_url()
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("SANDBOX_SKIP_POSTGRES") == "1":
+            pytest.skip(f"Postgres unreachable and SANDBOX_SKIP_POSTGRES=1: {exc}")
+        pytest.fail(
+            f"Postgres at {admin_url} is unreachable ({exc}). Start it, point "
+            "SANDBOX_TEST_POSTGRES_URL at one, or set SANDBOX_SKIP_POSTGRES=1 to skip.",
+            pytrace=False,
+        )
+    name = f"sandbox_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        try:
+            yield url
+        finally:
+            dispose_engines()
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
