@@ -6,8 +6,12 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
 from sandbox.config import Settings
 from sandbox.ledger import Actor, DecisionRef, Ledger, LedgerRecord, Privacy, Purpose, Resource
+from sandbox.ledger.merkle import CompactRange, leaf_hash
 
 BASE_TIME = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 COMPANIES = ("acme-bank", "zeta-health", "orbit-retail")
@@ -72,3 +76,24 @@ def fill(ledger: Ledger, count: int, start: int = 0, batch: int = 500) -> None:
     for first in range(start, start + count, batch):
         last = min(first + batch, start + count)
         ledger.append_many([make_record(number) for number in range(first, last)])
+
+
+def rehash_everything(engine: Engine) -> None:
+    """What a careful forger would do after editing entries: recompute every stored hash
+    (leaf hashes, roots after each entry, tree nodes) so that only signatures can tell."""
+    with engine.begin() as conn:
+        rows = conn.execute(text("SELECT idx, entry FROM ledger_entry ORDER BY idx")).all()
+        tree = CompactRange.empty()
+        conn.execute(text("DELETE FROM ledger_node"))
+        for row in rows:
+            leaf = leaf_hash(row.entry.encode())
+            completed = tree.append(leaf)
+            conn.execute(
+                text("UPDATE ledger_entry SET leaf_hash = :leaf, tree_root = :root WHERE idx = :i"),
+                {"leaf": leaf, "root": tree.root(), "i": row.idx},
+            )
+            for level, index, node in completed[1:]:
+                conn.execute(
+                    text("INSERT INTO ledger_node (level, idx, hash) VALUES (:l, :i, :h)"),
+                    {"l": level, "i": index, "h": node},
+                )
