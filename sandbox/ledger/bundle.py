@@ -298,7 +298,8 @@ def verify_bundle(
             break
         leaf, root, problem = _stored_hashes(hash_line, index)
         if problem is not None:
-            findings.bad(index, problem)
+            replay.fail(index, problem)
+            break
         if replay.add(entry_line[:-1], leaf, root) is None:
             break
         if progress is not None and (index + 1) % PROGRESS_EVERY == 0:

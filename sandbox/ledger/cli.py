@@ -33,8 +33,9 @@ audit_app = typer.Typer(
     no_args_is_help=True,
 )
 
-console = Console()
-errors = Console(stderr=True)
+# Soft wrap: paths, hashes and problems stay on one line, whole, to be copied or grepped.
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 EXIT_FAILED = 1
 EXIT_ERROR = 2
@@ -208,7 +209,7 @@ def proof(
             *(f"proof[{level}]: {element.hex()}" for level, element in enumerate(inclusion.hashes)),
             "checkpoint:",
         ]
-        console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+        console.print("\n".join(lines), markup=False, highlight=False)
         typer.echo(latest.note, nl=False)
         if verified:
             console.print(

@@ -308,16 +308,19 @@ class Ledger:
                 raise LedgerIntegrityError(
                     f"the stored tree at size {latest.size} does not match the signed checkpoint"
                 )
+        c = entry_table.c
         rows = conn.execute(
-            select(entry_table.c.idx, entry_table.c.entry, entry_table.c.leaf_hash)
-            .where(entry_table.c.idx >= tree.size, entry_table.c.idx < size)
-            .order_by(entry_table.c.idx)
+            select(c.idx, c.entry, c.leaf_hash, c.tree_root)
+            .where(c.idx >= tree.size, c.idx < size)
+            .order_by(c.idx)
         )
         for row in rows:
             leaf = leaf_hash(row.entry.encode("utf-8"))
             if row.idx != tree.size or leaf != row.leaf_hash:
                 raise LedgerIntegrityError(f"entry {tree.size} is missing or changed")
             tree.append(leaf)
+            if tree.root() != row.tree_root:
+                raise LedgerIntegrityError(f"entry {row.idx} is out of place (moved or inserted)")
         if tree.size != size:
             raise LedgerIntegrityError(f"entry {tree.size} is missing")
         root = tree.root()
