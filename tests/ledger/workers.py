@@ -12,3 +12,29 @@ def operator_public_key(keys_dir: str, barrier: Barrier) -> str:
 
     barrier.wait()
     return public_b64(sandbox_key(Path(keys_dir), "operator"))
+
+
+def append_as_writer(
+    database_url: str, keys_dir: str, origin: str, writer: int, operations: int, barrier: Barrier
+) -> list[tuple[int, str]]:
+    """One writer: single appends and small batches, writer 0 also signing checkpoints.
+    Returns ``(index, record_id)`` of everything it appended, in its own order."""
+    from sandbox.db import get_engine
+    from sandbox.identity import sandbox_key
+    from sandbox.ledger import Ledger
+    from tests.ledger.helpers import make_record
+
+    ledger = Ledger(get_engine(database_url), sandbox_key(Path(keys_dir), "operator"), origin)
+    barrier.wait()
+    appended: list[tuple[int, str]] = []
+    for operation in range(operations):
+        number = writer * 10_000 + operation * 10
+        if operation % 4 == 3:
+            batch = [make_record(number + offset) for offset in range(3)]
+            appended.extend((item.index, item.record_id) for item in ledger.append_many(batch))
+        else:
+            item = ledger.append(make_record(number))
+            appended.append((item.index, item.record_id))
+        if writer == 0 and operation % 5 == 4:
+            ledger.checkpoint()
+    return appended
