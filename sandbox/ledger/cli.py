@@ -291,7 +291,9 @@ def list_entries(
             json.dumps([json.loads(item.entry) | {"index": item.index} for item in found])
         )
         return
-    table = Table("index", "time (UTC)", "action", "principal", "owner", "decision", "job")
+    table = Table()
+    for column in ("index", "time (UTC)", "action", "principal", "owner", "decision", "job"):
+        table.add_column(column, no_wrap=column != "time (UTC)")
     for item in found:
         record = item.record
         decision = (
