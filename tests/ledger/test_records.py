@@ -7,10 +7,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from sandbox.ledger import Actor, DecisionRef, LedgerRecord, Privacy, Purpose, Resource
-from sandbox.ledger.records import RecordError, canonical_entry, parse_record
+from sandbox.ledger.records import RecordError, canonical_entry, canonical_json, parse_record
 from tests.ledger.helpers import BASE_TIME, digest, make_record, make_round_record
 
 
@@ -151,3 +153,45 @@ def test_decision_record_helper() -> None:
         time=BASE_TIME,
     )
     assert record.decision is not None and record.decision.allowed is False
+
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.integers(2**53, 2**60)  # beyond I-JSON: the package refuses, and so must we
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.text(alphabet="abcXYZ019._:/=+-", max_size=12)
+)
+_json_documents = st.dictionaries(
+    st.text(max_size=6),
+    st.recursive(
+        _json_scalars,
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=6), children, max_size=4)
+        ),
+        max_leaves=12,
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=250)
+@given(_json_documents)
+def test_canonical_json_is_rfc8785(document: dict) -> None:
+    try:
+        expected = rfc8785.dumps(document)
+    except rfc8785.CanonicalizationError:
+        with pytest.raises(rfc8785.CanonicalizationError):
+            canonical_json(document)
+        return
+    assert canonical_json(document) == expected
+
+
+@given(st.integers(0, 10_000), st.booleans())
+def test_records_canonicalise_like_rfc8785(number: int, with_privacy: bool) -> None:
+    record = make_round_record(number, ["acme-bank"]) if with_privacy else make_record(number)
+    entry = canonical_entry(record)
+    assert entry == rfc8785.dumps(json.loads(entry))
