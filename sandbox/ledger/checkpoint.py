@@ -209,6 +209,9 @@ def verify_checkpoint(
         if len(fields) != 2 or not fields[0]:
             raise CheckpointError("a signature line is '— <name> <base64 signature>'")
         signer, blob = fields[0], _b64decode(fields[1], "a signature")
+        if base64.b64encode(blob).decode("ascii") != fields[1]:
+            # Unused low bits set: the same signature spelt another way. One spelling only.
+            raise CheckpointError("a signature is not in canonical base64")
         if len(blob) < 5:
             raise CheckpointError("a signature is a key id and at least one byte")
         if signer != name or blob[:4] != expected_id:

@@ -137,3 +137,17 @@ def test_origins_that_cannot_name_a_key_are_refused(key: Ed25519PrivateKey, orig
 def test_control_characters_are_refused(key: Ed25519PrivateKey, note: str) -> None:
     with pytest.raises(CheckpointError):
         verify_checkpoint(note.replace("\n", "\r\n", 1), key.public_key())
+
+
+def test_a_signature_spelt_in_non_canonical_base64_is_refused(
+    key: Ed25519PrivateKey, note: str
+) -> None:
+    signature_line = note.split("\n\n")[1]
+    encoded = signature_line.split(" ")[2].strip()
+    assert encoded.endswith("=") and not encoded.endswith("==")  # 68 bytes: 2 unused bits
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(encoded[-2])
+    respelt = encoded[:-2] + alphabet[last | 1 if not last & 1 else last & ~1] + "="
+    assert base64.b64decode(respelt) == base64.b64decode(encoded)
+    with pytest.raises(CheckpointError, match="canonical"):
+        verify_checkpoint(note.replace(encoded, respelt), key.public_key())
