@@ -3,7 +3,6 @@ gapless, duplicate-free log that verifies."""
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -12,7 +11,7 @@ import pytest
 
 from sandbox.config import Settings, load_settings
 from sandbox.ledger import Ledger
-from tests.ledger.workers import append_as_writer
+from tests.ledger.workers import append_as_writer, worker_context
 
 WRITERS = 8
 OPERATIONS = 16  # per writer: 12 single appends and 4 batches of 3
@@ -66,7 +65,7 @@ def test_eight_threads(settings: Settings) -> None:
 
 def test_eight_processes(settings: Settings) -> None:
     ledger = Ledger.open(settings)  # creates the tables and the operator key first
-    context = multiprocessing.get_context("spawn")
+    context = worker_context()
     with context.Manager() as manager:
         barrier = manager.Barrier(WRITERS)
         arguments = [

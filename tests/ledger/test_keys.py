@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import stat
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from sandbox.config import Settings
 from sandbox.identity import KeyFileError, public_b64, read_private_key, sandbox_key
 from sandbox.ledger import Ledger, verify_checkpoint
 from tests.ledger.helpers import fill
-from tests.ledger.workers import operator_public_key
+from tests.ledger.workers import operator_public_key, worker_context
 
 
 def _mode(path: Path) -> int:
@@ -58,7 +57,7 @@ def test_the_ledger_signs_with_the_operator_key_file(tmp_settings: Settings) -> 
 
 
 def test_processes_starting_together_agree_on_one_key(tmp_path: Path) -> None:
-    context = multiprocessing.get_context("spawn")
+    context = worker_context()
     barrier = context.Manager().Barrier(8)
     with context.Pool(8) as pool:
         keys = pool.starmap(operator_public_key, [(str(tmp_path), barrier)] * 8)
