@@ -160,6 +160,7 @@ _json_scalars = (
     | st.booleans()
     | st.integers(-(2**53) + 1, 2**53 - 1)
     | st.integers(2**53, 2**60)  # beyond I-JSON: the package refuses, and so must we
+    | st.sampled_from([2**53 - 1, -(2**53) + 1, 10**15, 10**15 - 1, 0.0, -0.0, 1e21, 1e-7])
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=12)
     | st.text(alphabet="abcXYZ019._:/=+-", max_size=12)
