@@ -5,23 +5,28 @@ nothing but a public key through :func:`verify_checkpoint`, :func:`verify_inclus
 :func:`verify_consistency` and :func:`verify_bundle`.
 """
 
-from sandbox.ledger.bundle import BundleError, verify_bundle
+from sandbox.ledger.bundle import verify_bundle
 from sandbox.ledger.checkpoint import (
     Checkpoint,
-    CheckpointError,
     SignedCheckpoint,
     load_public_key,
     verify_checkpoint,
 )
+from sandbox.ledger.errors import (
+    BundleError,
+    CheckpointError,
+    EntryNotFound,
+    LedgerError,
+    LedgerIntegrityError,
+    LedgerWriteError,
+    RecordError,
+)
 from sandbox.ledger.log import (
     Appended,
     ConsistencyProof,
-    EntryNotFound,
     InclusionProof,
     Ledger,
     LedgerEntry,
-    LedgerError,
-    LedgerWriteError,
 )
 from sandbox.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
 from sandbox.ledger.records import (
@@ -30,12 +35,10 @@ from sandbox.ledger.records import (
     LedgerRecord,
     Privacy,
     Purpose,
-    RecordError,
     Resource,
     canonical_entry,
     parse_record,
 )
-from sandbox.ledger.store import LedgerIntegrityError
 from sandbox.ledger.verify import VerificationReport
 
 __all__ = [

@@ -32,13 +32,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sandbox.identity import public_b64, public_bytes
 from sandbox.ledger.checkpoint import (
-    CheckpointError,
     SignedCheckpoint,
     check_origin,
     load_public_key,
     note_key_id,
     verifier_key,
 )
+from sandbox.ledger.errors import BundleError, CheckpointError
 from sandbox.ledger.records import SCHEMA_VERSION, LedgerRecord
 from sandbox.ledger.verify import (
     ClaimedCheckpoint,
@@ -81,10 +81,6 @@ HOW_TO_VERIFY = [
     "checkpoint's size with the signed root; the number of entries equals tree_size.",
     "Optionally compare with hashes.jsonl to find the first changed entry.",
 ]
-
-
-class BundleError(ValueError):
-    """The bundle cannot be written (the folder is not empty) or read at all."""
 
 
 class _HashingWriter:
@@ -215,6 +211,16 @@ def _read_manifest(bundle: Path) -> dict[str, Any]:
         raise BundleError(f"{bundle} is not a {BUNDLE_FORMAT}")
     if manifest.get("format_version") != BUNDLE_VERSION:
         raise BundleError(f"unknown bundle format version {manifest.get('format_version')!r}")
+    files, key = manifest.get("files"), manifest.get("public_key")
+    well_formed = (
+        isinstance(manifest.get("origin"), str)
+        and isinstance(manifest.get("tree_size"), int)
+        and isinstance(key, dict)
+        and isinstance(files, dict)
+        and all(isinstance(described, dict) for described in files.values())
+    )
+    if not well_formed:
+        raise BundleError(f"{bundle / MANIFEST} lacks the origin, size, key or file list")
     return manifest
 
 
@@ -223,6 +229,8 @@ def _claimed_checkpoints(bundle: Path, findings: Findings) -> list[ClaimedCheckp
     for number, line in enumerate(_lines(bundle / CHECKPOINTS), start=1):
         try:
             item = json.loads(line)
+            if not isinstance(item["note"], str):
+                raise TypeError("a note is text")
             claimed.append(
                 ClaimedCheckpoint(
                     int(item["size"]), base64.b64decode(item["root"], validate=True), item["note"]
@@ -258,15 +266,18 @@ def verify_bundle(
     findings = Findings()
     try:
         manifest = _read_manifest(bundle)
-        origin = check_origin(str(manifest.get("origin")))
+        origin = check_origin(manifest["origin"])
         trusted, _ = load_public_key(public_key)
     except (BundleError, CheckpointError) as exc:
         findings.bad(None, str(exc))
         return findings.report(0, 0, 0)
 
-    if manifest.get("public_key", {}).get("base64") != public_b64(trusted):
+    if manifest["public_key"].get("base64") != public_b64(trusted):
         findings.bad(None, "the bundle names another public key than the one given")
-    for name, described in sorted(manifest.get("files", {}).items()):
+    for name, described in sorted(manifest["files"].items()):
+        if name not in FILE_DESCRIPTIONS:  # never follow a name the format does not define
+            findings.bad(None, f"the manifest lists an unknown file {name!r}")
+            continue
         path = bundle / name
         if not path.is_file():
             findings.bad(None, f"{name} is missing")

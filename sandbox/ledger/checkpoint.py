@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sandbox.identity import public_bytes
+from sandbox.ledger.errors import CheckpointError
 from sandbox.ledger.merkle import HASH_SIZE
 
 ED25519_SIGNATURE_TYPE = b"\x01"
@@ -30,10 +31,6 @@ MAX_SIGNATURES = 100
 
 _SIZE_LINE = re.compile(r"^(0|[1-9][0-9]{0,19})$")
 _KEY_NAME = re.compile(r"^[^\s+]+$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint note is malformed, unsigned by the expected key, or for another log."""
 
 
 def check_origin(origin: str) -> str:

@@ -20,11 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sandbox.config import load_settings
-from sandbox.ledger.bundle import BundleError, verify_bundle
-from sandbox.ledger.checkpoint import CheckpointError, load_public_key, verify_checkpoint
-from sandbox.ledger.log import Ledger, LedgerError
+from sandbox.ledger.bundle import verify_bundle
+from sandbox.ledger.checkpoint import load_public_key, verify_checkpoint
+from sandbox.ledger.errors import BundleError, CheckpointError, LedgerError, LedgerIntegrityError
+from sandbox.ledger.log import Ledger
 from sandbox.ledger.merkle import leaf_hash
-from sandbox.ledger.store import LedgerIntegrityError
 from sandbox.ledger.verify import VerificationReport, verify_database
 
 audit_app = typer.Typer(

@@ -15,15 +15,24 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import SQLModel
 
 from sandbox.config import Settings, load_settings
+from sandbox.db import get_engine
 from sandbox.identity import public_b64, sandbox_key
+from sandbox.ledger.bundle import write_bundle
 from sandbox.ledger.checkpoint import (
     Checkpoint,
-    CheckpointError,
     SignedCheckpoint,
     check_origin,
     sign_checkpoint,
     verifier_key,
     verify_checkpoint,
+)
+from sandbox.ledger.errors import (
+    CheckpointError,
+    EntryNotFound,
+    LedgerError,
+    LedgerIntegrityError,
+    LedgerWriteError,
+    RecordError,
 )
 from sandbox.ledger.merkle import (
     EMPTY_ROOT,
@@ -34,12 +43,11 @@ from sandbox.ledger.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from sandbox.ledger.records import LedgerRecord, RecordError, canonical_entry, format_time
+from sandbox.ledger.records import LedgerRecord, canonical_entry, format_time
 from sandbox.ledger.records import parse_record as _parse_record
 from sandbox.ledger.store import (
     HEAD_ID,
     LEDGER_TABLES,
-    LedgerIntegrityError,
     checkpoint_table,
     entry_table,
     head_table,
@@ -56,18 +64,6 @@ from sandbox.ledger.store import (
 from sandbox.ledger.verify import Progress, VerificationReport, verify_database
 
 MAX_PAGE = 1_000
-
-
-class LedgerError(RuntimeError):
-    """The ledger could not do what was asked; nothing was half-done."""
-
-
-class LedgerWriteError(LedgerError):
-    """An append failed and nothing was appended. Callers must treat the action as denied."""
-
-
-class EntryNotFound(LedgerError, LookupError):
-    """No entry at that index (yet)."""
 
 
 @dataclass(frozen=True)
@@ -163,8 +159,6 @@ class Ledger:
     @classmethod
     def open(cls, settings: Settings | None = None) -> Ledger:
         """The ledger of the sandbox: its database, its operator key, its origin."""
-        from sandbox.db import get_engine
-
         settings = settings or load_settings()
         return cls(
             get_engine(settings.database_url),
@@ -500,8 +494,6 @@ class Ledger:
 
     def export_bundle(self, out_dir: Path, progress: Progress | None = None) -> Path:
         """Sign a checkpoint of the current size and write a self-contained bundle of it."""
-        from sandbox.ledger.bundle import write_bundle
-
         latest = self.checkpoint()
         return write_bundle(
             Path(out_dir),

@@ -30,6 +30,8 @@ from pydantic import (
     model_validator,
 )
 
+from sandbox.ledger.errors import RecordError
+
 SCHEMA_VERSION = 1
 
 # I-JSON (RFC 7493) integers: what every JSON reader represents exactly.
@@ -248,10 +250,6 @@ def format_time(value: datetime) -> str:
     if value.tzinfo is None:
         raise ValueError("a time without a time zone is ambiguous; give it in UTC")
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-class RecordError(ValueError):
-    """A record, or an entry's bytes, does not fit the ledger's schema."""
 
 
 def canonical_entry(record: LedgerRecord) -> bytes:

@@ -38,8 +38,10 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel
 
+from sandbox.ledger.errors import LedgerIntegrityError
 from sandbox.ledger.merkle import CompactRange, NodeId, Span, nodes_for, span_hash
 
 # SQLite makes an INTEGER PRIMARY KEY the row id, the fastest key it has.
@@ -166,10 +168,6 @@ def parse_entry_json(entry: bytes | str) -> dict[str, Any]:
     return document
 
 
-class LedgerIntegrityError(RuntimeError):
-    """What is stored contradicts itself or a signed checkpoint; the ledger refuses to go on."""
-
-
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
@@ -218,7 +216,12 @@ def write_lock(engine: Engine) -> Iterator[tuple[Connection, int]]:
             raise
         finally:
             if restore_synchronous is not None:
-                conn.exec_driver_sql(f"PRAGMA synchronous={int(restore_synchronous)}")
+                try:
+                    conn.exec_driver_sql(f"PRAGMA synchronous={int(restore_synchronous)}")
+                except SQLAlchemyError:
+                    # Keep the error that got us here; retire the connection, whose setting
+                    # could not be put back, instead of pooling it.
+                    conn.invalidate()
 
 
 def fetch_nodes(conn: Connection, node_ids: Iterable[NodeId]) -> dict[NodeId, bytes]:

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, Table, and_, func, literal, or_, select
 from sqlalchemy.engine import Connection, Engine
 
-from sandbox.ledger.checkpoint import CheckpointError, verify_checkpoint
+from sandbox.ledger.checkpoint import verify_checkpoint
+from sandbox.ledger.errors import CheckpointError, LedgerIntegrityError
 from sandbox.ledger.merkle import (
     EMPTY_ROOT,
     CompactRange,
@@ -29,7 +30,6 @@ from sandbox.ledger.merkle import (
 from sandbox.ledger.store import (
     HEAD_ID,
     QUERY_COLUMNS,
-    LedgerIntegrityError,
     checkpoint_table,
     entry_table,
     head_table,
@@ -353,28 +353,34 @@ def _check_entries(
             progress(replay.size, size)
 
 
+def _count(conn: Connection, table: Table, condition: ColumnElement[bool]) -> int:
+    return conn.execute(select(func.count()).select_from(table).where(condition)).scalar_one()
+
+
 def _check_rows_beyond(conn: Connection, size: int, findings: Findings) -> None:
-    """Rows past the committed size: inserted, or left behind by a truncation."""
-    extra_entries = conn.execute(
-        select(func.count()).select_from(entry_table).where(entry_table.c.idx >= size)
-    ).scalar_one()
+    """Rows outside the log: past its committed size (inserted, or left behind by a
+    truncation), or at places no entry can have (negative indices, leaf-level nodes)."""
+    extra_entries = _count(conn, entry_table, entry_table.c.idx >= size)
     if extra_entries:
         findings.bad(size, f"{extra_entries} entries lie beyond the log's size {size} (inserted)")
-    extra_parties = conn.execute(
-        select(func.count()).select_from(party_table).where(party_table.c.idx >= size)
-    ).scalar_one()
+    extra_parties = _count(conn, party_table, party_table.c.idx >= size)
     # A node of level l is in the tree of ``size`` leaves when its index is below size >> l.
-    extra_nodes = conn.execute(
-        select(func.count())
-        .select_from(node_table)
-        .where(node_table.c.idx >= literal(size).op(">>")(node_table.c.level))
-    ).scalar_one()
+    extra_nodes = _count(
+        conn, node_table, node_table.c.idx >= literal(size).op(">>")(node_table.c.level)
+    )
     if extra_nodes or extra_parties:
         findings.bad(
             size,
             f"rows for entries beyond the log's size {size} remain ({extra_nodes} tree nodes, "
             f"{extra_parties} party rows): the log was truncated or rows were inserted",
         )
+    foreign = (
+        _count(conn, entry_table, entry_table.c.idx < 0)
+        + _count(conn, party_table, party_table.c.idx < 0)
+        + _count(conn, node_table, or_(node_table.c.idx < 0, node_table.c.level < 1))
+    )
+    if foreign:
+        findings.bad(None, f"{foreign} rows at negative indices or levels were inserted")
 
 
 def _check_checkpoint_consistency(

@@ -240,3 +240,30 @@ def test_unusable_input_is_an_error_not_a_pass(
 def test_export_refuses_a_folder_in_use(ledger: Ledger, bundle: Path) -> None:
     code, output = cli("export", "--out", str(bundle))
     assert code == 2 and "not empty" in output
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"public_key": "not a dict"},
+        {"tree_size": "40"},
+        {"files": []},
+        {"format_version": 2},
+        {"format": "something-else"},
+    ],
+    ids=repr,
+)
+def test_a_malformed_manifest_fails_cleanly(bundle: Path, ledger: Ledger, change: dict) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text()) | change
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    report = verify_bundle(bundle, ledger.public_key_b64)
+    assert not report.ok and report.first_bad_index is None
+
+
+def test_the_manifest_cannot_point_outside_the_bundle(bundle: Path, ledger: Ledger) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["../../secret"] = {"sha256": "0" * 64}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    report = verify_bundle(bundle, ledger.public_key_b64)
+    assert not report.ok
+    assert report.problems == ["the manifest lists an unknown file '../../secret'"]

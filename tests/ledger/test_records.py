@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from sandbox.ledger import Actor, DecisionRef, LedgerRecord, Privacy, Purpose, Resource
-from sandbox.ledger.records import RecordError, canonical_entry, canonical_json, parse_record
+from sandbox.ledger import Actor, DecisionRef, LedgerRecord, Privacy, Purpose, RecordError, Resource
+from sandbox.ledger.records import canonical_entry, canonical_json, parse_record
 from tests.ledger.helpers import BASE_TIME, digest, make_record, make_round_record
 
 

@@ -214,6 +214,14 @@ def test_a_bundle_exported_from_a_tampered_ledger_fails(
     assert f"first bad index: {first_bad}" in output
 
 
+def test_rows_outside_the_log_are_found(ledger: Ledger) -> None:
+    _copy_row_with_entry(ledger, source=3, target=-1, entry=_forged_entry(2000))
+    _run(ledger, "INSERT INTO ledger_node (level, idx, hash) VALUES (0, 3, :h)", h=bytes(32))
+    code, output = cli("verify")
+    assert code == 1
+    assert "2 rows at negative indices or levels were inserted" in output
+
+
 def test_appending_after_a_truncation_fails(ledger: Ledger) -> None:
     truncate_and_fix_head(ledger)  # the tree nodes of the removed entries remain
     with pytest.raises(LedgerWriteError):
