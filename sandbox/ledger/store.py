@@ -34,8 +34,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
+    or_,
     select,
-    tuple_,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -83,7 +84,10 @@ class LedgerEntryRow(SQLModel, table=True):
 
 class LedgerParty(SQLModel, table=True):
     __tablename__ = "ledger_party"
-    __table_args__ = (Index("ix_ledger_party_company", "company", "idx"),)
+    __table_args__ = (
+        Index("ix_ledger_party_company", "company", "idx"),
+        {"sqlite_with_rowid": False},
+    )
 
     idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     company: str = Field(sa_column=Column(String(128), primary_key=True))
@@ -91,6 +95,7 @@ class LedgerParty(SQLModel, table=True):
 
 class LedgerNode(SQLModel, table=True):
     __tablename__ = "ledger_node"
+    __table_args__ = ({"sqlite_with_rowid": False},)  # stored in primary-key order
 
     level: int = Field(sa_column=Column(SmallInteger, primary_key=True, autoincrement=False))
     idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
@@ -134,7 +139,8 @@ QUERY_COLUMNS = (
 
 
 def query_columns(document: dict[str, Any]) -> dict[str, Any]:
-    """The query columns of an entry, derived from its parsed JSON (never from anything else)."""
+    """The query columns of an entry, derived from its parsed JSON (never from anything else),
+    in the order of :data:`QUERY_COLUMNS`."""
     actor = document.get("actor") or {}
     resource = document.get("resource") or {}
     decision = document.get("decision") or {}
@@ -237,10 +243,19 @@ def fetch_nodes(conn: Connection, node_ids: Iterable[NodeId]) -> dict[NodeId, by
         )
         found.update(((0, row.idx), row.leaf_hash) for row in rows)
     if inner:
-        rows = conn.execute(
-            select(node_table.c.level, node_table.c.idx, node_table.c.hash).where(
-                tuple_(node_table.c.level, node_table.c.idx).in_(inner)
+        by_level: dict[int, list[int]] = {}
+        for level, index in inner:
+            by_level.setdefault(level, []).append(index)
+        # One equality-and-IN clause per level: both SQLite and Postgres search the primary
+        # key for each (a row-value IN over (level, idx) makes SQLite scan the whole table).
+        condition = or_(
+            *(
+                and_(node_table.c.level == level, node_table.c.idx.in_(indices))
+                for level, indices in by_level.items()
             )
+        )
+        rows = conn.execute(
+            select(node_table.c.level, node_table.c.idx, node_table.c.hash).where(condition)
         )
         found.update(((row.level, row.idx), row.hash) for row in rows)
     missing = wanted - found.keys()

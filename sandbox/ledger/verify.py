@@ -330,14 +330,18 @@ def _check_entries(
             except ValueError:
                 replay.fail(index, f"entry {index}: not a JSON object")
                 return
-            derived = query_columns(document)
-            for name in QUERY_COLUMNS:
-                if row._mapping[name] != derived[name]:
-                    findings.bad(
-                        index,
-                        f"entry {index}: the stored column {name} is {row._mapping[name]!r}, "
-                        f"but the entry says {derived[name]!r}",
-                    )
+            derived = tuple(query_columns(document).values())
+            stored_columns = tuple(row[4:])
+            if stored_columns != derived:
+                for name, stored, expected in zip(
+                    QUERY_COLUMNS, stored_columns, derived, strict=True
+                ):
+                    if stored != expected:
+                        findings.bad(
+                            index,
+                            f"entry {index}: the stored column {name} is {stored!r}, "
+                            f"but the entry says {expected!r}",
+                        )
             if stored_parties.get(index, set()) != parties(document):
                 findings.bad(index, f"entry {index}: the stored parties differ from the entry's")
             for level, node_index, node in completed[1:]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ from sandbox.ledger import (
     verify_consistency,
     verify_inclusion,
 )
+from sandbox.ledger.store import QUERY_COLUMNS, query_columns
 from tests.ledger import naive_merkle as naive
 from tests.ledger.helpers import (
     BASE_TIME,
@@ -258,3 +260,8 @@ def test_stored_tree_matches_the_naive_reference(batches: list[int], data: st.Da
             assert ledger.verify().ok
         finally:
             dispose_engines()
+
+
+def test_query_columns_come_in_their_declared_order() -> None:
+    document = json.loads(canonical_entry(make_record(1)))
+    assert tuple(query_columns(document)) == QUERY_COLUMNS
