@@ -20,6 +20,7 @@ from sandbox.config import load_settings
 from sandbox.data.validation import DataValidationError
 from sandbox.db import get_engine
 from sandbox.jobspec import JobSpecError, load_job_spec
+from sandbox.ledger.cli import audit_app
 from sandbox.registry.errors import RegistryError
 
 app = typer.Typer(help="The regulatory data sandbox.", no_args_is_help=True, add_completion=False)
@@ -28,6 +29,7 @@ job_app = typer.Typer(help="Engineers: file, run and inspect training jobs.", no
 app.add_typer(company_app, name="company")
 app.add_typer(job_app, name="job")
 app.add_typer(policy_app, name="policy")
+app.add_typer(audit_app, name="audit")
 
 console = Console()
 err = Console(stderr=True)

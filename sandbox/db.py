@@ -72,6 +72,7 @@ def dispose_engines() -> None:
 
 def _import_models() -> None:
     """Import every module that declares tables so that ``create_all`` sees them."""
+    import sandbox.ledger.store
     import sandbox.registry  # noqa: F401
 
 

@@ -63,11 +63,24 @@ def read_private_key(path: Path) -> Ed25519PrivateKey:
 
 
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
-    """The key at ``path``; created (0600) on first use."""
+    """The key at ``path``; created (0600) on first use.
+
+    Several processes may start at once (the API, the coordinator, a CLI); exactly one key
+    must win. The new key is written in full to a private temporary file and then linked into
+    place, which fails if the path exists: a process that loses the race uses the winner's key.
+    """
     if path.exists():
         return read_private_key(path)
     key = generate_key()
-    write_private_key(path, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    write_private_key(tmp, key)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return read_private_key(path)
+    finally:
+        tmp.unlink()
     return key
 
 

@@ -1,7 +1,7 @@
 """Shared fixtures: an isolated sandbox home per test, on SQLite or on PostgreSQL.
 
 Set ``SANDBOX_TEST_DATABASE=postgres`` to run every database-backed test on a fresh
-PostgreSQL database (created from ``SANDBOX_TEST_POSTGRES_URL``, default
+PostgreSQL database (created through ``SANDBOX_TEST_POSTGRES_URL``, default
 ``postgresql://postgres@127.0.0.1:5432/test``, and dropped afterwards).
 """
 
@@ -13,40 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine, make_url
 
 from sandbox.config import Settings, load_settings
 from sandbox.db import dispose_engines, get_engine
 
-POSTGRES_ADMIN_URL = os.environ.get(
-    "SANDBOX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
+DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def _pg_admin():  # type: ignore[no-untyped-def]
-    import psycopg
-
-    try:
-        return psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}. Start it with "
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
-        )
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test."""
-    name = f"sandbox_test_{uuid.uuid4().hex[:12]}"
-    with _pg_admin() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        dispose_engines()
-        with _pg_admin() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def _postgres_admin_url() -> str:
+    return os.environ.get("SANDBOX_TEST_POSTGRES_URL", DEFAULT_POSTGRES_ADMIN_URL)
 
 
 def use_postgres() -> bool:
@@ -54,22 +30,69 @@ def use_postgres() -> bool:
 
 
 @pytest.fixture
-def sandbox_home(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> Settings:
-    """Settings pointing at a new home folder and a new database (SQLite file by default)."""
+def pg_url() -> Iterator[str]:
+    """The URL of a new, empty Postgres database, dropped afterwards.
+
+    The server is the one named by ``SANDBOX_TEST_POSTGRES_URL`` (an admin connection). An
+    unreachable server fails the test, unless ``SANDBOX_SKIP_POSTGRES=1`` asks to skip.
+    """
+    import psycopg
+    from psycopg import sql
+
+    admin_url = _postgres_admin_url()
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("SANDBOX_SKIP_POSTGRES") == "1":
+            pytest.skip(f"Postgres unreachable and SANDBOX_SKIP_POSTGRES=1: {exc}")
+        pytest.fail(
+            f"Postgres at {admin_url} is unreachable ({exc}). Start it with "
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start, point "
+            "SANDBOX_TEST_POSTGRES_URL at one, or set SANDBOX_SKIP_POSTGRES=1 to skip.",
+            pytrace=False,
+        )
+    name = f"sandbox_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        try:
+            yield url
+        finally:
+            dispose_engines()
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def tmp_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings whose home (keys, database file) is a fresh temporary folder, on SQLite."""
     home = tmp_path / "home"
     monkeypatch.setenv("SANDBOX_HOME", str(home))
+    monkeypatch.setenv("SANDBOX_DATABASE_URL", f"sqlite:///{home / 'sandbox.db'}")
+    monkeypatch.delenv("SANDBOX_LEDGER_ORIGIN", raising=False)
+    yield load_settings()
+    dispose_engines()
+
+
+@pytest.fixture
+def sandbox_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[Settings]:
+    """Settings pointing at a new home folder and a new database: a SQLite file by default,
+    a fresh PostgreSQL database when ``SANDBOX_TEST_DATABASE=postgres``."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("SANDBOX_HOME", str(home))
+    monkeypatch.delenv("SANDBOX_LEDGER_ORIGIN", raising=False)
     if use_postgres():
         url = request.getfixturevalue("pg_url")
     else:
         url = f"sqlite:///{home / 'sandbox.db'}"
     monkeypatch.setenv("SANDBOX_DATABASE_URL", url)
-    settings = load_settings()
-    yield settings
+    yield load_settings()
     dispose_engines()
 
 
 @pytest.fixture
-def engine(sandbox_home: Settings):  # type: ignore[no-untyped-def]
+def engine(sandbox_home: Settings) -> Engine:
     return get_engine(sandbox_home.database_url)
