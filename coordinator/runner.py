@@ -27,10 +27,12 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from sqlalchemy.engine import Engine
 
+from coordinator.governed import RoundGovernor
 from coordinator.strategies import make_strategy
 from sandbox import identity
 from sandbox.config import Settings
 from sandbox.data.manifest import DatasetManifest
+from sandbox.governance import Governance
 from sandbox.jobspec import JobSpec
 from sandbox.learning.encoding import ColumnMoments, FeatureSpec
 from sandbox.learning.metrics import mean_defined
@@ -116,6 +118,7 @@ class Exchange:
     accepted: dict[str, Message] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
+    receipts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -142,6 +145,7 @@ class JobRunner:
         job_id: str,
         progress: Progress | None = None,
         observer: ReplyObserver | None = None,
+        governance: Governance | None = None,
     ):
         self.settings = settings
         self.engine = engine
@@ -154,6 +158,10 @@ class JobRunner:
         self.run_dir = settings.runs_dir / job_id
         self.nodes: dict[str, int] = {}
         self.strategy = make_strategy(self.spec.strategy)
+        self.governor = (
+            RoundGovernor(governance, self.job, self.spec) if governance is not None else None
+        )
+        self.plan: TrainingPlan | None = None
 
     # ----------------------------------------------------------------- messaging
     def _stage(self, name: str) -> None:
@@ -168,9 +176,11 @@ class JobRunner:
         config: dict[str, Any],
         arrays: dict[str, np.ndarray] | None = None,
         expected_arrays: dict[str, tuple[int, ...]] | None = None,
+        round_number: int = 0,
     ) -> Exchange:
         """Send ``task`` to ``companies`` and sort the replies. Every reply is checked
-        against the protocol's allow-list before anyone looks at its values."""
+        against the protocol's allow-list before anyone looks at its values; under
+        governance, its receipt too, and the receipts are recorded."""
         message_type = {TASK_TRAIN: MessageType.TRAIN, TASK_EVALUATE: MessageType.EVALUATE}.get(
             task, MessageType.QUERY
         )
@@ -184,10 +194,15 @@ class JobRunner:
             Message(RecordDict(record), dst_node_id=node_id, message_type=message_type)
             for node_id in targets
         ]
+        # A reply that the link itself sends (an expired message) comes from the link's node
+        # id, so replies are matched by the message they answer, then by their sender.
+        by_message = {m.object_id: targets[m.metadata.dst_node_id] for m in messages}
         replies = self.grid.send_and_receive(messages, timeout=self.spec.round_timeout_s)
         outcome = Exchange()
         for reply in replies:
-            company = targets.get(reply.metadata.src_node_id)
+            company = by_message.get(reply.metadata.reply_to_message_id) or targets.get(
+                reply.metadata.src_node_id
+            )
             if company is None:
                 continue
             if reply.has_error():
@@ -203,6 +218,9 @@ class JobRunner:
         for company in targets.values():
             if company not in outcome.accepted and company not in outcome.rejected:
                 outcome.missing.setdefault(company, "no reply within the round timeout")
+        if self.governor is not None:
+            self.governor.verify(task, round_number, outcome)
+            self.governor.record_exchange(task, round_number, outcome)
         return outcome
 
     # ------------------------------------------------------------------- set-up
@@ -304,9 +322,9 @@ class JobRunner:
         encoding = FeatureSpec.from_manifests(self.manifests(), self.spec.features)
         self._stage("computing feature statistics from company sums")
         draft = self.base_plan(encoding)
-        exchange = self._exchange(
-            TASK_STATS, self.participants(), {"plan": draft.model_dump_json()}
-        )
+        self.plan = draft
+        asked, _ = self.select(0)
+        exchange = self._exchange(TASK_STATS, asked, {"plan": draft.model_dump_json()})
         self._require(exchange.accepted, "feature statistics", exchange)
         totals: dict[str, ColumnMoments] = {}
         rows = positives = 0.0
@@ -328,7 +346,7 @@ class JobRunner:
         plan = self.base_plan(encoding.with_moments(totals), threshold=positives / rows)
         self._stage("training local-only baselines at each company")
         exchange = self._exchange(
-            TASK_BASELINE, self.participants(), {"plan": plan.model_dump_json()}
+            TASK_BASELINE, list(exchange.accepted), {"plan": plan.model_dump_json()}
         )
         baselines = {
             company: dict(reply.content.metric_records[METRICS])
@@ -338,9 +356,27 @@ class JobRunner:
 
     # ------------------------------------------------------------------- rounds
     def participants(self) -> list[str]:
-        """Companies asked to take part in the next step: the job's companies whose node
-        proved its identity."""
+        """The job's companies whose node proved its identity."""
         return [c for c in self.spec.companies if c in self.nodes]
+
+    def select(self, round_number: int) -> tuple[list[str], dict[str, str]]:
+        """Who is asked in this step and who the policy removed (with the reason). Under
+        governance every participant is decided anew from the registry as it is now."""
+        candidates = self.participants()
+        if self.governor is None:
+            return candidates, {}
+        selection = self.governor.select(round_number, candidates, self.plan)
+        if selection.stopped or len(selection.selected) < self.spec.min_participants:
+            reasons = " ".join(selection.reasons) or "; ".join(
+                f"{c}: {r}" for c, r in sorted(selection.removed.items())
+            )
+            raise JobStopped(
+                f"round {round_number}: the policy leaves {len(selection.selected)} participants, "
+                f"fewer than the minimum {self.spec.min_participants} ({reasons})"
+            )
+        return selection.selected, {
+            c: f"removed by policy: {r}" for c, r in selection.removed.items()
+        }
 
     def _require(self, accepted: dict[str, Any], what: str, exchange: Exchange) -> None:
         if len(accepted) < self.spec.min_participants:
@@ -354,11 +390,18 @@ class JobRunner:
     def run_round(
         self, number: int, plan: TrainingPlan, weights: dict[str, np.ndarray]
     ) -> tuple[dict[str, np.ndarray], Round]:
-        asked = self.participants()
+        started = utcnow()
+        try:
+            asked, removed = self.select(number)
+        except JobStopped:
+            self._store_round(number, "failed", self.participants(), Exchange(), {}, started)
+            raise
         config = {"round": number, "plan": plan.model_dump_json()}
         shapes = {name: tuple(value.shape) for name, value in weights.items()}
-        started = utcnow()
-        exchange = self._exchange(TASK_TRAIN, asked, config, weights, expected_arrays=shapes)
+        exchange = self._exchange(
+            TASK_TRAIN, asked, config, weights, expected_arrays=shapes, round_number=number
+        )
+        exchange.missing.update(removed)
         try:
             self._require(exchange.accepted, f"round {number}", exchange)
         except JobStopped:
@@ -376,15 +419,25 @@ class JobRunner:
         }
         metrics: dict[str, Any] = {"train": dict(train_metrics or {})}
         if number % self.spec.evaluate_every == 0 or number == self.spec.rounds:
-            metrics["evaluation"] = self.evaluate(plan, new_weights, list(exchange.accepted))
+            metrics["evaluation"] = self.evaluate(
+                plan, new_weights, list(exchange.accepted), number
+            )
         record = self._store_round(number, "completed", asked, exchange, metrics, started)
         return new_weights, record
 
     def evaluate(
-        self, plan: TrainingPlan, weights: dict[str, np.ndarray], companies: list[str]
+        self,
+        plan: TrainingPlan,
+        weights: dict[str, np.ndarray],
+        companies: list[str],
+        round_number: int,
     ) -> dict[str, Any]:
         exchange = self._exchange(
-            TASK_EVALUATE, companies, {"plan": plan.model_dump_json()}, weights
+            TASK_EVALUATE,
+            companies,
+            {"round": round_number, "plan": plan.model_dump_json()},
+            weights,
+            round_number=round_number,
         )
         per_company = {
             c: dict(r.content.metric_records[METRICS]) for c, r in exchange.accepted.items()
@@ -418,7 +471,10 @@ class JobRunner:
             started_at=started,
             ended_at=utcnow(),
         )
-        return service.record_round(self.engine, record, completed=status == "completed")
+        stored = service.record_round(self.engine, record, completed=status == "completed")
+        if self.governor is not None:
+            self.governor.record_round(stored, self.plan)
+        return stored
 
     # --------------------------------------------------------------------- main
     def _state_path(self) -> Path:
@@ -428,6 +484,8 @@ class JobRunner:
         return self.run_dir / f"weights-round-{number:04d}.npz"
 
     def run(self) -> dict[str, Any]:
+        if self.governor is not None:
+            self.governor.check_start()
         service.set_job_status(
             self.engine, self.job_id, "running", started_at=self.job.started_at or utcnow()
         )
@@ -438,6 +496,11 @@ class JobRunner:
             service.set_job_status(
                 self.engine, self.job_id, "stopped", reason=str(exc), ended_at=utcnow()
             )
+            if self.governor is not None:
+                self.governor.record_stop(
+                    "too_few_participants",
+                    service.get_job(self.engine, self.job_id).rounds_completed,
+                )
             raise
         except Exception as exc:
             service.set_job_status(
@@ -461,11 +524,13 @@ class JobRunner:
         start = self.job.rounds_completed
         if start > 0 and self._state_path().exists():
             state = JobState.from_json(json.loads(self._state_path().read_text()))
+            self.plan = state.plan
             weights = load_weights(self._weights_path(start))
             self._stage(f"resuming after round {start}")
         else:
             start = 0
             state = self.prepare()
+            self.plan = state.plan
             write_json_atomic(self._state_path(), state.to_json())
             weights = get_weights(
                 build_model(
@@ -487,6 +552,8 @@ class JobRunner:
     def finish(self, state: JobState, weights: dict[str, np.ndarray]) -> dict[str, Any]:
         digest = model_hash(weights)
         save_weights(self.run_dir / "model.npz", weights)
+        if self.governor is not None:
+            self.governor.record_model(digest, self.spec.rounds)
         rounds = service.job_rounds(self.engine, self.job_id)
         final = next(
             (r.metrics.get("evaluation") for r in reversed(rounds) if "evaluation" in r.metrics), {}

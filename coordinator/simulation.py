@@ -29,6 +29,7 @@ def run_on_simulation(
     progress: Progress | None = None,
     observer: ReplyObserver | None = None,
     client_cpus: float = 1.0,
+    governed: bool = True,
 ) -> dict[str, Any]:
     """Run ``job_id`` to its end and return the job's stored result."""
     quiet_flower_environment(settings.home)
@@ -42,7 +43,9 @@ def run_on_simulation(
     _silence_flower()
     cpus = max(1, os.cpu_count() or 1)
     run_simulation(
-        server_app=build_server_app(job_id, progress=progress, observer=observer),
+        server_app=build_server_app(
+            job_id, progress=progress, observer=observer, governed=governed
+        ),
         client_app=make_client_app(node_dirs),
         num_supernodes=len(node_dirs),
         backend_config={

@@ -7,7 +7,7 @@ processes (the API, the coordinator, the CLI) can share the file safely.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +17,12 @@ from sqlmodel import Session, SQLModel, create_engine
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
+_dispose_hooks: list[Callable[[], None]] = []
+
+
+def on_dispose(hook: Callable[[], None]) -> None:
+    """Run ``hook`` whenever the engines are disposed (caches built on them must go too)."""
+    _dispose_hooks.append(hook)
 
 
 def is_sqlite(url: str) -> bool:
@@ -68,6 +74,8 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+    for hook in _dispose_hooks:
+        hook()
 
 
 def _import_models() -> None:

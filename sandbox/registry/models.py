@@ -63,6 +63,10 @@ class Job(SQLModel, table=True):
     started_at: datetime | None = None
     ended_at: datetime | None = None
     rounds_completed: int = 0
+    admission_decision: str | None = Field(default=None, max_length=64)
+    approved_by: str | None = Field(default=None, max_length=64)
+    approved_at: datetime | None = None
+    approval_note: str | None = Field(default=None, sa_column=Column(Text))
     model_hash: str | None = Field(default=None, max_length=64)
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
@@ -98,3 +102,24 @@ class Receipt(SQLModel, table=True):
     payload: str = Field(sa_column=Column(Text, nullable=False))
     signature: str = Field(max_length=128)
     received_at: datetime = Field(default_factory=utcnow)
+
+
+class PolicyDecision(SQLModel, table=True):
+    """A policy decision's readable side. The ledger entry at ``ledger_index`` is the record
+    of truth; it carries the SHA-256 of ``reasons`` so that this text is bound to it."""
+
+    __tablename__ = "policy_decision"
+
+    decision_id: str = Field(primary_key=True, max_length=64)
+    ledger_index: int = Field(index=True)
+    time: datetime
+    principal: str = Field(max_length=140, index=True)
+    role: str = Field(max_length=16)
+    action: str = Field(max_length=40, index=True)
+    resource: str = Field(max_length=140)
+    allowed: bool
+    policies: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    reasons: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    errors: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    job_id: str | None = Field(default=None, max_length=40, index=True)
+    round: int | None = None
