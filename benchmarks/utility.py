@@ -31,8 +31,6 @@ def run_once(setting: str, seed: int) -> dict[str, Any]:
     from coordinator.simulation import run_on_simulation
     from sandbox import demo
     from sandbox.config import load_settings
-    from sandbox.db import get_engine
-    from sandbox.registry import service
 
     config = SETTINGS[setting]
     options = demo.DemoOptions(
@@ -40,20 +38,20 @@ def run_once(setting: str, seed: int) -> dict[str, Any]:
         rounds=config["rounds"],
         local_epochs=config["local_epochs"],
         seed=seed,
+        governed=False,  # the learning engine alone: no DP, no governance (see privacy.py)
     )
     with isolated_home(f"utility-{setting}-{seed}"):
         settings = load_settings()
         companies = demo.join_census_companies(settings, options)
-        engine = get_engine(settings.database_url)
-        job = service.file_job(engine, demo.demo_spec(companies, options), filed_by="benchmark")
+        filed = demo.file_demo_job(settings, demo.demo_spec(companies, options), options)
         started = time.monotonic()
-        outcome = run_on_simulation(settings, job.id)
+        outcome = run_on_simulation(settings, filed.job_id, governed=False)
         seconds = time.monotonic() - started
         if outcome["status"] != "completed":
             raise RuntimeError(
                 f"{setting} seed {seed}: job {outcome['status']}: {outcome['reason']}"
             )
-        report = demo.build_report(settings, job.id, options)
+        report = demo.build_report(settings, filed.job_id, options)
     report["seconds_federated"] = round(seconds, 1)
     return report
 

@@ -146,21 +146,28 @@ def demo(
             completed=len(joined_ids),
             total=len(joined_ids),
         )
-    engine = get_engine(settings.database_url)
-    from sandbox.registry import service
-
-    spec = demo_mod.demo_spec(joined_ids, options)
-    job = service.file_job(engine, spec, filed_by="demo-engineer")
+    spec = demo_mod.demo_spec(joined_ids, options, settings)
+    try:
+        filed = demo_mod.file_demo_job(settings, spec, options)
+    except (RegistryError, RuntimeError) as exc:
+        fail(str(exc))
     console.print(
-        f"Job [bold]{job.id}[/] filed: purpose {spec.purpose}, spec hash {job.spec_hash[:16]}…"
+        f"Job [bold]{filed.job_id}[/] filed: purpose {spec.purpose}, spec hash {filed.spec_hash[:16]}…"
     )
+    for step in filed.steps:
+        console.print(f"  {step}")
     from coordinator.simulation import run_on_simulation
 
     with progress_bar() as bar:
-        outcome = run_on_simulation(settings, job.id, progress=RoundProgress(bar, spec.rounds))
+        outcome = run_on_simulation(
+            settings,
+            filed.job_id,
+            progress=RoundProgress(bar, spec.rounds),
+            governed=options.governed,
+        )
     if outcome["status"] != "completed":
         fail(f"the job ended {outcome['status']}: {outcome['reason']}")
-    report = demo_mod.build_report(settings, job.id, options)
+    report = demo_mod.build_report(settings, filed.job_id, options)
     report["seconds"] = round(time.monotonic() - started, 1)
     print_demo_table(report)
     if json_path is not None:
@@ -216,13 +223,14 @@ def company_join(
 ) -> None:
     """Join with your own data: your rows go to your node's vault; only the manifest is registered."""
     from sandbox.data.byod import load_company_file
-    from sandbox.onboarding import onboard_company
+    from sandbox.governance import get_governance
+    from sandbox.operations import join
 
     settings = load_settings()
     try:
         table = load_company_file(data, manifest)
-        done = onboard_company(
-            get_engine(settings.database_url),
+        done = join(
+            get_governance(settings),
             settings.company_dir(company_id),
             company_id,
             name or company_id,
@@ -256,15 +264,16 @@ def company_join_census(
 ) -> None:
     """Join as one industry of the built-in census data."""
     from sandbox.data import census
-    from sandbox.onboarding import onboard_company
+    from sandbox.governance import get_governance
+    from sandbox.operations import join
 
     settings = load_settings()
     if industry not in census.industries():
         fail(f"unknown industry {industry!r}; choose one of: {', '.join(census.industries())}")
     company_id = census.slug(industry)
     try:
-        done = onboard_company(
-            get_engine(settings.database_url),
+        done = join(
+            get_governance(settings),
             settings.company_dir(company_id),
             company_id,
             industry,
@@ -275,6 +284,85 @@ def company_join_census(
     except (RegistryError, ValueError) as exc:
         fail(str(exc))
     console.print(f"[green]{company_id} joined[/] with {done.dataset.row_count} rows")
+
+
+consent_app = typer.Typer(help="A company's consents: grant, revoke, list.", no_args_is_help=True)
+company_app.add_typer(consent_app, name="consent")
+
+
+@consent_app.command("grant")
+def consent_grant(
+    company_id: str = typer.Argument(...),
+    purpose: str = typer.Option(..., "--purpose"),
+    dataset: str = typer.Option("census", "--dataset"),
+    valid_days: int = typer.Option(365, "--valid-days", min=1),
+) -> None:
+    """Grant consent of one dataset to one purpose (recorded in the registry, the ledger and
+    the company's own node record)."""
+    from sandbox.governance import get_governance
+    from sandbox.operations import grant_consent
+
+    settings = load_settings()
+    try:
+        consent = grant_consent(
+            get_governance(settings),
+            company_id,
+            dataset,
+            purpose,
+            timedelta(days=valid_days),
+            node_dir=settings.company_dir(company_id),
+        )
+    except (RegistryError, ValueError) as exc:
+        fail(str(exc))
+    console.print(
+        f"Consent {consent.id}: {company_id}/{dataset} for {purpose} until {consent.expires_at:%Y-%m-%d}"
+    )
+
+
+@consent_app.command("revoke")
+def consent_revoke(
+    company_id: str = typer.Argument(...),
+    consent_id: str = typer.Argument(...),
+    reason: str = typer.Option("", "--reason"),
+) -> None:
+    """Revoke a consent: jobs using it go on without this company from their next round."""
+    from sandbox.governance import get_governance
+    from sandbox.operations import revoke_consent
+
+    settings = load_settings()
+    try:
+        consent = revoke_consent(
+            get_governance(settings),
+            company_id,
+            consent_id,
+            reason,
+            node_dir=settings.company_dir(company_id),
+        )
+    except (RegistryError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"Consent {consent.id} revoked")
+
+
+@consent_app.command("list")
+def consent_list(company_id: str = typer.Argument(...)) -> None:
+    """The company's consents and whether each is live."""
+    from sqlmodel import select
+
+    from sandbox.db import session_scope
+    from sandbox.registry.models import Consent, utcnow
+    from sandbox.registry.service import as_utc
+
+    engine = get_engine(load_settings().database_url)
+    with session_scope(engine) as session:
+        rows = session.exec(select(Consent).where(Consent.company_id == company_id)).all()
+    table = Table("consent", "dataset", "purpose", "expires", "state")
+    now = utcnow()
+    for c in rows:
+        state = (
+            "revoked" if c.revoked_at else ("expired" if as_utc(c.expires_at) <= now else "live")
+        )
+        table.add_row(c.id, c.dataset_id, c.purpose, f"{c.expires_at:%Y-%m-%d}", state)
+    console.print(table)
 
 
 @company_app.command("list")
@@ -302,11 +390,12 @@ def job_file(
     filed_by: str = typer.Option("engineer", "--as", help="The engineer filing the job"),
 ) -> None:
     """File a job spec; prints its id and hash."""
-    from sandbox.registry import service
+    from sandbox.governance import get_governance
+    from sandbox.operations import file_job
 
     try:
         spec = load_job_spec(spec_file)
-        job = service.file_job(get_engine(load_settings().database_url), spec, filed_by=filed_by)
+        filed = file_job(get_governance(), spec, engineer=filed_by)
     except JobSpecError as exc:
         err.print("[bold red]The job spec cannot be filed:[/]")
         for problem in exc.problems:
@@ -314,18 +403,63 @@ def job_file(
         raise typer.Exit(1) from exc
     except RegistryError as exc:
         fail(str(exc))
-    console.print(f"Job [bold]{job.id}[/] filed (spec hash {job.spec_hash}); status {job.status}")
+    job = filed.job
+    console.print(
+        f"Job [bold]{job.id}[/] filed (spec hash {job.spec_hash}); risk tier {job.risk_tier}; "
+        f"status [bold]{job.status}[/] (decision {filed.decision_id})"
+    )
+    for reason in filed.reasons:
+        console.print(f"  - {reason}")
+    if not filed.allowed:
+        raise typer.Exit(1)
+
+
+@job_app.command("approve")
+def job_approve(
+    job_id: str = typer.Argument(...),
+    regulator: str = typer.Option("regulator", "--as", help="The regulator approving"),
+    note: str = typer.Option("", "--note", help="Why (recorded)"),
+) -> None:
+    """Approve a job that awaits a regulator's approval (decided by policy, recorded)."""
+    from sandbox.governance import get_governance
+    from sandbox.operations import approve_job
+
+    try:
+        job = approve_job(get_governance(), regulator, job_id, note)
+    except RegistryError as exc:
+        fail(str(exc))
+    console.print(f"Job {job.id} approved by {regulator}; it may now run")
+
+
+@job_app.command("reject")
+def job_reject(
+    job_id: str = typer.Argument(...),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded)"),
+    regulator: str = typer.Option("regulator", "--as"),
+) -> None:
+    """Reject a job that awaits approval, with a reason."""
+    from sandbox.governance import get_governance
+    from sandbox.operations import reject_job
+
+    try:
+        job = reject_job(get_governance(), regulator, job_id, reason)
+    except RegistryError as exc:
+        fail(str(exc))
+    console.print(f"Job {job.id} rejected by {regulator}")
 
 
 @job_app.command("run")
 def job_run(job_id: str = typer.Argument(...)) -> None:
     """Run a filed job on the simulation engine, with a progress bar."""
     from coordinator.simulation import run_on_simulation
+    from sandbox.operations import check_runnable
     from sandbox.registry import service
 
     settings = load_settings()
     try:
-        spec = service.job_spec(service.get_job(get_engine(settings.database_url), job_id))
+        job = service.get_job(get_engine(settings.database_url), job_id)
+        check_runnable(job)
+        spec = service.job_spec(job)
     except RegistryError as exc:
         fail(str(exc))
     with progress_bar() as bar:

@@ -17,14 +17,17 @@ from typing import Any
 from sandbox.config import Settings
 from sandbox.data import census
 from sandbox.db import get_engine
+from sandbox.governance import get_governance
 from sandbox.jobspec import JobSpec
 from sandbox.learning.baselines import POOLED_LABEL, pooled_baseline
 from sandbox.learning.metrics import mean_defined
-from sandbox.onboarding import onboard_company
+from sandbox.operations import approve_job, file_job, join
 from sandbox.protocol import TrainingPlan
 from sandbox.registry import service
 
 PURPOSE = "income-prediction"
+DEMO_ENGINEER = "demo-engineer"
+DEMO_REGULATOR = "demo-regulator"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class DemoOptions:
     seed: int = 0
     model: str = "logreg"
     strategy: str = "fedavg"
+    governed: bool = True
 
     @classmethod
     def quick(cls) -> DemoOptions:
@@ -52,14 +56,14 @@ def reset_home(settings: Settings) -> None:
 def join_census_companies(
     settings: Settings, options: DemoOptions, step: Callable[[str], None] = lambda _: None
 ) -> list[str]:
-    engine = get_engine(settings.database_url)
+    gov = get_governance(settings)
     industries = census.industries()[: options.industries]
     companies = []
     for industry in industries:
         company_id = census.slug(industry)
         step(f"{industry} joins")
-        onboard_company(
-            engine,
+        join(
+            gov,
             settings.company_dir(company_id),
             company_id,
             industry,
@@ -71,7 +75,19 @@ def join_census_companies(
     return companies
 
 
-def demo_spec(companies: list[str], options: DemoOptions) -> JobSpec:
+def demo_spec(
+    companies: list[str], options: DemoOptions, settings: Settings | None = None
+) -> JobSpec:
+    """The demo's job, with the privacy the policy asks of its risk tier: differential
+    privacy at the tier's epsilon cap, and secure aggregation for the high tier."""
+    privacy: dict[str, object] = {}
+    if options.governed and settings is not None:
+        gov = get_governance(settings)
+        engine = get_engine(settings.database_url)
+        datasets = [service.get_dataset(engine, c, "census") for c in companies]
+        tier = gov.job_tier(datasets)
+        cap = float(gov.tiers.tiers[tier].dp_epsilon_cap)
+        privacy = {"secure_aggregation": tier == "high", "dp": {"epsilon": cap}}
     return JobSpec.model_validate(
         {
             "purpose": PURPOSE,
@@ -79,6 +95,7 @@ def demo_spec(companies: list[str], options: DemoOptions) -> JobSpec:
             "dataset": "census",
             "model": {"kind": options.model},
             "strategy": {"name": options.strategy},
+            "privacy": privacy,
             "rounds": options.rounds,
             "local_epochs": options.local_epochs,
             "seed": options.seed,
@@ -86,6 +103,38 @@ def demo_spec(companies: list[str], options: DemoOptions) -> JobSpec:
             "description": "Predict whether a worker's income exceeds $50,000 (CPS 1994-95).",
         }
     )
+
+
+@dataclass(frozen=True)
+class FiledDemoJob:
+    job_id: str
+    spec_hash: str
+    tier: str
+    steps: list[str]
+
+
+def file_demo_job(settings: Settings, spec: JobSpec, options: DemoOptions) -> FiledDemoJob:
+    """File the demo's job as its engineer; when the policy asks for a regulator's approval,
+    the demo plays the regulator. Ungoverned runs (benchmarks of the learning engine only)
+    file the job directly."""
+    engine = get_engine(settings.database_url)
+    if not options.governed:
+        job = service.file_job(engine, spec, filed_by=DEMO_ENGINEER)
+        service.set_job_status(engine, job.id, "admitted", reason="filed without governance")
+        return FiledDemoJob(job.id, job.spec_hash, "ungoverned", ["filed without governance"])
+    gov = get_governance(settings)
+    filed = file_job(gov, spec, engineer=DEMO_ENGINEER)
+    steps = [f"admission: {'allowed' if filed.allowed else 'denied'} ({' '.join(filed.reasons)})"]
+    if not filed.allowed:
+        raise RuntimeError(f"the demo job was not admitted: {' '.join(filed.reasons)}")
+    if filed.job.status == "awaiting_approval":
+        approve_job(
+            gov, DEMO_REGULATOR, filed.job.id, "demo: approved after review of the filed spec"
+        )
+        steps.append(
+            f"risk tier {filed.job.risk_tier}: approved by {DEMO_REGULATOR} (the demo plays the regulator)"
+        )
+    return FiledDemoJob(filed.job.id, filed.job.spec_hash, filed.job.risk_tier, steps)
 
 
 def _figures(metrics: dict[str, Any] | None) -> dict[str, float | None]:
