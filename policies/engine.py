@@ -41,6 +41,7 @@ ACTIONS = (
     "revoke_consent",
     "submit_job",
     "approve_job",
+    "reject_job",
     "participate_in_round",
     "read_dataset",
     "release_model",

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -36,6 +37,7 @@ from policies.facts import (
     OperatorFacts,
     RegulatorFacts,
 )
+from policies.policyset import DEFAULT_POLICY_DIR
 from sandbox import identity
 from sandbox.config import Settings, load_settings
 from sandbox.db import get_engine, on_dispose, session_scope
@@ -96,7 +98,7 @@ _annotation: contextvars.ContextVar[Annotation | None] = contextvars.ContextVar(
 class Governance:
     """The sandbox's decision point, recording into its ledger."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, policy_dir: Path = DEFAULT_POLICY_DIR):
         self.settings = settings
         self.engine = get_engine(settings.database_url)
         self.ledger = Ledger.open(settings)
@@ -107,6 +109,7 @@ class Governance:
             self.policy_store,
             self._record_decision,
             self.regulator_public_key,
+            policy_dir=policy_dir,
             regulator_key=regulator,
         )
 

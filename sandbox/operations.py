@@ -345,10 +345,12 @@ def reject_job(gov: Governance, regulator: str, job_id: str, reason: str) -> Job
     job = service.get_job(gov.engine, job_id)
     if job.status != "awaiting_approval":
         raise Conflict(f"job {job_id} is {job.status}, not awaiting approval")
+    world = job_world(gov.engine, job.id, service.job_spec(job), job.filed_by, approved=False)
     decision = gov.decide(
         RegulatorFacts(regulator),
         "reject_job",
-        job_world(gov.engine, job.id, service.job_spec(job), job.filed_by, approved=False).job,
+        world.job,
+        entities=world.entities,
         annotation=Annotation(job_id=job_id),
     )
     if not decision.allowed:
