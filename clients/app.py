@@ -108,11 +108,14 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None) -> ClientApp:
         node = resolve_node(context, nodes)
         config = task_config(message)
         plan = plan_of(config)
-        weights, stats = work.local_training(node, plan, weights_of(message), int(config["round"]))
+        weights, stats, privacy = work.local_training(
+            node, plan, weights_of(message), int(config["round"])
+        )
         metrics = {
             "num-examples": float(stats.num_examples),
             "loss": stats.loss,
             "steps": float(stats.steps),
+            **(privacy.as_metrics() if privacy is not None else {}),
         }
         content = RecordDict(
             {

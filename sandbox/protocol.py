@@ -37,7 +37,11 @@ RECEIPT = "receipt"
 
 MAX_STRING = 4096
 EVAL_METRICS = {"num-examples", "positives", "loss", "auc", "balanced-accuracy", "ece"}
-TRAIN_METRICS = {"num-examples", "loss", "steps", "epsilon", "delta"}
+# Under DP a train reply also states what the run cost: ``epsilon`` (this run), ``epsilon-job``
+# (the company's total in the job after it), ``delta``, and the mechanism that was run
+# (``noise-multiplier``, ``sample-rate``, ``steps``), so that anyone can recompute the figures.
+DP_METRICS = ("epsilon", "epsilon-job", "delta", "noise-multiplier", "sample-rate", "steps")
+TRAIN_METRICS = {"num-examples", "loss", *DP_METRICS}
 IDENTITY_FIELDS = {"company-id", "dataset-id", "public-key", "signature"}
 RECEIPT_FIELDS = {"payload", "signature"}
 _STAT_NAME = re.compile(r"^(rows|positives|(count|sum|sumsq)/[A-Za-z_][A-Za-z0-9_\-]{0,63})$")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from helpers import join
 from typer.testing import CliRunner
 
 from coordinator.simulation import run_on_simulation
@@ -18,7 +19,6 @@ from sandbox.cli import app
 from sandbox.config import Settings
 from sandbox.data import census
 from sandbox.jobspec import JobSpec
-from sandbox.onboarding import onboard_company
 from sandbox.registry import service
 
 pytestmark = pytest.mark.slow
@@ -55,22 +55,6 @@ class VaultOpenWatch:
             )
             if path.startswith(self.root) and "/vault/" in path:
                 self.opened.append(path)
-
-
-def join(settings: Settings, engine, industries: list[str], rows: int = 300) -> list[str]:  # type: ignore[no-untyped-def]
-    ids = []
-    for industry in industries:
-        company = census.slug(industry)
-        onboard_company(
-            engine,
-            settings.company_dir(company),
-            company,
-            industry,
-            census.company_table(industry, rows=rows, seed=1),
-            purposes=("income-prediction",),
-        )
-        ids.append(company)
-    return ids
 
 
 def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
