@@ -16,6 +16,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients import work
+from clients.secure import secure_aggregation_mod, secure_update_mod
 from sandbox import identity
 from sandbox.node import NodeHome
 from sandbox.protocol import (
@@ -103,7 +104,7 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None) -> ClientApp:
             )
         raise TaskRefused(f"unknown task {task!r}")
 
-    @app.train()
+    @app.train(mods=[secure_aggregation_mod, secure_update_mod])
     def train(message: Message, context: Context) -> Message:
         node = resolve_node(context, nodes)
         config = task_config(message)

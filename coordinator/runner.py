@@ -2,10 +2,12 @@
 
 The runner never opens a company's data. It learns which node is which company from a
 signed challenge, computes the encoding's statistics from sums the companies send, asks each
-company for its local-only baseline, then runs the rounds: select, send, validate every
-reply against the protocol's allow-list, aggregate with the job's strategy, evaluate, and
-persist the round (record and model) before the next one starts, so that a restarted
-coordinator resumes after its last completed round.
+company for its local-only baseline, then runs the rounds: select (through the selector hook,
+with each company's privacy budget as facts), charge the privacy the round will cost, send,
+validate every reply against the protocol's allow-list and every update against the job's
+norm bound, aggregate with the job's strategy (or through SecAgg+, when the job requires secure
+aggregation), evaluate, and persist the round (record and model) before the next one starts,
+so that a restarted coordinator resumes after its last completed round.
 """
 
 from __future__ import annotations
@@ -13,19 +15,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from sqlalchemy.engine import Engine
 
+from coordinator.errors import node_error
+from coordinator.privacy import JobPrivacy
+from coordinator.secure import DEFAULT_CLIPPING_RANGE, SecureRound, secure_round
+from coordinator.selection import (
+    ParticipantSelector,
+    SelectionRequest,
+    apply_selection,
+    budget_selector,
+)
 from coordinator.strategies import make_strategy
 from sandbox import identity
 from sandbox.config import Settings
@@ -49,6 +59,7 @@ from sandbox.protocol import (
     TrainingPlan,
     TrainSettings,
     check_reply,
+    check_update_norm,
     from_array_record,
     identity_challenge,
     to_array_record,
@@ -72,17 +83,6 @@ class Progress(Protocol):
 
 
 ReplyObserver = Callable[[str, str, RecordDict], None]
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def node_error(reason: str) -> str:
-    """The node's own words from an error reply, without the transport's wrapping."""
-    text = _ANSI.sub("", reason or "")
-    if "Message: " in text:
-        text = text.rsplit("Message: ", 1)[1]
-    return " ".join(text.split())[:300] or "unspecified error"
 
 
 def model_hash(weights: dict[str, np.ndarray]) -> str:
@@ -110,26 +110,50 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
 @dataclass
 class Exchange:
     """Replies to one task: accepted contents by company, and who did not answer or was
-    refused, with reasons."""
+    refused, with reasons. ``replies`` keeps every reply that arrived (accepted or not): a
+    refused update may still have cost its company privacy. In a securely aggregated round
+    ``masked`` holds the clear-text records of the companies in the aggregate instead."""
 
     accepted: dict[str, Message] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
+    replies: dict[str, RecordDict] = field(default_factory=dict)
+    masked: dict[str, RecordDict] = field(default_factory=dict)
+
+    @property
+    def took_part(self) -> list[str]:
+        return sorted({*self.accepted, *self.masked})
+
+    def reject(self, company: str, problems: list[str]) -> None:
+        self.accepted.pop(company, None)
+        self.masked.pop(company, None)
+        earlier = self.rejected.get(company)
+        self.rejected[company] = "; ".join([*([earlier] if earlier else []), *problems])[:1000]
 
 
 @dataclass
 class JobState:
-    """What a resumed coordinator needs: the plan, the baselines and the last round."""
+    """What a resumed coordinator needs: the plan, the baselines, and each company's count of
+    training rows (from its statistics; a DP job's schedules depend on them)."""
 
     plan: TrainingPlan
     baselines: dict[str, dict[str, float]]
+    rows: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"plan": self.plan.model_dump(mode="json"), "baselines": self.baselines}
+        return {
+            "plan": self.plan.model_dump(mode="json"),
+            "baselines": self.baselines,
+            "rows": self.rows,
+        }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> JobState:
-        return cls(plan=TrainingPlan.model_validate(raw["plan"]), baselines=raw["baselines"])
+        return cls(
+            plan=TrainingPlan.model_validate(raw["plan"]),
+            baselines=raw["baselines"],
+            rows={k: int(v) for k, v in raw.get("rows", {}).items()},
+        )
 
 
 class JobRunner:
@@ -141,6 +165,8 @@ class JobRunner:
         job_id: str,
         progress: Progress | None = None,
         observer: ReplyObserver | None = None,
+        context: Context | None = None,
+        selector: ParticipantSelector = budget_selector,
     ):
         self.settings = settings
         self.engine = engine
@@ -148,11 +174,15 @@ class JobRunner:
         self.job_id = job_id
         self.progress = progress
         self.observer = observer
+        self.context = context
+        self.selector = selector
         self.job = service.get_job(engine, job_id)
         self.spec: JobSpec = service.job_spec(self.job)
         self.run_dir = settings.runs_dir / job_id
         self.nodes: dict[str, int] = {}
         self.strategy = make_strategy(self.spec.strategy)
+        self.rows: dict[str, int] = {}
+        self.privacy: JobPrivacy | None = None
 
     # ----------------------------------------------------------------- messaging
     def _stage(self, name: str) -> None:
@@ -194,6 +224,7 @@ class JobRunner:
                 continue
             if self.observer is not None:
                 self.observer(task, company, reply.content)
+            outcome.replies[company] = reply.content
             problems = check_reply(task, reply.content, expected_arrays)
             if problems:
                 outcome.rejected[company] = "; ".join(problems)[:1000]
@@ -294,6 +325,8 @@ class JobRunner:
             threshold=threshold,
             dp=spec.privacy.dp,
             rounds=spec.rounds,
+            max_update_norm=spec.privacy.max_update_norm,
+            secure_aggregation=spec.privacy.secure_aggregation,
         )
 
     def prepare(self) -> JobState:
@@ -307,8 +340,10 @@ class JobRunner:
         self._require(exchange.accepted, "feature statistics", exchange)
         totals: dict[str, ColumnMoments] = {}
         rows = positives = 0.0
-        for reply in exchange.accepted.values():
+        per_company: dict[str, int] = {}
+        for company, reply in exchange.accepted.items():
             stats = reply.content.metric_records[STATS]
+            per_company[company] = int(stats["rows"])
             rows += float(stats["rows"])
             positives += float(stats["positives"])
             for feature in encoding.numeric:
@@ -331,7 +366,7 @@ class JobRunner:
             company: dict(reply.content.metric_records[METRICS])
             for company, reply in exchange.accepted.items()
         }
-        return JobState(plan=plan, baselines=baselines)
+        return JobState(plan=plan, baselines=baselines, rows=per_company)
 
     # ------------------------------------------------------------------- rounds
     def participants(self) -> list[str]:
@@ -339,7 +374,7 @@ class JobRunner:
         proved its identity."""
         return [c for c in self.spec.companies if c in self.nodes]
 
-    def _require(self, accepted: dict[str, Any], what: str, exchange: Exchange) -> None:
+    def _require(self, accepted: Collection[str], what: str, exchange: Exchange) -> None:
         if len(accepted) < self.spec.min_participants:
             reasons = {**exchange.missing, **exchange.rejected}
             detail = "; ".join(f"{c}: {r}" for c, r in sorted(reasons.items()))
@@ -348,33 +383,162 @@ class JobRunner:
                 f"{self.spec.min_participants}" + (f" ({detail})" if detail else "")
             )
 
+    def select(self, number: int, plan: TrainingPlan) -> tuple[list[str], dict[str, str]]:
+        """The companies asked this round, and the ones that sit it out with the reason.
+
+        The selector decides on the budget facts; the privacy of each selected company's
+        run is then charged (write-ahead), and a company whose charge is refused sits out too.
+        """
+        candidates = tuple(self.participants())
+        request = SelectionRequest(
+            job_id=self.job_id,
+            purpose=self.spec.purpose,
+            risk_tier=self.job.risk_tier,
+            round=number,
+            candidates=candidates,
+            dp=plan.dp is not None,
+            budgets=self.privacy.facts(candidates, number) if self.privacy is not None else {},
+        )
+        selection = apply_selection(request, self.selector(request))
+        asked, sat_out = list(selection.selected), dict(selection.sat_out)
+        if self.privacy is not None:
+            asked, refused = self.privacy.charge(asked, number)
+            sat_out.update(refused)
+        return asked, sat_out
+
     def run_round(
         self, number: int, plan: TrainingPlan, weights: dict[str, np.ndarray]
     ) -> tuple[dict[str, np.ndarray], Round]:
-        asked = self.participants()
-        config = {"round": number, "plan": plan.model_dump_json()}
-        shapes = {name: tuple(value.shape) for name, value in weights.items()}
         started = utcnow()
-        exchange = self._exchange(TASK_TRAIN, asked, config, weights, expected_arrays=shapes)
+        asked, sat_out = self.select(number, plan)
+        if len(asked) < self.spec.min_participants:
+            if self.privacy is not None:
+                self.privacy.release()  # no task goes out, so nothing was spent
+            self._store_round(number, "failed", [], Exchange(), {}, started, sat_out)
+            detail = "; ".join(f"{c}: {r}" for c, r in sorted(sat_out.items()))
+            raise JobStopped(
+                f"round {number}: {len(asked)} companies may take part, fewer than the minimum "
+                f"{self.spec.min_participants}" + (f" ({detail})" if detail else "")
+            )
+        config = {"round": number, "plan": plan.model_dump_json()}
+        metrics: dict[str, Any] = {}
+        outcome: SecureRound | None = None
+        if plan.secure_aggregation:
+            exchange, outcome = self._secure_exchange(number, asked, config, weights)
+            metrics["secure_aggregation"] = outcome.summary()
+        else:
+            shapes = {name: tuple(value.shape) for name, value in weights.items()}
+            exchange = self._exchange(TASK_TRAIN, asked, config, weights, expected_arrays=shapes)
+            self._screen_updates(exchange, weights)
+        if self.privacy is not None:
+            metrics["privacy"] = self.privacy.round_summary()
         try:
-            self._require(exchange.accepted, f"round {number}", exchange)
+            if outcome is not None:
+                new_weights = self._secure_aggregate(number, exchange, outcome)
+            self._require(exchange.took_part, f"round {number}", exchange)
+            if outcome is None:
+                new_weights = self._aggregate(number, exchange, metrics)
         except JobStopped:
-            self._store_round(number, "failed", asked, exchange, {}, started)
+            self._store_round(number, "failed", asked, exchange, metrics, started, sat_out)
             raise
+        if number % self.spec.evaluate_every == 0 or number == self.spec.rounds:
+            metrics["evaluation"] = self.evaluate(plan, new_weights, exchange.took_part)
+        record = self._store_round(number, "completed", asked, exchange, metrics, started, sat_out)
+        return new_weights, record
+
+    def _screen_updates(self, exchange: Exchange, weights: dict[str, np.ndarray]) -> None:
+        """Settle each company's privacy charge from its reply and hold every accepted update
+        to the job's norm bound; a reply that fails either is refused, with the reason."""
+        bound = self.spec.privacy.max_update_norm
+        for company, content in exchange.replies.items():
+            problems = self.privacy.settle(company, content) if self.privacy is not None else []
+            if company in exchange.accepted and bound is not None:
+                update = from_array_record(content.array_records[ARRAYS])
+                problems += check_update_norm(update, weights, bound)
+            if problems:
+                exchange.reject(company, problems)
+        if self.privacy is not None:
+            for company, reason in exchange.missing.items():
+                self.privacy.settle(company, None, why_missing=reason)
+
+    def _aggregate(
+        self, number: int, exchange: Exchange, metrics: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
         aggregated, train_metrics = self.strategy.aggregate_train(
             number, list(exchange.accepted.values())
         )
         if aggregated is None:
-            self._store_round(number, "failed", asked, exchange, {}, started)
             raise JobStopped(f"round {number}: the strategy produced no aggregate")
-        new_weights = {
+        metrics["train"] = dict(train_metrics or {})
+        return {
             name: value.astype(np.float32) for name, value in from_array_record(aggregated).items()
         }
-        metrics: dict[str, Any] = {"train": dict(train_metrics or {})}
-        if number % self.spec.evaluate_every == 0 or number == self.spec.rounds:
-            metrics["evaluation"] = self.evaluate(plan, new_weights, list(exchange.accepted))
-        record = self._store_round(number, "completed", asked, exchange, metrics, started)
-        return new_weights, record
+
+    def _round_context(self) -> Context:
+        if self.context is not None:
+            return self.context
+        return Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config={})
+
+    def _secure_exchange(
+        self,
+        number: int,
+        asked: list[str],
+        config: dict[str, Any],
+        weights: dict[str, np.ndarray],
+    ) -> tuple[Exchange, SecureRound]:
+        """One round through SecAgg+: the coordinator gets the aggregate and, per company,
+        only its clear-text metrics and receipt, which are checked like any reply."""
+        by_node = {self.nodes[c]: c for c in asked}
+        outcome = secure_round(
+            self.grid,
+            self._round_context(),
+            list(by_node),
+            weights,
+            {"task": TASK_TRAIN, "job-id": self.job_id, **config},
+            number,
+            max_weight=float(max([self.rows.get(c, 0) for c in asked] + [1])),
+            clipping_range=self.spec.privacy.max_update_norm or DEFAULT_CLIPPING_RANGE,
+            timeout=self.spec.round_timeout_s,
+        )
+        exchange = Exchange()
+        for node_id, content in outcome.replies.items():
+            company = by_node[node_id]
+            if self.observer is not None:
+                self.observer(TASK_TRAIN, company, content)
+            exchange.replies[company] = content
+            problems = check_reply(TASK_TRAIN, content, masked=True)
+            if self.privacy is not None:
+                problems += self.privacy.settle(company, content)
+            if problems:
+                exchange.reject(company, problems)
+            else:
+                exchange.masked[company] = content
+        for node_id, problem in outcome.reply_problems.items():
+            exchange.reject(by_node[node_id], [problem])
+        for company in asked:
+            if company not in exchange.masked and company not in exchange.rejected:
+                exchange.missing[company] = (
+                    f"no masked update in the aggregate ({outcome.reason or 'dropped out'})"
+                )
+                if self.privacy is not None:
+                    self.privacy.settle(company, None, why_missing=exchange.missing[company])
+        return exchange, outcome
+
+    def _secure_aggregate(
+        self, number: int, exchange: Exchange, outcome: SecureRound
+    ) -> dict[str, np.ndarray]:
+        """The aggregate, only if SecAgg+ completed and every company in it was accepted:
+        an update inside the sum cannot be taken out again, so a refused reply fails the
+        round."""
+        if not outcome.completed or outcome.aggregate is None:
+            raise JobStopped(f"round {number}: {outcome.reason}; the round is not used")
+        if exchange.rejected:
+            names = ", ".join(sorted(exchange.rejected))
+            raise JobStopped(
+                f"round {number}: the secure aggregate includes updates of companies whose "
+                f"replies were refused ({names}); the round is not used"
+            )
+        return outcome.aggregate
 
     def evaluate(
         self, plan: TrainingPlan, weights: dict[str, np.ndarray], companies: list[str]
@@ -401,15 +565,17 @@ class JobRunner:
         exchange: Exchange,
         metrics: dict[str, Any],
         started: Any,
+        sat_out: dict[str, str] | None = None,
     ) -> Round:
         record = Round(
             job_id=self.job_id,
             number=number,
             status=status,
             asked=asked,
-            took_part=sorted(exchange.accepted),
+            took_part=exchange.took_part,
             missing=[{"company": c, "reason": r} for c, r in sorted(exchange.missing.items())],
             rejected=[{"company": c, "reason": r} for c, r in sorted(exchange.rejected.items())],
+            sat_out=[{"company": c, "reason": r} for c, r in sorted((sat_out or {}).items())],
             metrics=json.loads(json.dumps(metrics, default=float)),
             started_at=started,
             ended_at=utcnow(),
@@ -472,6 +638,11 @@ class JobRunner:
                 )
             )
             save_weights(self._weights_path(0), weights)
+        self.rows = state.rows
+        if state.plan.dp is not None:
+            self.privacy = JobPrivacy(
+                self.engine, self.job_id, self.job.risk_tier, state.plan, state.rows
+            )
         for number in range(start + 1, self.spec.rounds + 1):
             self._stage(f"round {number} of {self.spec.rounds}")
             weights, record = self.run_round(number, state.plan, weights)
