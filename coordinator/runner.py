@@ -410,6 +410,8 @@ class JobRunner:
         self, number: int, plan: TrainingPlan, weights: dict[str, np.ndarray]
     ) -> tuple[dict[str, np.ndarray], Round]:
         started = utcnow()
+        if plan.dp is not None and self.privacy is None:
+            raise RuntimeError("a DP job's round cannot run without its privacy bookkeeping")
         asked, sat_out = self.select(number, plan)
         if len(asked) < self.spec.min_participants:
             if self.privacy is not None:

@@ -45,13 +45,12 @@ QUANTIZATION_RANGE = 2**22
 
 class _ChosenCompanies(Strategy):
     """A legacy Strategy that only serves as SecAgg+'s callback surface: it sends the task
-    to the chosen nodes and keeps what ``aggregate_fit`` receives."""
+    to the chosen nodes and keeps the aggregate ``aggregate_fit`` receives."""
 
     def __init__(self, node_ids: list[int], config: dict[str, Any]):
         self.node_ids = set(node_ids)
         self.config = config
         self.aggregate: Parameters | None = None
-        self.per_client: dict[int, dict[str, Any]] = {}
 
     def initialize_parameters(self, client_manager):  # type: ignore[no-untyped-def]
         return None
@@ -64,13 +63,7 @@ class _ChosenCompanies(Strategy):
         ]
 
     def aggregate_fit(self, server_round, results, failures):  # type: ignore[no-untyped-def]
-        # Each FitRes's parameters were replaced by the unmasked aggregate; its metrics and
-        # num_examples are the company's own, sent in clear.
-        for proxy, fitres in results:
-            self.per_client[proxy.node_id] = {
-                "num_examples": fitres.num_examples,
-                "metrics": dict(fitres.metrics),
-            }
+        # Each FitRes's parameters were replaced by the unmasked aggregate.
         self.aggregate = results[0][1].parameters if results else None
         return self.aggregate, {}
 
@@ -216,11 +209,13 @@ def secure_round(
         sampled=set(state.sampled_node_ids),
         failures=[node_error(str(f)) for f in state.failures],
     )
-    for node_id, reply in strategy.per_client.items():
+    # The clear-text records of every company whose masked update arrived, also when a later
+    # stage halted: those companies trained, and what that cost them must be settled.
+    for proxy, fitres in state.legacy_results:
         try:
-            result.replies[node_id] = unflatten_reply(reply["metrics"])
+            result.replies[proxy.node_id] = unflatten_reply(dict(fitres.metrics))
         except (ValueError, TypeError) as exc:
-            result.reply_problems[node_id] = f"clear-text records are malformed: {exc}"[:300]
+            result.reply_problems[proxy.node_id] = f"clear-text records are malformed: {exc}"[:300]
     result.survivors = set(result.replies) | set(result.reply_problems)
     result.seconds = time.monotonic() - started
     if not ok:

@@ -1,7 +1,7 @@
 """Privacy budgets: what a company may still spend for a purpose, and the verdict on a round.
 
 The epsilon cap per company per purpose follows the job's risk tier. The caps live here, in
-one table, until the policy engine's tier data takes them over; ``budget_allows`` is the pure
+one table (the same numbers as the policy engine's tier data, which takes them over); ``budget_allows`` is the pure
 decision the coordinator's participant selection applies (or hands to the policy engine as
 facts). Epsilons of different jobs add up (basic composition); within one job the company's
 RDP total is used.
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from sandbox.privacy.accounting import EPSILON_SLACK
 
 # Epsilon a company may spend per purpose, over all jobs, by the job's risk tier.
-EPSILON_CAPS: dict[str, float] = {"low": 16.0, "medium": 12.0, "high": 8.0}
+EPSILON_CAPS: dict[str, float] = {"low": 10.0, "medium": 5.0, "high": 3.0}
 
 
 def epsilon_cap(tier: str) -> float:
@@ -50,6 +50,11 @@ class BudgetFacts:
     purpose_cap: float  # the tier's cap per company per purpose
     job_epsilon: float  # the job's own total budget per company
     delta: float
+
+    @property
+    def epsilon_after(self) -> float:
+        """The company's spend for the purpose if it takes part in the round."""
+        return self.spent_purpose + self.next_epsilon
 
     def decide(self) -> tuple[bool, str]:
         """Both budgets must allow the next round; the reason names the one that does not."""
