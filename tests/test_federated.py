@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
-from helpers import join
 from typer.testing import CliRunner
 
 from coordinator.simulation import run_on_simulation
@@ -20,6 +19,7 @@ from sandbox.config import Settings
 from sandbox.data import census
 from sandbox.jobspec import JobSpec
 from sandbox.registry import service
+from tests.helpers import join
 
 pytestmark = pytest.mark.slow
 

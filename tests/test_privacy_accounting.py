@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_plan
 from opacus import PrivacyEngine
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
@@ -32,6 +31,7 @@ from sandbox.privacy.accounting import (
     plan_schedule,
 )
 from sandbox.protocol import TrainingPlan
+from tests.helpers import tiny_plan
 
 
 def opacus_rate_and_steps(rows: int, batch_size: int) -> tuple[float, int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from flwr.app import MetricRecord, RecordDict
-from helpers import tiny_plan
 
 from coordinator.privacy import JobPrivacy
 from coordinator.selection import (
@@ -24,6 +23,7 @@ from sandbox.protocol import TrainingPlan
 from sandbox.registry import privacy as ledger
 from sandbox.registry import service
 from sandbox.registry.models import Job
+from tests.helpers import tiny_plan
 
 PURPOSE = "income-prediction"
 
@@ -33,7 +33,7 @@ def test_budget_rule() -> None:
     ok, why = budget_allows(8.0, 0.01, 8.0)
     assert not ok and "8.0100 would exceed cap 8" in why
     assert not budget_allows(7.5, 0.6, 8.0)[0]
-    assert epsilon_cap("high") == 8.0
+    assert epsilon_cap("high") == 3.0 < epsilon_cap("medium") < epsilon_cap("low")
     assert epsilon_cap("unheard-of") == min(EPSILON_CAPS.values())
 
 
@@ -181,7 +181,7 @@ def report(plan, runs: int = 1, **changes: float) -> RecordDict:  # type: ignore
 def test_the_coordinator_refuses_reports_that_understate_the_cost(engine) -> None:
     add_company(engine, "acme")
     add_job(engine, "job-a")
-    privacy = JobPrivacy(engine, "job-a", "high", dp_plan(rounds=10), {"acme": 300})
+    privacy = JobPrivacy(engine, "job-a", "low", dp_plan(rounds=10), {"acme": 300})
     plan = privacy.schedules["acme"]
     assert plan == schedule(rounds=10)
 

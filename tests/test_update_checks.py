@@ -15,7 +15,6 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.supercore.task_identity import TaskIdentity
-from helpers import tiny_plan
 
 from clients.secure import SecureUpdateRefused, flatten_reply, secure_aggregation_mod
 from coordinator.secure import unflatten_reply
@@ -26,6 +25,7 @@ from sandbox.protocol import (
     to_array_record,
     update_norm,
 )
+from tests.helpers import tiny_plan
 
 GLOBAL = {"0.weight": np.zeros((1, 3), np.float32), "0.bias": np.zeros(1, np.float32)}
 SHAPES = {"0.weight": (1, 3), "0.bias": (1,)}
