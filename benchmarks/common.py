@@ -1,0 +1,62 @@
+"""Helpers shared by the benchmark scripts: isolated homes, machine facts, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+@contextmanager
+def isolated_home(prefix: str) -> Iterator[Path]:
+    """A throwaway SANDBOX_HOME with its own SQLite database, for one measurement."""
+    from sandbox.db import dispose_engines
+
+    old = {k: os.environ.get(k) for k in ("SANDBOX_HOME", "SANDBOX_DATABASE_URL")}
+    with tempfile.TemporaryDirectory(prefix=f"sandbox-bench-{prefix}-") as folder:
+        os.environ["SANDBOX_HOME"] = folder
+        os.environ.pop("SANDBOX_DATABASE_URL", None)
+        try:
+            yield Path(folder)
+        finally:
+            dispose_engines()
+            for key, value in old.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def write_results(name: str, document: dict[str, Any], table: str) -> tuple[Path, Path]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    json_path = RESULTS / f"{name}.json"
+    md_path = RESULTS / f"{name}.md"
+    json_path.write_text(json.dumps(document, indent=2) + "\n")
+    md_path.write_text(table.rstrip() + "\n")
+    return json_path, md_path
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
