@@ -17,6 +17,7 @@ from flwr.clientapp import ClientApp
 
 from clients import work
 from clients.gate import make_gate
+from clients.secure import secure_aggregation_mod, secure_update_mod
 from sandbox import identity
 from sandbox.node import NodeHome
 from sandbox.protocol import (
@@ -74,6 +75,8 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None) -> ClientApp:
     """The ClientApp; ``simulated_nodes`` maps partition ids to node folders in simulation."""
     app = ClientApp()
     nodes = list(simulated_nodes) if simulated_nodes is not None else None
+    # The company's gate sits innermost, next to the task: it sees the plain task in every
+    # form of round, decides before any data is read, and signs the receipt after.
     gate = make_gate(lambda context: resolve_node(context, nodes))
 
     @app.query(mods=[gate])
@@ -105,16 +108,19 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None) -> ClientApp:
             )
         raise TaskRefused(f"unknown task {task!r}")
 
-    @app.train(mods=[gate])
+    @app.train(mods=[secure_aggregation_mod, secure_update_mod, gate])
     def train(message: Message, context: Context) -> Message:
         node = resolve_node(context, nodes)
         config = task_config(message)
         plan = plan_of(config)
-        weights, stats = work.local_training(node, plan, weights_of(message), int(config["round"]))
+        weights, stats, privacy = work.local_training(
+            node, plan, weights_of(message), int(config["round"])
+        )
         metrics = {
             "num-examples": float(stats.num_examples),
             "loss": stats.loss,
             "steps": float(stats.steps),
+            **(privacy.as_metrics() if privacy is not None else {}),
         }
         content = RecordDict(
             {

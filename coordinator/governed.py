@@ -10,13 +10,12 @@ task; a reply without one is refused. Receipts, rounds and the model's hash go t
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from flwr.app import Message
-from sqlmodel import select
+from flwr.app import RecordDict
 
+from coordinator.selection import Selection, SelectionRequest
 from policies.facts import RoundContext
 from policies.rounds import select_participants
 from sandbox.db import session_scope
@@ -35,26 +34,6 @@ if TYPE_CHECKING:
 COORDINATOR = Actor(principal="coordinator", role="coordinator")
 
 
-@dataclass
-class Selection:
-    selected: list[str]
-    removed: dict[str, str] = field(default_factory=dict)
-    stopped: bool = False
-    reasons: tuple[str, ...] = ()
-
-
-def epsilon_spent(gov: Governance, company: str, purpose: str) -> Decimal:
-    """A company's privacy spend for ``purpose`` over all jobs: the sum of the epsilon its own
-    signed receipts of training state."""
-    with session_scope(gov.engine) as session:
-        rows = session.exec(
-            select(Receipt.epsilon)
-            .join(Job, Job.id == Receipt.job_id)  # type: ignore[arg-type]
-            .where(Receipt.company_id == company, Job.purpose == purpose, Receipt.task == "train")
-        ).all()
-    return sum((Decimal(str(e)) for e in rows if e is not None), Decimal(0))
-
-
 class RoundGovernor:
     def __init__(self, gov: Governance, job: Job, spec: JobSpec):
         self.gov = gov
@@ -66,73 +45,65 @@ class RoundGovernor:
     def check_start(self) -> None:
         check_runnable(service.get_job(self.gov.engine, self.job_id))
 
-    def next_epsilon(self, company: str, plan: TrainingPlan | None) -> Decimal:
-        """What the next training round will cost ``company``: the job's budget spread evenly
-        over its rounds (each company calibrates its noise to that)."""
-        if plan is None or plan.dp is None:
-            return Decimal(0)
-        return Decimal(str(plan.dp.epsilon)) / Decimal(plan.rounds)
-
-    def select(
-        self, round_number: int, candidates: list[str], plan: TrainingPlan | None
-    ) -> Selection:
-        """Ask ``participate_in_round`` for every candidate, with the registry as it is now."""
-        if not candidates:
-            return Selection([], stopped=True, reasons=("no company node is available",))
+    def selector(self, request: SelectionRequest) -> Selection:
+        """The runner's participant selector under governance: ``participate_in_round`` for
+        every candidate, from the registry as it is now (consents, approval, suspension)
+        and, in a DP job, the company's privacy budget facts."""
         job = service.get_job(self.gov.engine, self.job_id)
-        world = job_world(
-            self.gov.engine,
-            self.job_id,
-            self.spec,
-            self.engineer,
-            job.approved_at is not None,
-            candidates,
+        approved = job.approved_at is not None
+        candidates = list(request.candidates)
+        known = job_world(
+            self.gov.engine, self.job_id, self.spec, self.engineer, approved, candidates
         )
-        contexts = {}
+        sat_out: dict[str, str] = {}
+        contexts: dict[str, RoundContext] = {}
         for company in candidates:
+            if company not in known.companies:
+                sat_out[company] = "the company is no longer in the registry"
+                continue
+            facts = request.budgets.get(company)
+            if request.dp and facts is None:
+                sat_out[company] = "no privacy budget facts for this company"
+                continue
             contexts[company] = RoundContext(
-                round=round_number,
-                epsilon_spent=epsilon_spent(self.gov, company, self.spec.purpose),
-                epsilon_next=self.next_epsilon(company, plan) if round_number > 0 else Decimal(0),
+                round=request.round,
+                epsilon_spent=Decimal(str(facts.spent_purpose)) if facts else Decimal(0),
+                epsilon_next=Decimal(str(facts.next_epsilon)) if facts else Decimal(0),
             )
-        missing = [c for c in candidates if c not in world.companies]
-        selection = self._decide(
-            round_number, world, contexts, [c for c in candidates if c in world.companies]
-        )
-        for company in missing:
-            selection.removed[company] = "the company is no longer in the registry"
-        return selection
-
-    def _decide(
-        self, round_number: int, world: Any, contexts: dict[str, RoundContext], members: list[str]
-    ) -> Selection:
+        members = [c for c in candidates if c in contexts]
+        if not members:
+            return Selection(selected=(), sat_out=sat_out)
+        world = job_world(self.gov.engine, self.job_id, self.spec, self.engineer, approved, members)
         pdp = _AnnotatedPDP(
             self.gov,
             Annotation(
                 job_id=self.job_id,
-                round=round_number,
+                round=request.round,
                 purpose=self.spec.purpose,
                 consent_id="per-participant",
             ),
         )
         result = select_participants(pdp, world.job, world.companies, contexts, world.entities)  # type: ignore[arg-type]
-        removed = {c: " ".join(d.reasons) or "denied by policy" for c, d in result.removed.items()}
-        return Selection(list(result.selected), removed, result.stopped, result.reasons)
+        for company, decision in result.removed.items():
+            sat_out[company] = "removed by policy: " + (" ".join(decision.reasons) or "denied")
+        return Selection(selected=tuple(result.selected), sat_out=sat_out)
 
     # ------------------------------------------------------------------ receipts
     def verify(self, task: str, round_number: int, exchange: Exchange) -> None:
-        """Move every accepted reply without a valid receipt to the rejected ones."""
-        for company, reply in list(exchange.accepted.items()):
+        """Refuse every taken reply without a valid receipt (a reply inside a secure
+        aggregate is refused too, which fails that round: its update cannot be taken out)."""
+        for company, content in exchange.contents().items():
+            if company in exchange.receipts:
+                continue
             try:
-                exchange.receipts[company] = self._receipt(company, task, round_number, reply)
+                exchange.receipts[company] = self._receipt(company, task, round_number, content)
             except ReceiptError as exc:
-                del exchange.accepted[company]
-                exchange.rejected[company] = f"receipt refused: {exc}"
+                exchange.reject(company, [f"receipt refused: {exc}"])
 
     def _receipt(
-        self, company: str, task: str, round_number: int, reply: Message
+        self, company: str, task: str, round_number: int, content: RecordDict
     ) -> tuple[ReceiptPayload, str, str]:
-        record = reply.content.config_records.get(RECEIPT)
+        record = content.config_records.get(RECEIPT)
         if record is None:
             raise ReceiptError("the reply carries no signed receipt")
         text, signature = str(record["payload"]), str(record["signature"])
@@ -211,6 +182,7 @@ class RoundGovernor:
             "status": record.status,
             "asked": len(record.asked),
             "missing": [m["company"] for m in record.missing][:64],
+            "sat_out": [m["company"] for m in record.sat_out][:64],
             "rejected": [r["company"] for r in record.rejected][:64],
         }
         if evaluation.get("mean_auc") is not None:

@@ -35,9 +35,18 @@ STATS = "stats"
 IDENTITY = "identity"
 RECEIPT = "receipt"
 
+# Under secure aggregation the train task travels as Flower's legacy FitIns: its config names
+# the order of the model's arrays and the range the masked update must fit in.
+SECURE_ARRAY_KEYS = "secure-array-keys"
+SECURE_CLIPPING_RANGE = "secure-clipping-range"
+
 MAX_STRING = 4096
 EVAL_METRICS = {"num-examples", "positives", "loss", "auc", "balanced-accuracy", "ece"}
-TRAIN_METRICS = {"num-examples", "loss", "steps", "epsilon", "delta"}
+# Under DP a train reply also states what the run cost: ``epsilon`` (this run), ``epsilon-job``
+# (the company's total in the job after it), ``delta``, and the mechanism that was run
+# (``noise-multiplier``, ``sample-rate``, ``steps``), so that anyone can recompute the figures.
+DP_METRICS = ("epsilon", "epsilon-job", "delta", "noise-multiplier", "sample-rate", "steps")
+TRAIN_METRICS = {"num-examples", "loss", *DP_METRICS}
 IDENTITY_FIELDS = {"company-id", "dataset-id", "public-key", "signature"}
 RECEIPT_FIELDS = {"payload", "signature"}
 _STAT_NAME = re.compile(r"^(rows|positives|(count|sum|sumsq)/[A-Za-z_][A-Za-z0-9_\-]{0,63})$")
@@ -71,6 +80,9 @@ class TrainingPlan(BaseModel):
     dp: DifferentialPrivacySpec | None = None
     secure_aggregation: bool = False
     rounds: int = 1
+    max_update_norm: float | None = None
+    # The company refuses to send this job's updates other than through secure aggregation.
+    secure_aggregation: bool = False
 
     def digest(self) -> str:
         return hashlib.sha256(rfc8785.dumps(self.model_dump(mode="json"))).hexdigest()
@@ -137,10 +149,35 @@ def check_arrays(arrays: ArrayRecord, expected: dict[str, tuple[int, ...]]) -> l
     return problems
 
 
-def check_reply(
-    task: str, content: RecordDict, expected_arrays: dict[str, tuple[int, ...]] | None = None
+def update_norm(update: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
+    """L2 norm of ``update - reference`` over all arrays together."""
+    total = 0.0
+    for name, value in update.items():
+        diff = np.asarray(value, dtype=np.float64) - np.asarray(reference[name], dtype=np.float64)
+        total += float(np.dot(diff.ravel(), diff.ravel()))
+    return float(np.sqrt(total))
+
+
+def check_update_norm(
+    update: dict[str, np.ndarray], reference: dict[str, np.ndarray], bound: float
 ) -> list[str]:
-    """Every problem with a reply to ``task``; an empty list means the reply may be used."""
+    """The update's distance from the model it started from must stay within ``bound``."""
+    norm = update_norm(update, reference)
+    if not np.isfinite(norm) or norm > bound:
+        return [f"update norm {norm:.4g} exceeds the job's bound {bound:g}"]
+    return []
+
+
+def check_reply(
+    task: str,
+    content: RecordDict,
+    expected_arrays: dict[str, tuple[int, ...]] | None = None,
+    masked: bool = False,
+) -> list[str]:
+    """Every problem with a reply to ``task``; an empty list means the reply may be used.
+
+    ``masked``: a train reply whose update went into secure aggregation; it must then carry
+    no arrays at all (the coordinator only ever sees the aggregate)."""
     problems: list[str] = []
     allowed_records = {
         TASK_IDENTIFY: {IDENTITY},
@@ -154,6 +191,10 @@ def check_reply(
     keys = set(content.keys())
     if keys - allowed_records:
         problems.append(f"reply carries unexpected records {sorted(keys - allowed_records)}")
+    if masked:
+        allowed_records = allowed_records - {ARRAYS}
+        if ARRAYS in keys:
+            problems.append("a securely aggregated reply must not carry its arrays")
     required = allowed_records - {RECEIPT}
     if required - keys:
         problems.append(f"reply lacks records {sorted(required - keys)}")

@@ -112,11 +112,11 @@ def test_revocation_mid_job_and_the_companys_own_gate(sandbox_home: Settings, en
     assert rounds[0].took_part == sorted(members)
     for later in rounds[1:]:
         assert later.took_part == sorted(members[2:])
+        sat_out = {m["company"]: m["reason"] for m in later.sat_out}
         missing = {m["company"]: m["reason"] for m in later.missing}
-        assert (
-            missing[revoked].startswith("removed by policy")
-            and "no live consent" in missing[revoked]
-        )
+        assert set(sat_out) == {revoked} and set(missing) == {refusing}
+        assert sat_out[revoked].startswith("removed by policy")
+        assert "no live consent" in sat_out[revoked]
         assert "refused by the company's gate" in missing[refusing]
 
     records = ledger_records(sandbox_home)

@@ -6,8 +6,18 @@ from sandbox.registry.models import (
     Dataset,
     Job,
     PolicyDecision,
+    PrivacySpend,
     Receipt,
     Round,
 )
 
-__all__ = ["Company", "Consent", "Dataset", "Job", "PolicyDecision", "Receipt", "Round"]
+__all__ = [
+    "Company",
+    "Consent",
+    "Dataset",
+    "Job",
+    "PolicyDecision",
+    "PrivacySpend",
+    "Receipt",
+    "Round",
+]

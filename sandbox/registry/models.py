@@ -1,4 +1,5 @@
-"""The registry's tables: companies, datasets, consents, jobs, rounds and receipts.
+"""The registry's tables: companies, datasets, consents, jobs, rounds, receipts and the
+privacy spent by each company.
 
 Only manifests are stored here, never rows. JSON columns hold documents that are already
 validated by their pydantic schema (the manifest, the job spec, round metrics).
@@ -82,6 +83,10 @@ class Round(SQLModel, table=True):
     took_part: list[str] = Field(sa_column=Column(JSON, nullable=False))
     missing: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     rejected: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    # Companies that were not asked this round, each with the reason (e.g. privacy budget).
+    sat_out: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
     metrics: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     started_at: datetime = Field(default_factory=utcnow)
     ended_at: datetime | None = None
@@ -123,3 +128,35 @@ class PolicyDecision(SQLModel, table=True):
     errors: list[str] = Field(sa_column=Column(JSON, nullable=False))
     job_id: str | None = Field(default=None, max_length=40, index=True)
     round: int | None = None
+
+
+class PrivacySpend(SQLModel, table=True):
+    """One DP training run a company was asked for, and the privacy it cost.
+
+    The row is written before the task is sent (``status="charged"``, at the coordinator's
+    own prediction) and settled with the company's reported figures when its reply arrives
+    (``"reported"``); a run whose reply never came stays charged, since the company may have
+    trained. ``epsilon`` is this run's increment, ``epsilon_job`` the company's total in the
+    job after it. A company's spend in a job is the largest ``epsilon_job`` of its rows there;
+    its spend for a purpose is the sum of that over the purpose's jobs.
+    """
+
+    __tablename__ = "privacy_spend"
+
+    id: int | None = Field(default=None, primary_key=True)
+    company_id: str = Field(foreign_key="company.id", index=True, max_length=64)
+    purpose: str = Field(max_length=100, index=True)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=40)
+    round: int
+    epsilon: float
+    epsilon_job: float
+    delta: float
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    status: str = Field(default="charged", max_length=16)
+    reported_epsilon: float | None = None
+    reported_epsilon_job: float | None = None
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    charged_at: datetime = Field(default_factory=utcnow)
+    settled_at: datetime | None = None
