@@ -5,7 +5,12 @@ signed challenge, computes the encoding's statistics from sums the companies sen
 company for its local-only baseline, then runs the rounds: select, send, validate every
 reply against the protocol's allow-list, aggregate with the job's strategy, evaluate, and
 persist the round (record and model) before the next one starts, so that a restarted
-coordinator resumes after its last completed round.
+coordinator resumes after its last completed round. Each round's accepted updates are kept
+in the run folder for the contribution estimate.
+
+At the end: the release assessment at each company, the contribution estimate from the
+stored updates, the release decision (``ReleaseGate``), the export (only when allowed) and
+the decision's record (``ReleaseRecorder``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,25 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from sqlalchemy.engine import Engine
 
+from coordinator.contribution import (
+    ContributionSettings,
+    ContributionUnavailable,
+    UpdateStore,
+    Weights,
+    estimate_contributions,
+)
+from coordinator.release import (
+    Assessment,
+    RegistryRecorder,
+    ReleaseGate,
+    ReleaseOutcome,
+    ReleaseRecorder,
+    ThresholdGate,
+    build_assessment,
+    conclude_release,
+    load_tier_rules,
+    privacy_summary,
+)
 from coordinator.strategies import make_strategy
 from sandbox import identity
 from sandbox.config import Settings
@@ -34,6 +58,7 @@ from sandbox.jobspec import JobSpec
 from sandbox.learning.encoding import ColumnMoments, FeatureSpec
 from sandbox.learning.metrics import mean_defined
 from sandbox.learning.models import build_model, get_weights
+from sandbox.learning.robustness import RobustnessSettings
 from sandbox.node import write_json_atomic
 from sandbox.protocol import (
     ARRAYS,
@@ -41,8 +66,10 @@ from sandbox.protocol import (
     IDENTITY,
     METRICS,
     STATS,
+    TASK_ASSESS,
     TASK_BASELINE,
     TASK_EVALUATE,
+    TASK_EVALUATE_MODELS,
     TASK_IDENTIFY,
     TASK_STATS,
     TASK_TRAIN,
@@ -141,6 +168,10 @@ class JobRunner:
         job_id: str,
         progress: Progress | None = None,
         observer: ReplyObserver | None = None,
+        release_gate: ReleaseGate | None = None,
+        release_recorder: ReleaseRecorder | None = None,
+        robustness: RobustnessSettings | None = None,
+        contribution: ContributionSettings | None = None,
     ):
         self.settings = settings
         self.engine = engine
@@ -153,6 +184,11 @@ class JobRunner:
         self.run_dir = settings.runs_dir / job_id
         self.nodes: dict[str, int] = {}
         self.strategy = make_strategy(self.spec.strategy)
+        self.updates = UpdateStore(self.run_dir / "updates")
+        self.release_gate = release_gate or ThresholdGate()
+        self.release_recorder = release_recorder or RegistryRecorder(engine)
+        self.robustness = robustness or RobustnessSettings(seed=self.spec.seed)
+        self.contribution = contribution or ContributionSettings(seed=self.spec.seed)
 
     # ----------------------------------------------------------------- messaging
     def _stage(self, name: str) -> None:
@@ -167,6 +203,7 @@ class JobRunner:
         config: dict[str, Any],
         arrays: dict[str, np.ndarray] | None = None,
         expected_arrays: dict[str, tuple[int, ...]] | None = None,
+        model_count: int | None = None,
     ) -> Exchange:
         """Send ``task`` to ``companies`` and sort the replies. Every reply is checked
         against the protocol's allow-list before anyone looks at its values."""
@@ -194,7 +231,7 @@ class JobRunner:
                 continue
             if self.observer is not None:
                 self.observer(task, company, reply.content)
-            problems = check_reply(task, reply.content, expected_arrays)
+            problems = check_reply(task, reply.content, expected_arrays, model_count)
             if problems:
                 outcome.rejected[company] = "; ".join(problems)[:1000]
                 continue
@@ -370,6 +407,18 @@ class JobRunner:
         new_weights = {
             name: value.astype(np.float32) for name, value in from_array_record(aggregated).items()
         }
+        self.updates.save(
+            number,
+            weights,
+            {
+                c: from_array_record(r.content.array_records[ARRAYS])
+                for c, r in exchange.accepted.items()
+            },
+            {
+                c: float(r.content.metric_records[METRICS]["num-examples"])
+                for c, r in exchange.accepted.items()
+            },
+        )
         metrics: dict[str, Any] = {"train": dict(train_metrics or {})}
         if number % self.spec.evaluate_every == 0 or number == self.spec.rounds:
             metrics["evaluation"] = self.evaluate(plan, new_weights, list(exchange.accepted))
@@ -506,13 +555,96 @@ class JobRunner:
                 ),
             },
         }
+        release = self.release(state, weights, digest, result["rounds"])
+        result["assessment"] = release.assessment.to_json()
+        result["contributions"] = release.contributions
+        result["release"] = release.summary()
         service.set_job_status(
             self.engine,
             self.job_id,
             "completed",
             model_hash=digest,
-            result=result,
+            result=json.loads(json.dumps(result, default=float)),
             ended_at=utcnow(),
         )
         self._stage("job completed")
         return result
+
+    # ------------------------------------------------------------------ release
+    def assess(self, state: JobState, weights: Weights) -> Assessment:
+        """Every participant scores the final model on its own test split, clean and
+        perturbed; only metrics come back."""
+        self._stage("release assessment at each company")
+        config = {
+            "plan": state.plan.model_dump_json(),
+            "robustness": self.robustness.model_dump_json(),
+        }
+        exchange = self._exchange(TASK_ASSESS, self.participants(), config, weights)
+        not_assessed = {**exchange.missing, **exchange.rejected}
+        for company in self.spec.companies:
+            if company not in self.nodes:
+                not_assessed[company] = "its node did not prove its identity"
+        return build_assessment(
+            self.spec.companies,
+            {c: dict(r.content.metric_records[METRICS]) for c, r in exchange.accepted.items()},
+            state.baselines,
+            not_assessed,
+            state.plan.encoding,
+            self.robustness,
+        )
+
+    def contributions(self, state: JobState) -> dict[str, Any]:
+        """Leave-one-out and Shapley estimates from the stored round updates; the coalition
+        models are scored by the participants on their test splits (metrics only)."""
+        self._stage("estimating each company's contribution")
+        companies = self.participants()
+        plan = state.plan.model_dump_json()
+
+        def score(stacked: Weights, count: int) -> dict[str, dict[str, float]]:
+            exchange = self._exchange(
+                TASK_EVALUATE_MODELS, companies, {"plan": plan}, stacked, model_count=count
+            )
+            return {
+                c: dict(r.content.metric_records[METRICS]) for c, r in exchange.accepted.items()
+            }
+
+        try:
+            report = estimate_contributions(self.updates.games(), score, self.contribution)
+        except ContributionUnavailable as exc:
+            return {"error": str(exc)}
+        out = report.to_json()
+        if self.spec.strategy.name not in ("fedavg", "fedprox"):
+            out["notes"].append(
+                f"the job aggregated with {self.spec.strategy.name}; coalition models are "
+                "reconstructed with FedAvg's weighted mean"
+            )
+        return out
+
+    def release(
+        self, state: JobState, weights: Weights, digest: str, rounds_completed: int
+    ) -> ReleaseOutcome:
+        """Assess, estimate contributions, decide, export if allowed, record."""
+        assessment = self.assess(state, weights)
+        contributions = self.contributions(state)
+        datasets = [
+            service.get_dataset(self.engine, c, self.spec.dataset) for c in self.spec.companies
+        ]
+        tier = load_tier_rules().tier(
+            [d.industry for d in datasets], [d.grade for d in datasets], self.job.risk_tier
+        )
+        self._stage(f"release decision ({tier} tier)")
+        verdict = self.release_gate.decide(self.job_id, tier, assessment)
+        return conclude_release(
+            job=self.job,
+            spec=self.spec,
+            plan=state.plan,
+            datasets=datasets,
+            run_dir=self.run_dir,
+            model_hash=digest,
+            rounds_completed=rounds_completed,
+            assessment=assessment,
+            verdict=verdict,
+            contributions=contributions,
+            privacy=privacy_summary(self.spec, service.job_receipts(self.engine, self.job_id)),
+            recorder=self.release_recorder,
+        )

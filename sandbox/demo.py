@@ -2,7 +2,9 @@
 
 Companies join (each writes its own vault), an engineer files a job, the coordinator runs
 it on Flower's simulation engine, and the result is set beside each company's local-only
-model and the pooled upper bound (computed here only, and labelled so).
+model and the pooled upper bound (computed here only, and labelled so). The report ends with
+what the coordinator concluded: the release assessment, the release decision and each
+company's contribution.
 """
 
 from __future__ import annotations
@@ -144,7 +146,22 @@ def build_report(settings: Settings, job_id: str, options: DemoOptions) -> dict[
         "labels": {"pooled": POOLED_LABEL},
         "companies": rows,
         "summary": summarise(rows),
+        "assessment": result.get("assessment"),
+        "release": release_summary(engine, job_id, result),
+        "contributions": result.get("contributions"),
     }
+
+
+def release_summary(engine: Any, job_id: str, result: dict[str, Any]) -> dict[str, Any] | None:
+    """The job's release decision, and whether the registry holds its record."""
+    if not result.get("release"):
+        return None
+    release = dict(result["release"])
+    release["recorded"] = any(
+        r.model_hash == release["model_hash"] and r.allowed == release["allowed"]
+        for r in service.job_releases(engine, job_id)
+    )
+    return release
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -297,3 +297,93 @@ def test_the_company_side_assessment_sends_only_allowed_scalars(
     assert metrics["num-examples"] == 60 and metrics["calibration/count/0"] >= 0
     assert sum(metrics[f"calibration/count/{b}"] for b in range(10)) == 60
 
+
+# ------------------------------------------------------------- through Flower, end to end
+@pytest.mark.slow
+def test_a_job_ends_with_assessment_release_and_contributions(
+    sandbox_home: Settings, engine
+) -> None:
+    """Five census companies, one with shuffled labels, one real Flower job. The product
+    path's contribution estimate is checked against exact Shapley values of retraining all
+    31 coalitions in-process (ground truth) from the same vaults and the job's own plan."""
+    from scipy.stats import spearmanr
+
+    from benchmarks.contribution import INDUSTRIES as FIVE
+    from benchmarks.contribution import company_table, ground_truth
+    from coordinator.simulation import run_on_simulation
+    from sandbox.protocol import TrainingPlan
+
+    setting = Setting()  # 5 companies x 300 rows, manufacturing-durable-goods shuffled
+    for industry, rows in zip(FIVE, setting.rows, strict=True):
+        onboard_company(
+            engine,
+            sandbox_home.company_dir(census.slug(industry)),
+            census.slug(industry),
+            industry,
+            company_table(industry, rows, setting),
+            purposes=("income-prediction",),
+            seed=setting.seed,
+        )
+    spec = JobSpec(
+        purpose="income-prediction",
+        companies=tuple(setting.companies),
+        rounds=setting.rounds,
+        local_epochs=setting.local_epochs,
+        learning_rate=setting.learning_rate,
+        min_participants=3,
+        seed=setting.seed,
+    )
+    job = service.file_job(engine, spec, filed_by="engineer")
+    outcome = run_on_simulation(sandbox_home, job.id)
+    assert outcome["status"] == "completed", outcome
+    result = outcome["result"]
+    run_dir = sandbox_home.runs_dir / job.id
+
+    # Contributions: from the stored updates, scored by the companies through Flower.
+    contributions = result["contributions"]
+    assert contributions["method"] == "exact per-round Shapley"
+    assert sorted(contributions["evaluators"]) == sorted(setting.companies)
+    assert sorted(int(p.stem[-4:]) for p in (run_dir / "updates").glob("round-*.npz")) == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
+    estimate = {c["company"]: c["shapley"] for c in contributions["companies"]}
+    share = {c["company"]: c["share"] for c in contributions["companies"]}
+    shuffled = census.slug(setting.shuffled)  # type: ignore[arg-type]
+    assert min(share, key=share.__getitem__) == shuffled
+    assert sum(share.values()) == pytest.approx(1.0)
+
+    # Ground truth with the job's own plan; its grand coalition is the job's model.
+    plan = TrainingPlan.model_validate(json.loads((run_dir / "state.json").read_text())["plan"])
+    nodes = {c: NodeHome(sandbox_home.company_dir(c)) for c in setting.companies}
+    federated = load_weights(run_dir / "model.npz")
+    in_process = run_fedavg(sorted(nodes), nodes, plan)
+    for name, value in federated.items():
+        assert np.allclose(value, in_process[name], atol=1e-5)
+    truth, _ = ground_truth(nodes, plan)
+    keys = sorted(truth)
+    rho = spearmanr([estimate[k] for k in keys], [truth[k] for k in keys]).statistic
+    assert min(truth, key=truth.__getitem__) == shuffled
+    assert rho >= 0.9, (truth, estimate)
+
+    # The release: finance takes part, so the high tier; the export follows the verdict.
+    release = result["release"]
+    assert release["tier"] == "high" and release["model_hash"] == result["model_hash"]
+    [record] = service.job_releases(engine, job.id)
+    assert (record.allowed, record.reasons) == (release["allowed"], release["reasons"])
+    assert (run_dir / "release").exists() == release["allowed"]
+    for check in release["checks"]:
+        value, limit = check["value"], check["limit"]
+        assert check["passed"] == (value is not None and value <= limit), check
+    assert release["allowed"] == all(c["passed"] for c in release["checks"])
+    assessment = result["assessment"]
+    assert {r["company"] for r in assessment["companies"]} == set(setting.companies)
+    assert assessment["not_assessed"] == {}
+    for row in assessment["companies"]:
+        assert set(row["perturbed"]) >= {"noise", "missing"}
+        assert row["local"]["auc"] is not None
+    if not release["allowed"]:
+        assert any("high-tier limit" in r for r in release["reasons"])
