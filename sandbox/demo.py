@@ -38,6 +38,7 @@ class DemoOptions:
     seed: int = 0
     model: str = "logreg"
     strategy: str = "fedavg"
+    proximal_mu: float = 0.01  # used by fedprox only, which refuses to run without one
 
     @classmethod
     def quick(cls) -> DemoOptions:
@@ -80,7 +81,8 @@ def demo_spec(companies: list[str], options: DemoOptions) -> JobSpec:
             "companies": companies,
             "dataset": "census",
             "model": {"kind": options.model},
-            "strategy": {"name": options.strategy},
+            "strategy": {"name": options.strategy}
+            | ({"proximal_mu": options.proximal_mu} if options.strategy == "fedprox" else {}),
             "rounds": options.rounds,
             "local_epochs": options.local_epochs,
             "seed": options.seed,
