@@ -406,7 +406,7 @@ def estimate_contributions(
     if skipped:
         notes.append(
             f"{len(skipped)} of {len(games)} rounds moved the utility by at most "
-            f"{settings.round_tolerance:.0%} of the largest round's move ({cutoff:.2g}) and "
+            f"{settings.round_tolerance:.2%} of the largest round's move ({cutoff:.2g}) and "
             "were skipped"
         )
     evaluators = sorted(oracle.evaluators or ())

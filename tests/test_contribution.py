@@ -277,7 +277,7 @@ def test_the_estimate_ranks_companies_as_exact_shapley_does(tmp_path: Path) -> N
     shuffled = "manufacturing-durable-goods"
     assert result["truth"]["coalitions_trained"] == 31
     assert min(truth, key=truth.__getitem__) == shuffled
-    assert estimate["spearman_shapley"] >= 0.9, (truth, estimate["shapley"])
+    assert round(estimate["spearman_shapley"], 9) >= 0.9, (truth, estimate["shapley"])
     assert min(estimate["shares"], key=estimate["shares"].__getitem__) == shuffled
     assert estimate["shares"][shuffled] == min(estimate["shares"].values())
     assert math.isclose(sum(estimate["shares"].values()), 1.0)
