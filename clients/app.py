@@ -15,10 +15,11 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import work
+from clients import assess, work
 from clients.gate import make_gate
 from clients.secure import secure_aggregation_mod, secure_update_mod
 from sandbox import identity
+from sandbox.learning.robustness import RobustnessSettings
 from sandbox.node import NodeHome
 from sandbox.protocol import (
     ARRAYS,
@@ -26,7 +27,9 @@ from sandbox.protocol import (
     IDENTITY,
     METRICS,
     STATS,
+    TASK_ASSESS,
     TASK_BASELINE,
+    TASK_EVALUATE_MODELS,
     TASK_IDENTIFY,
     TASK_STATS,
     TrainingPlan,
@@ -106,6 +109,13 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None) -> ClientApp:
             return Message(
                 RecordDict({METRICS: MetricRecord(result.as_metrics())}), reply_to=message
             )
+        if task == TASK_ASSESS:
+            settings = RobustnessSettings.model_validate_json(str(config["robustness"]))
+            metrics = assess.assessment(node, plan, weights_of(message), settings)
+            return Message(RecordDict({METRICS: MetricRecord(metrics)}), reply_to=message)
+        if task == TASK_EVALUATE_MODELS:
+            metrics = assess.evaluate_models(node, plan, weights_of(message))
+            return Message(RecordDict({METRICS: MetricRecord(metrics)}), reply_to=message)
         raise TaskRefused(f"unknown task {task!r}")
 
     @app.train(mods=[secure_aggregation_mod, secure_update_mod, gate])

@@ -10,19 +10,32 @@ task; a reply without one is refused. Receipts, rounds and the model's hash go t
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from flwr.app import RecordDict
 
+from coordinator.release import (
+    Assessment,
+    ReleaseOutcome,
+    ReleaseRecorder,
+    ReleaseThresholds,
+    ReleaseVerdict,
+    release_decision,
+)
 from coordinator.selection import Selection, SelectionRequest
-from policies.facts import RoundContext
+from policies.engine import MemoryRecorder, PolicyDecisionPoint
+from policies.facts import EngineerFacts, ReleaseContext, RoundContext
+from policies.policyset import LoadedPolicySet
 from policies.rounds import select_participants
+from policies.tiers import TierConfig
 from sandbox.db import session_scope
 from sandbox.governance import Annotation, Governance, job_world
 from sandbox.jobspec import JobSpec
 from sandbox.ledger import Actor, LedgerRecord, Privacy, Purpose, Resource
 from sandbox.operations import check_runnable
+from sandbox.privacy.budget import shipped_tiers
 from sandbox.protocol import RECEIPT, TrainingPlan
 from sandbox.receipts import ReceiptError, ReceiptPayload, verify_receipt
 from sandbox.registry import service
@@ -247,3 +260,136 @@ class _AnnotatedPDP:
         return self.gov.decide(
             principal, action, resource, context, entities, annotation=self.annotation
         )
+
+
+# ------------------------------------------------------------------------ release
+def _figure(value: float | None) -> Decimal:
+    """A finding for Cedar: a figure that could not be measured counts as the worst (1.0),
+    so an unmeasurable assessment can never pass a threshold."""
+    return Decimal("1") if value is None else Decimal(str(max(0.0, round(value, 6))))
+
+
+class PolicyGate:
+    """The release decision is Cedar's ``release_model``: the job's engineer asks, the
+    assessment's findings are the context, the tier's thresholds are the policy set's.
+
+    Under governance the decision is the governance's (in the ledger); without it (runs of
+    the learning engine alone) a decision point over the shipped policy set decides, with
+    nothing recorded beyond the registry."""
+
+    def __init__(self, engine: Any, job: Job, spec: JobSpec, gov: Governance | None = None):
+        self.engine = engine
+        self.job = job
+        self.spec = spec
+        self.gov = gov
+        if gov is None:
+            self._pdp = PolicyDecisionPoint(LoadedPolicySet.from_dir(), MemoryRecorder())
+
+    def tiers(self) -> TierConfig:
+        return self.gov.tiers if self.gov is not None else shipped_tiers()
+
+    def decide(self, job_id: str, tier: str, assessment: Assessment) -> ReleaseVerdict:
+        job = service.get_job(self.engine, job_id)
+        world = job_world(self.engine, job_id, self.spec, job.filed_by, job.approved_at is not None)
+        _, drop = assessment.worst_robustness_drop
+        context = ReleaseContext(
+            worst_company_gap=_figure(assessment.worst_company_gap),
+            calibration_error=_figure(assessment.calibration_error),
+            robustness_drop=_figure(drop),
+            companies_not_assessed=len(assessment.not_assessed),
+        )
+        args = (EngineerFacts(job.filed_by), "release_model", world.job, context, world.entities)
+        if self.gov is not None:
+            decision = self.gov.decide(
+                *args,
+                annotation=Annotation(
+                    job_id=job_id, purpose=self.spec.purpose, consent_id="per-participant"
+                ),
+            )
+        else:
+            decision = self._pdp.decide(*args)
+        checks = release_decision(assessment, ReleaseThresholds.of(tier, self.tiers())).checks
+        reasons = list(decision.reasons) or ["denied by policy"]
+        unmeasured = [c.name for c in checks if c.value is None]
+        if unmeasured and not decision.allowed:
+            reasons.append(f"not measurable, counted as the worst: {', '.join(unmeasured)}")
+        return ReleaseVerdict(
+            allowed=decision.allowed,
+            tier=tier,
+            reasons=reasons,
+            checks=checks,
+            decided_by=f"policy set {decision.policy_set_hash[:12]}, decision {decision.decision_id}",
+        )
+
+
+class LedgerReleaseRecorder:
+    """The release in the ledger: the model's hash, whether it left the sandbox, and each
+    company's contribution share (one record per company, so every share is provable)."""
+
+    def __init__(self, gov: Governance):
+        self.gov = gov
+
+    def record(self, outcome: ReleaseOutcome) -> None:
+        verdict = outcome.verdict
+        assessment = outcome.assessment
+        details: dict[str, Any] = {
+            "allowed": verdict.allowed,
+            "tier": verdict.tier,
+            "exported": outcome.exported_to is not None,
+            "companies_not_assessed": len(assessment.not_assessed),
+        }
+        for name, value in (
+            ("worst_company_gap", assessment.worst_company_gap),
+            ("calibration_error", assessment.calibration_error),
+            ("robustness_drop", assessment.worst_robustness_drop[1]),
+        ):
+            if value is not None:
+                details[name] = round(float(value), 6)
+        records = [
+            LedgerRecord(
+                action="model.released" if verdict.allowed else "model.withheld",
+                actor=COORDINATOR,
+                resource=Resource(kind="release", id=f"{outcome.job_id}/release"),
+                job_id=outcome.job_id,
+                model_hash=outcome.model_hash,
+                details=details,
+            )
+        ]
+        for company, figures in sorted(contribution_shares(outcome.contributions).items()):
+            records.append(
+                LedgerRecord(
+                    action="contribution.share",
+                    actor=COORDINATOR,
+                    resource=Resource(kind="company", id=company, owner=company),
+                    job_id=outcome.job_id,
+                    model_hash=outcome.model_hash,
+                    details=figures,
+                )
+            )
+        self.gov.record_many(records)
+        self.gov.ledger.checkpoint()
+
+
+class Recorders:
+    """Several recorders, in order: the registry's row, then the ledger's records."""
+
+    def __init__(self, *recorders: ReleaseRecorder):
+        self.recorders = recorders
+
+    def record(self, outcome: ReleaseOutcome) -> None:
+        for recorder in self.recorders:
+            recorder.record(outcome)
+
+
+def contribution_shares(contributions: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Per company, its share, Shapley estimate, leave-one-out value and rounds, as numbers
+    (an estimate that could not be made gives no shares)."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in (contributions or {}).get("companies", []) or []:
+        figures: dict[str, Any] = {"rounds": int(row.get("rounds", 0))}
+        for key in ("share", "shapley", "leave_one_out"):
+            value = row.get(key)
+            if value is not None:
+                figures[key] = round(float(value), 6)
+        out[str(row["company"])] = figures
+    return out

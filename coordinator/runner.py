@@ -3,11 +3,17 @@
 The runner never opens a company's data. It learns which node is which company from a
 signed challenge, computes the encoding's statistics from sums the companies send, asks each
 company for its local-only baseline, then runs the rounds: select (through the selector hook,
-with each company's privacy budget as facts), charge the privacy the round will cost, send,
-validate every reply against the protocol's allow-list and every update against the job's
-norm bound, aggregate with the job's strategy (or through SecAgg+, when the job requires secure
-aggregation), evaluate, and persist the round (record and model) before the next one starts,
-so that a restarted coordinator resumes after its last completed round.
+with each company's privacy budget as facts; under governance the policy engine decides),
+charge the privacy the round will cost, send, validate every reply against the protocol's
+allow-list and every update against the job's norm bound, aggregate with the job's strategy
+(or through SecAgg+, when the job requires secure aggregation), evaluate, and persist the
+round (record and model) before the next one starts, so that a restarted coordinator resumes
+after its last completed round. Each round's accepted updates are kept in the run folder for
+the contribution estimate.
+
+At the end: the release assessment at each company, the contribution estimate from the
+stored updates, the release decision (``ReleaseGate``), the export (only when allowed) and
+the decision's record (``ReleaseRecorder``).
 """
 
 from __future__ import annotations
@@ -28,9 +34,26 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from sqlalchemy.engine import Engine
 
+from coordinator.contribution import (
+    ContributionSettings,
+    ContributionUnavailable,
+    UpdateStore,
+    Weights,
+    estimate_contributions,
+)
 from coordinator.errors import node_error
-from coordinator.governed import RoundGovernor
+from coordinator.governed import LedgerReleaseRecorder, PolicyGate, Recorders, RoundGovernor
 from coordinator.privacy import JobPrivacy
+from coordinator.release import (
+    Assessment,
+    RegistryRecorder,
+    ReleaseGate,
+    ReleaseOutcome,
+    ReleaseRecorder,
+    build_assessment,
+    conclude_release,
+    privacy_summary,
+)
 from coordinator.secure import DEFAULT_CLIPPING_RANGE, SecureRound, secure_round
 from coordinator.selection import (
     ParticipantSelector,
@@ -47,15 +70,19 @@ from sandbox.jobspec import JobSpec
 from sandbox.learning.encoding import ColumnMoments, FeatureSpec
 from sandbox.learning.metrics import mean_defined
 from sandbox.learning.models import build_model, get_weights
+from sandbox.learning.robustness import RobustnessSettings
 from sandbox.node import write_json_atomic
+from sandbox.privacy.budget import shipped_tiers
 from sandbox.protocol import (
     ARRAYS,
     CONFIG,
     IDENTITY,
     METRICS,
     STATS,
+    TASK_ASSESS,
     TASK_BASELINE,
     TASK_EVALUATE,
+    TASK_EVALUATE_MODELS,
     TASK_IDENTIFY,
     TASK_STATS,
     TASK_TRAIN,
@@ -176,6 +203,10 @@ class JobRunner:
         context: Context | None = None,
         selector: ParticipantSelector = budget_selector,
         governance: Governance | None = None,
+        release_gate: ReleaseGate | None = None,
+        release_recorder: ReleaseRecorder | None = None,
+        robustness: RobustnessSettings | None = None,
+        contribution: ContributionSettings | None = None,
     ):
         self.settings = settings
         self.engine = engine
@@ -198,6 +229,16 @@ class JobRunner:
         self.governor = RoundGovernor(governance, self.job, self.spec) if governance else None
         if self.governor is not None:
             self.selector = self.governor.selector
+        self.updates = UpdateStore(self.run_dir / "updates")
+        self.release_gate = release_gate or PolicyGate(engine, self.job, self.spec, governance)
+        registry_recorder = RegistryRecorder(engine)
+        self.release_recorder = release_recorder or (
+            Recorders(registry_recorder, LedgerReleaseRecorder(governance))
+            if governance is not None
+            else registry_recorder
+        )
+        self.robustness = robustness or RobustnessSettings(seed=self.spec.seed)
+        self.contribution = contribution or ContributionSettings(seed=self.spec.seed)
 
     # ----------------------------------------------------------------- messaging
     def _stage(self, name: str) -> None:
@@ -213,6 +254,7 @@ class JobRunner:
         arrays: dict[str, np.ndarray] | None = None,
         expected_arrays: dict[str, tuple[int, ...]] | None = None,
         round_number: int = 0,
+        model_count: int | None = None,
     ) -> Exchange:
         """Send ``task`` to ``companies`` and sort the replies. Every reply is checked
         against the protocol's allow-list before anyone looks at its values; under
@@ -247,7 +289,7 @@ class JobRunner:
             if self.observer is not None:
                 self.observer(task, company, reply.content)
             outcome.replies[company] = reply.content
-            problems = check_reply(task, reply.content, expected_arrays)
+            problems = check_reply(task, reply.content, expected_arrays, model_count=model_count)
             if problems:
                 outcome.rejected[company] = "; ".join(problems)[:1000]
                 continue
@@ -479,6 +521,21 @@ class JobRunner:
         except JobStopped:
             self._store_round(number, "failed", asked, exchange, metrics, started, sat_out)
             raise
+        if outcome is None:
+            # The accepted updates, kept for the contribution estimate (a secure round has
+            # none: the coordinator only ever saw their sum).
+            self.updates.save(
+                number,
+                weights,
+                {
+                    c: from_array_record(r.content.array_records[ARRAYS])
+                    for c, r in exchange.accepted.items()
+                },
+                {
+                    c: float(r.content.metric_records[METRICS]["num-examples"])
+                    for c, r in exchange.accepted.items()
+                },
+            )
         if number % self.spec.evaluate_every == 0 or number == self.spec.rounds:
             metrics["evaluation"] = self.evaluate(plan, new_weights, exchange.took_part, number)
         record = self._store_round(number, "completed", asked, exchange, metrics, started, sat_out)
@@ -742,13 +799,101 @@ class JobRunner:
                 ),
             },
         }
+        release = self.release(state, weights, digest, result["rounds"])
+        result["assessment"] = release.assessment.to_json()
+        result["contributions"] = release.contributions
+        result["release"] = release.summary()
         service.set_job_status(
             self.engine,
             self.job_id,
             "completed",
             model_hash=digest,
-            result=result,
+            result=json.loads(json.dumps(result, default=float)),
             ended_at=utcnow(),
         )
         self._stage("job completed")
         return result
+
+    # ------------------------------------------------------------------ release
+    def assess(self, state: JobState, weights: Weights) -> Assessment:
+        """Every participant scores the final model on its own test split, clean and
+        perturbed; only metrics come back."""
+        self._stage("release assessment at each company")
+        config = {
+            "plan": state.plan.model_dump_json(),
+            "robustness": self.robustness.model_dump_json(),
+        }
+        exchange = self._exchange(TASK_ASSESS, self.participants(), config, weights)
+        not_assessed = {**exchange.missing, **exchange.rejected}
+        for company in self.spec.companies:
+            if company not in self.nodes:
+                not_assessed[company] = "its node did not prove its identity"
+        return build_assessment(
+            self.spec.companies,
+            {c: dict(r.content.metric_records[METRICS]) for c, r in exchange.accepted.items()},
+            state.baselines,
+            not_assessed,
+            state.plan.encoding,
+            self.robustness,
+        )
+
+    def contributions(self, state: JobState) -> dict[str, Any]:
+        """Leave-one-out and Shapley estimates from the stored round updates; the coalition
+        models are scored by the participants on their test splits (metrics only)."""
+        self._stage("estimating each company's contribution")
+        companies = self.participants()
+        plan = state.plan.model_dump_json()
+
+        def score(stacked: Weights, count: int) -> dict[str, dict[str, float]]:
+            exchange = self._exchange(
+                TASK_EVALUATE_MODELS, companies, {"plan": plan}, stacked, model_count=count
+            )
+            return {
+                c: dict(r.content.metric_records[METRICS]) for c, r in exchange.accepted.items()
+            }
+
+        try:
+            report = estimate_contributions(self.updates.games(), score, self.contribution)
+        except ContributionUnavailable as exc:
+            return {"error": str(exc)}
+        out = report.to_json()
+        if self.spec.strategy.name not in ("fedavg", "fedprox"):
+            out["notes"].append(
+                f"the job aggregated with {self.spec.strategy.name}; coalition models are "
+                "reconstructed with FedAvg's weighted mean"
+            )
+        return out
+
+    def release(
+        self, state: JobState, weights: Weights, digest: str, rounds_completed: int
+    ) -> ReleaseOutcome:
+        """Assess, estimate contributions, decide, export if allowed, record."""
+        assessment = self.assess(state, weights)
+        contributions = self.contributions(state)
+        datasets = [
+            service.get_dataset(self.engine, c, self.spec.dataset) for c in self.spec.companies
+        ]
+        tiers = self.release_gate.tiers() if isinstance(self.release_gate, PolicyGate) else None
+        tier = (
+            self.job.risk_tier
+            if self.governor is not None
+            else (tiers or shipped_tiers()).risk_tier(
+                [d.industry for d in datasets], [d.grade for d in datasets]
+            )
+        )
+        self._stage(f"release decision ({tier} tier)")
+        verdict = self.release_gate.decide(self.job_id, tier, assessment)
+        return conclude_release(
+            job=self.job,
+            spec=self.spec,
+            plan=state.plan,
+            datasets=datasets,
+            run_dir=self.run_dir,
+            model_hash=digest,
+            rounds_completed=rounds_completed,
+            assessment=assessment,
+            verdict=verdict,
+            contributions=contributions,
+            privacy=privacy_summary(self.spec, service.job_receipts(self.engine, self.job_id)),
+            recorder=self.release_recorder,
+        )

@@ -20,6 +20,7 @@ from sandbox.data import census
 from sandbox.governance import get_governance
 from sandbox.jobspec import JobSpec
 from sandbox.operations import file_job
+from sandbox.protocol import ASSESS_METRICS, MAX_MODELS_PER_TASK
 from sandbox.receipts import ReceiptPayload
 from sandbox.registry import service
 from sandbox.registry.models import Job
@@ -118,7 +119,15 @@ def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
     input_dim = result["input_dim"]
     model_shapes = {"0.weight": (1, input_dim), "0.bias": (1,)}
     tasks = {t for t, _, _ in replies}
-    assert tasks == {"identify", "feature-stats", "local-baseline", "train", "evaluate"}
+    assert tasks == {
+        "identify",
+        "feature-stats",
+        "local-baseline",
+        "train",
+        "evaluate",
+        "assess",
+        "evaluate-models",
+    }
     for task, _company, content in replies:
         for key, record in content.items():
             if isinstance(record, ArrayRecord):
@@ -128,8 +137,14 @@ def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
             elif isinstance(record, MetricRecord):
                 assert key in ("metrics", "stats")
                 assert all(isinstance(v, (int, float)) for v in record.values())
-                # scalar statistics: at most 3 per numeric column plus counts
-                assert len(record) <= 3 * len(census.NUMERIC) + 2
+                if task == "assess":
+                    assert set(record) <= ASSESS_METRICS
+                elif task == "evaluate-models":
+                    # a loss and an AUC per coalition model sent, plus two counts
+                    assert len(record) <= 2 * MAX_MODELS_PER_TASK + 2
+                else:
+                    # scalar statistics: at most 3 per numeric column plus counts
+                    assert len(record) <= 3 * len(census.NUMERIC) + 2
             elif key == "identity":
                 assert isinstance(record, ConfigRecord) and task == "identify"
                 assert set(record.keys()) == {"company-id", "dataset-id", "public-key", "signature"}
@@ -149,6 +164,23 @@ def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
     model_file = sandbox_home.runs_dir / job.id / "model.npz"
     assert model_file.exists()
     assert service.get_job(engine, job.id).model_hash == result["model_hash"]
+
+    # The release: decided by the policy on the companies' own assessments, recorded in the
+    # registry and the ledger. The impostor's company never proved its identity: unassessed.
+    release = result["release"]
+    assert release["tier"] == service.get_job(engine, job.id).risk_tier == "medium"
+    assert set(result["assessment"]["not_assessed"]) == {impostor}
+    [record] = service.job_releases(engine, job.id)
+    assert record.allowed == release["allowed"] and record.model_hash == result["model_hash"]
+    assert (sandbox_home.runs_dir / job.id / "release").exists() == release["allowed"]
+    assert {c["company"] for c in result["contributions"]["companies"]} == set(honest)
+    records = [json.loads(e.entry) for e in get_governance(sandbox_home).ledger.iter_entries()]
+    [decision] = [r for r in records if r["action"] == "decision.release_model"]
+    assert decision["decision"]["allowed"] == release["allowed"]
+    [outcome_record] = [r for r in records if r["action"] in ("model.released", "model.withheld")]
+    assert outcome_record["model_hash"] == result["model_hash"]
+    shares = [r for r in records if r["action"] == "contribution.share"]
+    assert {r["resource"]["id"] for r in shares} == set(honest)
 
 
 def test_too_few_participants_stops_the_job_and_says_why(sandbox_home: Settings, engine) -> None:
@@ -173,7 +205,8 @@ def test_demo_quick_writes_the_table_as_json(
         app, ["demo", "--quick", "--strategy", "fedprox", "--json", str(out)]
     )
     assert result.exit_code == 0, result.output
-    assert "small firms" in result.output and "pooled" in result.output
+    output = " ".join(result.output.split())  # the console wraps at 80 columns here
+    assert "small firms" in output and "pooled" in output
     report = json.loads(out.read_text())
     assert len(report["companies"]) == 6
     for row in report["companies"]:
@@ -185,3 +218,25 @@ def test_demo_quick_writes_the_table_as_json(
     assert set(summary["mean_auc"]) == {"local", "federated", "pooled"}
     assert summary["mean_auc"]["federated"] > 0.6
     assert report["job"]["status"] == "completed"
+
+    # The demo ends with the assessment, the release decision and the contribution table.
+    assert output.index("Release assessment") < output.index("Release decision")
+    assert output.index("Release decision") < output.index("Contribution of each company")
+    ids = {row["company"] for row in report["companies"]}
+    assessment = report["assessment"]
+    assert {r["company"] for r in assessment["companies"]} == ids
+    for row in assessment["companies"]:
+        assert set(row["federated"]) >= {"auc", "balanced_accuracy", "ece"}
+        assert row["local"] is not None and "noise" in row["perturbed"]
+    assert 0.0 <= assessment["calibration_error"] <= 1.0
+    release = report["release"]
+    assert release["tier"] == "low"  # the first six industries hold no high-tier one
+    assert release["model_hash"] == report["job"]["model_hash"] and release["recorded"]
+    assert release["reasons"] and all(isinstance(r, str) for r in release["reasons"])
+    assert (release["exported_to"] is not None) == release["allowed"]
+    assert ("ALLOWED" if release["allowed"] else "DENIED") in output
+    contributions = report["contributions"]
+    assert {c["company"] for c in contributions["companies"]} == ids
+    assert contributions["method"] == "exact per-round Shapley"
+    shares = [c["share"] for c in contributions["companies"]]
+    assert all(s >= 0 for s in shares) and abs(sum(shares) - 1.0) < 1e-9

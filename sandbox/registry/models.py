@@ -160,3 +160,20 @@ class PrivacySpend(SQLModel, table=True):
     note: str | None = Field(default=None, sa_column=Column(Text))
     charged_at: datetime = Field(default_factory=utcnow)
     settled_at: datetime | None = None
+
+
+class Release(SQLModel, table=True):
+    """One release decision on a job's model: the tier, the verdict with its reasons, the
+    assessment it rests on, the contribution estimate, and where the model went (if anywhere)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=40)
+    model_hash: str = Field(max_length=64)
+    tier: str = Field(max_length=16)
+    allowed: bool
+    reasons: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    decided_by: str = Field(max_length=200)
+    assessment: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    contributions: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    exported_to: str | None = Field(default=None, sa_column=Column(Text))
+    decided_at: datetime = Field(default_factory=utcnow)

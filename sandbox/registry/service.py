@@ -14,7 +14,16 @@ from sandbox.db import session_scope
 from sandbox.identity import decode_public_key_b64
 from sandbox.jobspec import JobSpec
 from sandbox.registry.errors import Conflict, Invalid, NotFound
-from sandbox.registry.models import Company, Consent, Dataset, Job, Round, utcnow
+from sandbox.registry.models import (
+    Company,
+    Consent,
+    Dataset,
+    Job,
+    Receipt,
+    Release,
+    Round,
+    utcnow,
+)
 
 
 def as_utc(value: datetime) -> datetime:
@@ -268,3 +277,32 @@ def record_round(engine: Engine, record: Round, completed: bool) -> Round:
             session.add(job)
         session.flush()
         return record
+
+
+def job_receipts(engine: Engine, job_id: str) -> list[Receipt]:
+    with session_scope(engine) as session:
+        return list(
+            session.exec(
+                select(Receipt).where(Receipt.job_id == job_id).order_by(Receipt.round)
+            ).all()
+        )
+
+
+def record_release(engine: Engine, release: Release) -> Release:
+    """Store a release decision (allowed or denied); every decision is kept, none replaced."""
+    with session_scope(engine) as session:
+        if session.get(Job, release.job_id) is None:
+            raise NotFound(f"no job {release.job_id!r}")
+        session.add(release)
+        session.flush()
+        return release
+
+
+def job_releases(engine: Engine, job_id: str) -> list[Release]:
+    """A job's release decisions, oldest first."""
+    with session_scope(engine) as session:
+        return list(
+            session.exec(
+                select(Release).where(Release.job_id == job_id).order_by(Release.id)  # type: ignore[arg-type]
+            ).all()
+        )
