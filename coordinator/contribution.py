@@ -291,8 +291,8 @@ def shares(values: Mapping[str, float]) -> dict[str, float] | None:
 class CompanyContribution:
     company: str
     rounds: int
-    leave_one_out: float
-    shapley: float
+    leave_one_out: float | None
+    shapley: float | None
     share: float | None
 
 
@@ -441,4 +441,35 @@ def estimate_contributions(
             for c in companies
         ],
         notes=notes,
+    )
+
+
+def volume_shares(rows: Mapping[str, int], why: str) -> ContributionReport:
+    """Shares by training rows, for jobs whose round updates the coordinator never sees.
+
+    Under secure aggregation the coordinator holds only each round's sum, and any estimate
+    that compares coalitions would reveal single updates; the shares then rest on what each
+    company put in (its training rows, from its own statistics), and the report says so."""
+    total = sum(rows.values())
+    companies = [
+        CompanyContribution(
+            company=company,
+            rounds=0,
+            leave_one_out=None,
+            shapley=None,
+            share=(count / total) if total else None,
+        )
+        for company, count in sorted(rows.items())
+    ]
+    return ContributionReport(
+        method="training rows",
+        utility="share of the job's training rows",
+        rounds_used=[],
+        rounds_skipped=[],
+        models_scored=0,
+        evaluators=[],
+        permutations=None,
+        total_gain=0.0,
+        companies=companies,
+        notes=[why],
     )

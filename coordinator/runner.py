@@ -40,6 +40,7 @@ from coordinator.contribution import (
     UpdateStore,
     Weights,
     estimate_contributions,
+    volume_shares,
 )
 from coordinator.errors import node_error
 from coordinator.governed import LedgerReleaseRecorder, PolicyGate, Recorders, RoundGovernor
@@ -459,11 +460,12 @@ class JobRunner:
 
         The selector decides on the budget facts; the privacy of each selected company's
         run is then charged (write-ahead), and a company whose charge is refused sits out too.
-        Round 0 is the set-up (statistics and baselines): it trains nothing shared, so it
-        spends no privacy budget, but under governance it is decided like any round.
+        Round 0 is the set-up (statistics and baselines) and the round after the last is
+        the release (assessment and contributions): they train nothing, so they spend no
+        privacy budget, but under governance they are decided like any round.
         """
         candidates = tuple(self.participants())
-        training = number > 0 and plan.dp is not None
+        training = 0 < number <= self.spec.rounds and plan.dp is not None
         request = SelectionRequest(
             job_id=self.job_id,
             purpose=self.spec.purpose,
@@ -823,7 +825,9 @@ class JobRunner:
             "plan": state.plan.model_dump_json(),
             "robustness": self.robustness.model_dump_json(),
         }
-        exchange = self._exchange(TASK_ASSESS, self.participants(), config, weights)
+        asked, sat_out = self.select(self.spec.rounds + 1, state.plan)
+        exchange = self._exchange(TASK_ASSESS, asked, config, weights)
+        exchange.missing.update(sat_out)
         not_assessed = {**exchange.missing, **exchange.rejected}
         for company in self.spec.companies:
             if company not in self.nodes:
@@ -841,7 +845,14 @@ class JobRunner:
         """Leave-one-out and Shapley estimates from the stored round updates; the coalition
         models are scored by the participants on their test splits (metrics only)."""
         self._stage("estimating each company's contribution")
-        companies = self.participants()
+        if state.plan.secure_aggregation:
+            return volume_shares(
+                {c: n for c, n in state.rows.items() if c in self.participants()},
+                "the job used secure aggregation: the coordinator never saw a company's update, "
+                "and comparing coalitions would reveal them, so the shares follow each "
+                "company's training rows",
+            ).to_json()
+        companies, _ = self.select(self.spec.rounds + 1, state.plan)
         plan = state.plan.model_dump_json()
 
         def score(stacked: Weights, count: int) -> dict[str, dict[str, float]]:

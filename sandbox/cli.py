@@ -287,16 +287,23 @@ def print_contributions(contributions: dict[str, Any] | None) -> None:
     table.add_column("leave-one-out", justify="right")
     table.add_column("Shapley estimate", justify="right")
     table.add_column("share", justify="right")
-    for row in sorted(contributions["companies"], key=lambda c: -c["shapley"]):
+
+    def signed(value: float | None) -> str:
+        return "-" if value is None else f"{value:+.4f}"
+
+    for row in sorted(contributions["companies"], key=lambda c: -(c["share"] or 0.0)):
         share = "-" if row["share"] is None else f"{row['share']:.1%}"
         table.add_row(
             row["company"],
             str(row["rounds"]),
-            f"{row['leave_one_out']:+.4f}",
-            f"{row['shapley']:+.4f}",
+            signed(row["leave_one_out"]),
+            signed(row["shapley"]),
             share,
         )
     console.print(table)
+    if contributions["method"] == "training rows":
+        console.print("Method: shares by training rows. " + " ".join(contributions["notes"]))
+        return
     skipped = len(contributions["rounds_skipped"])
     console.print(
         f"Method: {contributions['method']} over {len(contributions['rounds_used'])} rounds"

@@ -381,12 +381,16 @@ def test_a_job_ends_with_assessment_release_and_contributions(
     for check in release["checks"]:
         value, limit = check["value"], check["limit"]
         assert check["passed"] == (value is not None and value <= limit), check
-    assert release["allowed"] == all(c["passed"] for c in release["checks"])
+    # Filed without governance, the high-tier job was never approved by a regulator: the
+    # policy withholds its model whatever the figures say, and says why.
+    assert not release["allowed"]
+    assert any("no regulator approval" in r for r in release["reasons"]), release["reasons"]
     assessment = result["assessment"]
     assert {r["company"] for r in assessment["companies"]} == set(setting.companies)
     assert assessment["not_assessed"] == {}
     for row in assessment["companies"]:
         assert set(row["perturbed"]) >= {"noise", "missing"}
         assert row["local"]["auc"] is not None
-    if not release["allowed"]:
-        assert any("high-tier limit" in r for r in release["reasons"])
+    for check in release["checks"]:
+        if not check["passed"]:
+            assert any("(high: " in r for r in release["reasons"]), release["reasons"]
