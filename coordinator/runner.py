@@ -55,7 +55,7 @@ from coordinator.release import (
     conclude_release,
     privacy_summary,
 )
-from coordinator.secure import DEFAULT_CLIPPING_RANGE, SecureRound, secure_round
+from coordinator.secure import SecureRound, clipping_range, secure_round
 from coordinator.selection import (
     ParticipantSelector,
     SelectionRequest,
@@ -504,7 +504,7 @@ class JobRunner:
         metrics: dict[str, Any] = {}
         outcome: SecureRound | None = None
         if plan.secure_aggregation:
-            exchange, outcome = self._secure_exchange(number, asked, config, weights)
+            exchange, outcome = self._secure_exchange(number, asked, config, weights, plan)
             metrics["secure_aggregation"] = outcome.summary()
         else:
             shapes = {name: tuple(value.shape) for name, value in weights.items()}
@@ -583,6 +583,7 @@ class JobRunner:
         asked: list[str],
         config: dict[str, Any],
         weights: dict[str, np.ndarray],
+        plan: TrainingPlan,
     ) -> tuple[Exchange, SecureRound]:
         """One round through SecAgg+: the coordinator gets the aggregate and, per company,
         only its clear-text metrics and receipt, which are checked like any reply."""
@@ -595,7 +596,7 @@ class JobRunner:
             {"task": TASK_TRAIN, "job-id": self.job_id, **config},
             number,
             max_weight=float(max([self.rows.get(c, 0) for c in asked] + [1])),
-            clipping_range=self.spec.privacy.max_update_norm or DEFAULT_CLIPPING_RANGE,
+            clipping_range=clipping_range(plan, max(self.rows.values(), default=1)),
             timeout=self.spec.round_timeout_s,
         )
         exchange = Exchange()

@@ -14,6 +14,7 @@ the global model. Per company, only the metrics and receipt travel in clear.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,13 @@ from flwr.server.workflow.secure_aggregation.secaggplus_workflow import Workflow
 from flwr.serverapp import Grid
 
 from coordinator.errors import node_error
-from sandbox.protocol import METRICS, SECURE_ARRAY_KEYS, SECURE_CLIPPING_RANGE, to_array_record
+from sandbox.protocol import (
+    METRICS,
+    SECURE_ARRAY_KEYS,
+    SECURE_CLIPPING_RANGE,
+    TrainingPlan,
+    to_array_record,
+)
 
 # Every company holds a share of every other's keys (a fraction of the round's companies:
 # Flower makes the count odd), and 70 % of the shares reconstruct a dropped company's mask.
@@ -41,6 +48,31 @@ NUM_SHARES = 1.0
 RECONSTRUCTION_THRESHOLD = 0.7
 DEFAULT_CLIPPING_RANGE = 8.0
 QUANTIZATION_RANGE = 2**22
+SGD_MOMENTUM = 0.9  # sandbox.learning.train's SGD
+NOISE_MARGIN = 1.5
+
+
+def clipping_range(plan: TrainingPlan, max_rows: int) -> float:
+    """The range SecAgg+ quantizes update entries into; an entry outside it would be clipped
+    silently, so each company refuses to send one (and says so).
+
+    The job's norm bound, when it sets one, bounds every entry. A DP job bounds each step's
+    gradient by the clipping norm C, so a round moves an entry by at most
+    lr * C * sum over steps k of (1 - m^k) / (1 - m) with SGD momentum m (Adam: one lr per
+    step), with a margin for the noise. Otherwise a fixed default."""
+    if plan.max_update_norm is not None:
+        return float(plan.max_update_norm)
+    if plan.dp is None:
+        return DEFAULT_CLIPPING_RANGE
+    train = plan.train
+    steps = train.epochs * max(1, math.ceil(max_rows / train.batch_size))
+    if train.optimizer == "sgd":
+        reach = sum((1 - SGD_MOMENTUM**k) / (1 - SGD_MOMENTUM) for k in range(1, steps + 1))
+    else:
+        reach = float(steps)
+    return max(
+        DEFAULT_CLIPPING_RANGE, train.learning_rate * plan.dp.max_grad_norm * reach * NOISE_MARGIN
+    )
 
 
 class _ChosenCompanies(Strategy):
