@@ -297,6 +297,7 @@ class JobRunner:
             dp=spec.privacy.dp,
             secure_aggregation=spec.privacy.secure_aggregation,
             rounds=spec.rounds,
+            code_bundle=self.job.bundle_hash,
         )
 
     def prepare(self) -> JobState:

@@ -71,6 +71,9 @@ class TrainingPlan(BaseModel):
     dp: DifferentialPrivacySpec | None = None
     secure_aggregation: bool = False
     rounds: int = 1
+    code_bundle: str | None = None
+    """The SHA-256 of the code bundle filed for the job (``sandbox.bundle``); a company's
+    gate refuses the task when the code its node runs hashes to anything else."""
 
     def digest(self) -> str:
         return hashlib.sha256(rfc8785.dumps(self.model_dump(mode="json"))).hexdigest()

@@ -1,5 +1,6 @@
-"""Companies, datasets, consents, jobs, rounds and receipts: tables and service functions."""
+"""Companies, node keys, datasets, consents, jobs, rounds and receipts: tables and service
+functions."""
 
-from sandbox.registry.models import Company, Consent, Dataset, Job, Receipt, Round
+from sandbox.registry.models import Company, Consent, Dataset, Job, NodeKey, Receipt, Round
 
-__all__ = ["Company", "Consent", "Dataset", "Job", "Receipt", "Round"]
+__all__ = ["Company", "Consent", "Dataset", "Job", "NodeKey", "Receipt", "Round"]
