@@ -20,6 +20,7 @@ from sandbox.config import load_settings
 from sandbox.data.validation import DataValidationError
 from sandbox.db import get_engine
 from sandbox.db_cli import db_app
+from sandbox.federation.cli import federation_app
 from sandbox.jobspec import JobSpecError, load_job_spec
 from sandbox.registry.errors import RegistryError
 
@@ -30,6 +31,7 @@ app.add_typer(company_app, name="company")
 app.add_typer(job_app, name="job")
 app.add_typer(policy_app, name="policy")
 app.add_typer(db_app, name="db")
+app.add_typer(federation_app, name="federation")
 
 console = Console()
 err = Console(stderr=True)
