@@ -195,3 +195,19 @@ def test_the_bundle_command_prints_the_running_hash() -> None:
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     assert result.returncode == 0 and running_bundle().digest in words(result.stdout)
+
+
+def test_a_demo_company_joins_once_with_its_node_key(sandbox_home: Settings, engine) -> None:
+    runner = CliRunner()
+    args = ["federation", "demo-company", "Retail trade", "--rows", "60", "--purpose", "p1"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "retail-trade joined with 60 rows" in words(first.output)
+    node = NodeHome(sandbox_home.company_dir("retail-trade"))
+    record = service.get_node_key(engine, "retail-trade")
+    assert record.public_key == pki.read_node_private_key_public_line(node.node_auth_key_path)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "already joined" in words(again.output)
+    assert service.get_node_key(engine, "retail-trade").public_key == record.public_key
+    unknown = runner.invoke(app, ["federation", "demo-company", "Piracy"])
+    assert unknown.exit_code == 1 and "unknown industry" in words(unknown.output)

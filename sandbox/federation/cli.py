@@ -381,6 +381,47 @@ def node_key(
     console.print(f"{company_id}: node key {record.fingerprint} ({node.node_auth_key_path})")
 
 
+@federation_app.command("demo-company")
+def demo_company(
+    industry: str = typer.Argument(..., help="A Census industry, e.g. 'Retail trade'."),
+    rows: int = typer.Option(300, "--rows", min=20, help="Sample this many rows."),
+    purpose: list[str] = typer.Option([], "--purpose", help="Grant consent (repeatable)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """A demo company's side of a deployment, once: join as a Census industry (vault and
+    keys in its node folder) and make its node key. A company that has joined is kept."""
+    from sandbox.data import census
+    from sandbox.onboarding import onboard_company
+    from sandbox.registry import service
+
+    settings = load_settings()
+    engine = get_engine(settings.database_url)
+    if industry not in census.industries():
+        fail(f"unknown industry {industry!r}; choose one of: {', '.join(census.industries())}")
+    company_id = census.slug(industry)
+    node = NodeHome(settings.company_dir(company_id))
+    try:
+        if node.info_path.exists():
+            service.get_company(engine, company_id)
+            console.print(f"{company_id} has already joined; its node folder is kept")
+        else:
+            done = onboard_company(
+                engine,
+                node.folder,
+                company_id,
+                industry,
+                census.company_table(industry, rows=rows, seed=seed),
+                purposes=tuple(purpose),
+                seed=seed,
+            )
+            console.print(f"{company_id} joined with {done.dataset.row_count} rows")
+        local.ensure_node_key(engine, company_id, node)
+        record = service.get_node_key(engine, company_id)
+    except (local.FederationError, RegistryError, KeyFileError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"{company_id}: node key {record.fingerprint} ({node.node_auth_key_path})")
+
+
 @federation_app.command("node")
 def node_cmd(
     company_id: str = typer.Argument(...),
