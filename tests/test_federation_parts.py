@@ -21,6 +21,7 @@ from sandbox.federation import local, processes
 from sandbox.federation.flwr_cli import toml_value
 from sandbox.node import NodeHome
 from sandbox.registry import service
+from sandbox.registry.errors import NotFound
 from tests.test_federated import join
 
 
@@ -147,9 +148,39 @@ def test_node_keys_are_made_at_the_node_and_recorded_in_the_registry(
     assert refused.exit_code == 1 and "another node key" in words(refused.output)
     rotated = runner.invoke(app, ["federation", "node-key", company, "--replace"])
     assert rotated.exit_code == 0, rotated.output
-    assert service.get_node_key(engine, company).public_key == (
-        pki.read_node_private_key_public_line(node.node_auth_key_path)
-    )
+    current = pki.read_node_private_key_public_line(node.node_auth_key_path)
+    assert service.get_node_key(engine, company).public_key == current
+    assert sorted(p.name for p in node.node_auth_key_path.parent.iterdir()) == [
+        "company.key",
+        "node-auth.key",
+        "node-auth.key.pub",
+    ]
+
+
+def test_node_keys_across_machines(sandbox_home: Settings, engine, tmp_path: Path) -> None:
+    """The company makes its key without a database; the operator records the public line."""
+    (company,) = join(sandbox_home, engine, ["Education"], rows=60)
+    runner = CliRunner()
+    made = runner.invoke(app, ["federation", "node-key", company, "--no-record"])
+    assert made.exit_code == 0, made.output
+    node = NodeHome(sandbox_home.company_dir(company))
+    public = pki.read_node_private_key_public_line(node.node_auth_key_path)
+    assert public in words(made.output)
+    with pytest.raises(NotFound):
+        service.get_node_key(engine, company)
+    sent = tmp_path / "sent.pub"
+    sent.write_text(pki.public_key_path(node.node_auth_key_path).read_text())
+    recorded = runner.invoke(app, ["federation", "node-key", company, "--public-key", str(sent)])
+    assert recorded.exit_code == 0, recorded.output
+    assert service.get_node_key(engine, company).public_key == public
+    # Another company's key is refused, and the company's own stays registered.
+    other = pki.generate_node_auth_key(tmp_path / "other.key", "x")
+    (other_company,) = join(sandbox_home, engine, ["Construction"], rows=60)
+    service.set_node_key(engine, other_company, other)
+    sent.write_text(other)
+    taken = runner.invoke(app, ["federation", "node-key", company, "--public-key", str(sent)])
+    assert taken.exit_code == 1 and "another company's" in words(taken.output)
+    assert service.get_node_key(engine, company).public_key == public
 
 
 def test_the_cli_refuses_what_it_cannot_do(sandbox_home: Settings, engine) -> None:

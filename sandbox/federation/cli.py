@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -351,6 +352,25 @@ def superlink_cmd(
     os.execve(argv[0], argv, local.flower_env(home, {"SANDBOX_HOME": str(settings.home)}))
 
 
+def _rotate_node_key(node: NodeHome, company_id: str, record: Callable[[str], object]) -> str:
+    """A new node key beside the old one; ``record`` (the registry) accepts it before it
+    replaces the old one, so a refusal leaves the old, registered key in place."""
+    path = node.node_auth_key_path
+    fresh = path.with_name(path.name + ".new")
+    fresh.unlink(missing_ok=True)
+    pki.public_key_path(fresh).unlink(missing_ok=True)
+    public = pki.generate_node_auth_key(fresh, f"{company_id} node")
+    try:
+        record(public)
+    except BaseException:
+        fresh.unlink(missing_ok=True)
+        pki.public_key_path(fresh).unlink(missing_ok=True)
+        raise
+    os.replace(fresh, path)
+    os.replace(pki.public_key_path(fresh), pki.public_key_path(path))
+    return public
+
+
 @federation_app.command("node-key")
 def node_key(
     company_id: str = typer.Argument(...),
@@ -358,27 +378,56 @@ def node_key(
         None, "--node-dir", help="The company's node folder (default: SANDBOX_HOME/companies/ID)."
     ),
     replace: bool = typer.Option(False, "--replace", help="Rotate: a new key replaces the old."),
+    record: bool = typer.Option(
+        True,
+        "--record/--no-record",
+        help="Record the public half in the registry (--no-record: at a company's own "
+        "machine, which has no database; send the printed line to the operator).",
+    ),
+    public_key: Path | None = typer.Option(
+        None, "--public-key", help="Operator: record this public key file a company sent."
+    ),
 ) -> None:
-    """Create the company's SuperNode key (once) and record its public half in the registry."""
+    """Make the company's SuperNode key at its node (once) and record its public half."""
     from sandbox.registry import service
 
     settings = load_settings()
     node = NodeHome(node_dir or settings.company_dir(company_id))
-    engine = get_engine(settings.database_url)
+    path = node.node_auth_key_path
     try:
-        if replace and node.node_auth_key_path.exists():
-            old = node.node_auth_key_path
-            old.rename(old.with_name(old.name + f".replaced-{int(time.time())}"))
-            pki.public_key_path(old).unlink(missing_ok=True)
-        if replace:
-            public = pki.generate_node_auth_key(node.node_auth_key_path, f"{company_id} node")
-            record = service.set_node_key(engine, company_id, public, replace=True)
+        if public_key is not None:
+            engine = get_engine(settings.database_url)
+            stored = service.set_node_key(
+                engine, company_id, public_key.read_text(), replace=replace
+            )
+            console.print(f"{company_id}: node key {stored.fingerprint} recorded")
+            return
+        if not record:
+            if replace and path.exists():
+                public = _rotate_node_key(node, company_id, lambda _: None)
+            elif path.exists():
+                public = pki.read_node_private_key_public_line(path)
+            else:
+                public = pki.generate_node_auth_key(path, f"{company_id} node")
+            console.print(f"{company_id}: node key {pki.node_key_fingerprint(public)} ({path})")
+            console.print(f"{public} {company_id}", highlight=False, soft_wrap=True)
+            return
+        engine = get_engine(settings.database_url)
+        if replace and path.exists():
+            _rotate_node_key(
+                node,
+                company_id,
+                lambda line: service.set_node_key(engine, company_id, line, replace=True),
+            )
+        elif replace:
+            public = pki.generate_node_auth_key(path, f"{company_id} node")
+            service.set_node_key(engine, company_id, public, replace=True)
         else:
             local.ensure_node_key(engine, company_id, node)
-            record = service.get_node_key(engine, company_id)
-    except (local.FederationError, RegistryError, KeyFileError, pki.PkiError) as exc:
+        stored = service.get_node_key(engine, company_id)
+    except (local.FederationError, RegistryError, KeyFileError, pki.PkiError, OSError) as exc:
         fail(str(exc))
-    console.print(f"{company_id}: node key {record.fingerprint} ({node.node_auth_key_path})")
+    console.print(f"{company_id}: node key {stored.fingerprint} ({path})")
 
 
 @federation_app.command("demo-company")
