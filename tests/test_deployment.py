@@ -36,7 +36,7 @@ from sandbox.registry import service
 from tests.conftest import POSTGRES_ADMIN_URL, _pg_admin
 from tests.test_federated import join
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.deployment]
 
 INDUSTRIES = ["Construction", "Education", "Retail trade"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
