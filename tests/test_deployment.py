@@ -28,7 +28,7 @@ from sandbox import pki
 from sandbox.bundle import bundle_of, code_root, package_folders, running_bundle
 from sandbox.config import Settings, load_settings
 from sandbox.db import dispose_engines, get_engine
-from sandbox.federation import local, processes
+from sandbox.federation import APP_DIR, local, processes
 from sandbox.jobspec import JobSpec
 from sandbox.locallog import HashChainLog
 from sandbox.node import NodeHome
@@ -109,8 +109,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             ARTIFACTS.mkdir(exist_ok=True)
             (ARTIFACTS / "deployment-timing.json").write_text(json.dumps(fed.timings, indent=2))
+            # The last test has taken the federation down already; `down` again is harmless.
             assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-            assert "no process left" in stopped.stdout
             assert left == [], f"left behind: {left}"
             assert [p for p in ports if processes.port_open("127.0.0.1", p)] == []
 
@@ -355,3 +355,33 @@ def test_a_node_running_unfiled_code_is_refused_and_records_it(
         line.event.get("kind") == "data-use" and line.event.get("job") == job.id
         for line in log.read()
     )
+
+
+def test_down_stops_a_run_in_flight_and_leaves_no_process(federation: Federation) -> None:
+    """A long job is running when `down` comes: its ServerApp lives in a detached session
+    of its own, and must go with everything else."""
+    engine = get_engine(federation.settings.database_url)
+    state = federation.state
+    spec = JobSpec(
+        purpose="income-prediction",
+        companies=tuple(federation.companies),
+        rounds=50,
+        local_epochs=1,
+        min_participants=2,
+    )
+    job = service.file_job(engine, spec, filed_by="engineer")
+    cli = local.cli_for(federation.settings, state.address)
+    run_id = cli.run(APP_DIR, {"job-id": job.id})
+    processes.wait_until(
+        lambda: any(p.program == "flwr-serverapp" for p in ours(federation.settings, state.ports)),
+        180,
+        "the run's ServerApp process",
+        step=1.0,
+    )
+    assert not cli.status(run_id).finished
+    done = federation.sandbox("federation", "down", timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no process left" in done.stdout and f"run {run_id}: stop sent" in done.stdout
+    assert ours(federation.settings, state.ports) == []
+    assert [p for p in state.ports if processes.port_open("127.0.0.1", p)] == []
+    assert not local.FederationPaths.of(federation.settings).state.exists()

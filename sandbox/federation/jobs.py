@@ -82,13 +82,16 @@ def run_job(
             break
         if time.monotonic() - started > timeout:
             timed_out = True
-            cli.stop(run_id)
             stop_deadline = time.monotonic() + STOP_WAIT_S
-            while time.monotonic() < stop_deadline:
-                state = cli.status(run_id)
-                if state.finished:
-                    break
-                time.sleep(poll_s)
+            try:
+                cli.stop(run_id)
+                while time.monotonic() < stop_deadline:
+                    state = cli.status(run_id)
+                    if state.finished:
+                        break
+                    time.sleep(poll_s)
+            except FlwrError as exc:
+                on_status(f"run {run_id}: could not be stopped cleanly ({exc})")
             break
         time.sleep(poll_s)
     job = service.get_job(engine, job_id)
