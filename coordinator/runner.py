@@ -399,6 +399,7 @@ class JobRunner:
             rounds=spec.rounds,
             max_update_norm=spec.privacy.max_update_norm,
             secure_aggregation=spec.privacy.secure_aggregation,
+            code_bundle=self.job.bundle_hash,
         )
 
     def prepare(self) -> JobState:

@@ -1,5 +1,5 @@
-"""The ``sandbox`` command: demo, companies, jobs (and, mounted from their packages, audit,
-policy, federation). A face only: every command calls the same service functions as the API.
+"""The ``sandbox`` command: demo, companies, jobs (and, mounted from their modules, audit,
+policy, db, federation). A face only: every command calls the same service functions as the API.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from policies.cli import policy_app
 from sandbox.config import load_settings
 from sandbox.data.validation import DataValidationError
 from sandbox.db import get_engine
+from sandbox.db_cli import db_app
+from sandbox.federation.cli import federation_app
 from sandbox.jobspec import JobSpecError, load_job_spec
 from sandbox.ledger.cli import audit_app
 from sandbox.registry.errors import RegistryError
@@ -30,6 +32,8 @@ app.add_typer(company_app, name="company")
 app.add_typer(job_app, name="job")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
+app.add_typer(db_app, name="db")
+app.add_typer(federation_app, name="federation")
 
 console = Console()
 err = Console(stderr=True)

@@ -2,6 +2,7 @@
 
     node.json        company id, public key, dataset names
     keys/company.key the company's Ed25519 private key (0600)
+    keys/node-auth.key, .pub  the SuperNode's authentication key (ECDSA P-256, OpenSSH; 0600)
     vault/<dataset>/ the company's rows (train/test parquet) and their manifest
     consents.json    the company's own record of the consents it granted and revoked
     privacy/<job>.json the company's own DP accountant state: every training run per job
@@ -60,6 +61,11 @@ class NodeHome:
     @property
     def key_path(self) -> Path:
         return self.folder / "keys" / "company.key"
+
+    @property
+    def node_auth_key_path(self) -> Path:
+        """The key this company's Flower SuperNode authenticates with (deployment engine)."""
+        return self.folder / "keys" / "node-auth.key"
 
     @property
     def info_path(self) -> Path:

@@ -105,6 +105,9 @@ class TrainingPlan(BaseModel):
     max_update_norm: float | None = None
     # The company refuses to send this job's updates other than through secure aggregation.
     secure_aggregation: bool = False
+    code_bundle: str | None = None
+    """The SHA-256 of the code bundle filed for the job (``sandbox.bundle``); a company's
+    gate refuses the task when the code its node runs hashes to anything else."""
 
     def digest(self) -> str:
         return hashlib.sha256(rfc8785.dumps(self.model_dump(mode="json"))).hexdigest()

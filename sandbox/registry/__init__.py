@@ -1,10 +1,12 @@
-"""Companies, datasets, consents, jobs, rounds and receipts: tables and service functions."""
+"""Companies, node keys, datasets, consents, jobs, rounds and receipts: tables and service
+functions."""
 
 from sandbox.registry.models import (
     Company,
     Consent,
     Dataset,
     Job,
+    NodeKey,
     PolicyDecision,
     PrivacySpend,
     Receipt,
@@ -16,6 +18,7 @@ __all__ = [
     "Consent",
     "Dataset",
     "Job",
+    "NodeKey",
     "PolicyDecision",
     "PrivacySpend",
     "Receipt",

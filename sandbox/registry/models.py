@@ -1,5 +1,5 @@
-"""The registry's tables: companies, datasets, consents, jobs, rounds, receipts and the
-privacy spent by each company.
+"""The registry's tables: companies, their node keys, datasets, consents, jobs, rounds,
+receipts, the privacy spent by each company, policy decisions' readable side, releases.
 
 Only manifests are stored here, never rows. JSON columns hold documents that are already
 validated by their pydantic schema (the manifest, the job spec, round metrics).
@@ -25,6 +25,23 @@ class Company(SQLModel, table=True):
     public_key: str = Field(max_length=64, description="Ed25519 public key, base64 raw bytes")
     status: str = Field(default="active", max_length=16)
     joined_at: datetime = Field(default_factory=utcnow)
+
+
+class NodeKey(SQLModel, table=True):
+    """A company's SuperNode authentication key (deployment engine) and its registration.
+
+    The public half (an OpenSSH ``ecdsa-sha2-nistp256`` line) is what the sandbox registers
+    with its SuperLink; the SuperLink admits only nodes holding a registered key. The node id
+    the SuperLink assigned is kept as text (Flower's node ids are unsigned 64-bit).
+    """
+
+    company_id: str = Field(primary_key=True, foreign_key="company.id", max_length=64)
+    public_key: str = Field(max_length=256, unique=True)
+    fingerprint: str = Field(max_length=64)
+    added_at: datetime = Field(default_factory=utcnow)
+    superlink: str | None = Field(default=None, max_length=255)
+    flower_node_id: str | None = Field(default=None, max_length=20)
+    registered_at: datetime | None = None
 
 
 class Dataset(SQLModel, table=True):
@@ -56,6 +73,9 @@ class Job(SQLModel, table=True):
     purpose: str = Field(max_length=100, index=True)
     spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     spec_hash: str = Field(max_length=64)
+    bundle_hash: str | None = Field(
+        default=None, max_length=64, description="SHA-256 of the filed code bundle"
+    )
     risk_tier: str = Field(default="low", max_length=16)
     status: str = Field(default="filed", max_length=24, index=True)
     status_reason: str | None = Field(default=None, sa_column=Column(Text))

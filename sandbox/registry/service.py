@@ -3,12 +3,15 @@ each rule is enforced in one place."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import Session, select
 
+from sandbox import pki
+from sandbox.bundle import running_bundle
 from sandbox.data.manifest import DatasetManifest, check_identifier
 from sandbox.db import session_scope
 from sandbox.identity import decode_public_key_b64
@@ -19,11 +22,14 @@ from sandbox.registry.models import (
     Consent,
     Dataset,
     Job,
+    NodeKey,
     Receipt,
     Release,
     Round,
     utcnow,
 )
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def as_utc(value: datetime) -> datetime:
@@ -168,8 +174,16 @@ def get_dataset(engine: Engine, company_id: str, name: str) -> Dataset:
         return ds
 
 
-def file_job(engine: Engine, spec: JobSpec, filed_by: str, job_id: str | None = None) -> Job:
-    """Store a validated spec with its hash; every named company must have the dataset."""
+def file_job(
+    engine: Engine,
+    spec: JobSpec,
+    filed_by: str,
+    job_id: str | None = None,
+    bundle_hash: str | None = None,
+) -> Job:
+    """Store a validated spec with its hash, and file the code bundle that will run it (by
+    default the code of this process); every named company must have the dataset."""
+    bundle = bundle_hash if bundle_hash is not None else running_bundle().digest
     with session_scope(engine) as session:
         missing = []
         for company_id in spec.companies:
@@ -185,6 +199,31 @@ def file_job(engine: Engine, spec: JobSpec, filed_by: str, job_id: str | None = 
             filed_by=filed_by,
         )
         session.add(job)
+        _file_algorithm(session, job, bundle, spec.spec_hash)
+        return job
+
+
+def _file_algorithm(session: Session, job: Job, bundle_hash: str, spec_hash: str) -> None:
+    if not _SHA256.fullmatch(bundle_hash):
+        raise Invalid("a code bundle hash is 64 lowercase hexadecimal digits")
+    if spec_hash != job.spec_hash:
+        raise Conflict(f"job {job.id} was filed with another spec (hash {job.spec_hash[:16]}…)")
+    if job.bundle_hash is not None and job.bundle_hash != bundle_hash:
+        raise Conflict(f"job {job.id} already has a filed code bundle; file a new job instead")
+    job.bundle_hash = bundle_hash
+    session.add(job)
+    # Ledger hook: the algorithm filing (job, spec hash, bundle hash, filer) is recorded here.
+
+
+def file_algorithm(engine: Engine, job_id: str, bundle_hash: str, spec_hash: str) -> Job:
+    """Algorithm filing: bind ``job_id`` to the hash of its spec and of the code bundle that
+    may run it. Company nodes refuse every task of the job whose running code hashes to
+    anything else. A filed bundle is never replaced."""
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        _file_algorithm(session, job, bundle_hash, spec_hash)
         return job
 
 
@@ -306,3 +345,65 @@ def job_releases(engine: Engine, job_id: str) -> list[Release]:
                 select(Release).where(Release.job_id == job_id).order_by(Release.id)  # type: ignore[arg-type]
             ).all()
         )
+
+
+# ----------------------------------------------------------------------- node keys
+def set_node_key(
+    engine: Engine, company_id: str, public_key: str, replace: bool = False
+) -> NodeKey:
+    """Record the public half of a company's SuperNode authentication key. A different key
+    replaces the old one only with ``replace`` (its SuperLink registration is then void)."""
+    try:
+        line = pki.normalise_node_public_key(public_key)
+    except pki.PkiError as exc:
+        raise Invalid(f"node key: {exc}") from exc
+    with session_scope(engine) as session:
+        if session.get(Company, company_id) is None:
+            raise NotFound(f"no company {company_id!r}")
+        other = session.exec(
+            select(NodeKey).where(NodeKey.public_key == line, NodeKey.company_id != company_id)
+        ).first()
+        if other is not None:
+            raise Conflict("this node key is already another company's")
+        current = session.get(NodeKey, company_id)
+        if current is not None and current.public_key == line:
+            return current
+        if current is not None and not replace:
+            raise Conflict(f"company {company_id!r} already has another node key")
+        if current is not None:
+            session.delete(current)
+            session.flush()
+        record = NodeKey(
+            company_id=company_id, public_key=line, fingerprint=pki.node_key_fingerprint(line)
+        )
+        session.add(record)
+        return record
+
+
+def get_node_key(engine: Engine, company_id: str) -> NodeKey:
+    with session_scope(engine) as session:
+        record = session.get(NodeKey, company_id)
+        if record is None:
+            raise NotFound(f"company {company_id!r} has no node key")
+        return record
+
+
+def list_node_keys(engine: Engine) -> list[NodeKey]:
+    with session_scope(engine) as session:
+        return list(session.exec(select(NodeKey).order_by(NodeKey.company_id)).all())
+
+
+def record_node_registration(
+    engine: Engine, company_id: str, public_key: str, superlink: str, node_id: str
+) -> NodeKey:
+    """The SuperLink at ``superlink`` admitted ``public_key`` as node ``node_id``. Refused when
+    the registry's key for the company has changed in the meantime."""
+    with session_scope(engine) as session:
+        record = session.get(NodeKey, company_id)
+        if record is None or record.public_key != pki.normalise_node_public_key(public_key):
+            raise Conflict(f"the registry's node key of {company_id!r} is not the one registered")
+        record.superlink = superlink
+        record.flower_node_id = str(int(node_id))
+        record.registered_at = utcnow()
+        session.add(record)
+        return record
