@@ -42,10 +42,19 @@ from sandbox.protocol import (
     to_array_record,
 )
 
-# Every company holds a share of every other's keys (a fraction of the round's companies:
-# Flower makes the count odd), and 70 % of the shares reconstruct a dropped company's mask.
-NUM_SHARES = 1.0
+# 70 % of a company's shares reconstruct its mask if it drops out after masking.
 RECONSTRUCTION_THRESHOLD = 0.7
+
+
+def num_shares(companies: int) -> int:
+    """How many companies hold shares of each company's keys: everyone in a small round, and
+    O(log n) neighbours in a large one (SecAgg+'s point: cost n log n, not n squared). Odd,
+    since an even count makes Flower 1.42's share-keys stage fail in every client."""
+    if companies <= 11:
+        return companies if companies % 2 else companies - 1
+    return min(companies, 2 * math.ceil(math.log2(companies)) + 1)
+
+
 DEFAULT_CLIPPING_RANGE = 8.0
 QUANTIZATION_RANGE = 2**22
 SGD_MOMENTUM = 0.9  # sandbox.learning.train's SGD
@@ -224,7 +233,7 @@ def secure_round(
         {WorkflowKey.CURRENT_ROUND: server_round, WorkflowKey.START_TIME: time.time()}
     )
     workflow = CheckedSecAggPlusWorkflow(
-        num_shares=NUM_SHARES,
+        num_shares=num_shares(len(node_ids)),
         reconstruction_threshold=RECONSTRUCTION_THRESHOLD,
         max_weight=float(max_weight),
         clipping_range=float(clipping_range),

@@ -36,8 +36,9 @@ DEMO_REGULATOR = "demo-regulator"
 class DemoOptions:
     rows_per_company: int | None = 500
     industries: int | None = None
-    rounds: int = 40
-    local_epochs: int = 5
+    # None: the job spec's defaults (with differential privacy: fewer, larger, clipped steps).
+    rounds: int | None = None
+    local_epochs: int | None = None
     seed: int = 0
     model: str = "logreg"
     strategy: str = "fedavg"
@@ -46,7 +47,7 @@ class DemoOptions:
 
     @classmethod
     def quick(cls) -> DemoOptions:
-        return cls(rows_per_company=300, industries=6, rounds=3, local_epochs=2)
+        return cls(rows_per_company=300, industries=6, rounds=3)
 
 
 def reset_home(settings: Settings) -> None:
@@ -91,6 +92,7 @@ def demo_spec(
         tier = gov.job_tier(datasets)
         cap = float(gov.tiers.tiers[tier].dp_epsilon_cap)
         privacy = {"secure_aggregation": tier == "high", "dp": {"epsilon": cap}}
+    training = {"rounds": options.rounds, "local_epochs": options.local_epochs}
     return JobSpec.model_validate(
         {
             "purpose": PURPOSE,
@@ -100,8 +102,7 @@ def demo_spec(
             "strategy": {"name": options.strategy}
             | ({"proximal_mu": options.proximal_mu} if options.strategy == "fedprox" else {}),
             "privacy": privacy,
-            "rounds": options.rounds,
-            "local_epochs": options.local_epochs,
+            **{k: v for k, v in training.items() if v is not None},
             "seed": options.seed,
             "min_participants": min(3, len(companies)),
             "description": "Predict whether a worker's income exceeds $50,000 (CPS 1994-95).",
@@ -187,8 +188,11 @@ def build_report(settings: Settings, job_id: str, options: DemoOptions) -> dict[
         "settings": {
             "rows_per_company": options.rows_per_company,
             "companies": len(rows),
-            "rounds": options.rounds,
-            "local_epochs": options.local_epochs,
+            "rounds": spec.rounds,
+            "local_epochs": spec.local_epochs,
+            "learning_rate": spec.learning_rate,
+            "batch_size": spec.batch_size,
+            "privacy": spec.privacy.model_dump(mode="json"),
             "seed": options.seed,
             "model": options.model,
             "strategy": options.strategy,

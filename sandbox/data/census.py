@@ -189,3 +189,37 @@ def manifest_for(industry: str, grade: str = "general") -> DatasetManifest:
 def company_table(industry: str, rows: int | None = None, seed: int = 0) -> ValidatedTable:
     """One industry's rows checked against its manifest: what a census company joins with."""
     return validate_frame(industry_frame(industry, rows=rows, seed=seed), manifest_for(industry))
+
+
+def firms(
+    count: int, rows: int | None = None, seed: int = 0
+) -> list[tuple[str, str, ValidatedTable]]:
+    """``count`` companies cut from the 23 industries: each industry gets firms in proportion
+    to its workers (at least one), each firm a disjoint seeded share of its industry's rows
+    (at most ``rows``). Company ids are ``<industry slug>-<n>``."""
+    names = industries()
+    if count < len(names):
+        raise ValueError(f"at least {len(names)} firms are needed, one per industry")
+    df = workers()
+    sizes = df[INDUSTRY].value_counts()
+    total = int(sizes.sum())
+    # Largest-remainder allocation with a floor of one firm per industry.
+    extra = count - len(names)
+    quotas = {n: extra * int(sizes[n]) / total for n in names}
+    share = {n: 1 + int(quotas[n]) for n in names}
+    left = count - sum(share.values())
+    for name in sorted(names, key=lambda n: quotas[n] - int(quotas[n]), reverse=True)[:left]:
+        share[name] += 1
+    out = []
+    keep = [c.name for c in feature_columns()] + [TARGET]
+    for name in names:
+        part = df[df[INDUSTRY] == name].sample(frac=1.0, random_state=seed)[keep]
+        chunks = share[name]
+        size = len(part) // chunks
+        for k in range(chunks):
+            chunk = part.iloc[k * size : (k + 1) * size]
+            if rows is not None:
+                chunk = chunk.iloc[:rows]
+            table = validate_frame(chunk.reset_index(drop=True), manifest_for(name))
+            out.append((f"{slug(name)}-{k + 1}", name, table))
+    return out
