@@ -5,6 +5,7 @@ policy, db, federation). A face only: every command calls the same service funct
 from __future__ import annotations
 
 import os
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -35,7 +36,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(db_app, name="db")
 app.add_typer(federation_app, name="federation")
 
-console = Console()
+# Piped output (logs, CI) gets a wide page so that tables keep their columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
