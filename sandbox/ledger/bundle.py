@@ -256,6 +256,16 @@ def _stored_hashes(line: bytes | None, index: int) -> tuple[bytes | None, bytes 
     return leaf, root, None
 
 
+def _notes(bundle: Path) -> list[str]:
+    notes = []
+    for line in _lines(bundle / CHECKPOINTS) if (bundle / CHECKPOINTS).exists() else ():
+        try:
+            notes.append(json.loads(line)["note"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return notes
+
+
 def verify_bundle(
     bundle: Path,
     public_key: Ed25519PublicKey | bytes | str,
@@ -294,6 +304,10 @@ def verify_bundle(
             f"the manifest says {manifest.get('tree_size')} entries, the latest signed "
             f"checkpoint {signed_size}",
         )
+    elif signed and manifest.get("root_hex") != signed[signed_size].hex():
+        findings.bad(None, "the manifest's root differs from the latest signed checkpoint's")
+    if signed and manifest.get("checkpoint") not in (None, *_notes(bundle)):
+        findings.bad(None, "the manifest's checkpoint is not one of the bundle's signed notes")
 
     replay = Replay(signed, findings)
     entry_lines = _lines(bundle / ENTRIES)
