@@ -195,9 +195,26 @@ def cedar_calls(ps: LoadedPolicySet, mix: list[Request], *, mode: str) -> list[C
     return calls
 
 
+def ledger_recorder() -> Callable[[Decision], None]:
+    """The product's recorder: each decision appended to a ledger (a fresh SQLite file, synced
+    commits) and its readable side stored, exactly as governance records it."""
+    import os
+    import tempfile
+
+    from sandbox.config import load_settings
+    from sandbox.governance import Governance
+
+    home = tempfile.mkdtemp(prefix="sandbox-bench-policy-")
+    os.environ["SANDBOX_HOME"] = home
+    os.environ.pop("SANDBOX_DATABASE_URL", None)
+    return Governance(load_settings())._record_decision
+
+
 def load_recorder(spec: str) -> Callable[[Decision], None]:
     if spec == "memory":
         return MemoryRecorder()
+    if spec == "ledger":
+        return ledger_recorder()
     module, _, factory = spec.partition(":")
     return getattr(importlib.import_module(module), factory)()
 
@@ -205,7 +222,9 @@ def load_recorder(spec: str) -> Callable[[Decision], None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=20000)
-    parser.add_argument("--recorder", default="memory", help="memory, or MODULE:FACTORY")
+    parser.add_argument(
+        "--recorder", default="ledger", help="ledger (the product's), memory, or MODULE:FACTORY"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 

@@ -74,15 +74,18 @@ def weights_of(message: Message) -> dict[str, np.ndarray]:
     return from_array_record(message.content.array_records[ARRAYS])
 
 
-def make_client_app(simulated_nodes: Sequence[str] | None = None) -> ClientApp:
-    """The ClientApp; ``simulated_nodes`` maps partition ids to node folders in simulation."""
+def make_client_app(simulated_nodes: Sequence[str] | None = None, gate: bool = True) -> ClientApp:
+    """The ClientApp; ``simulated_nodes`` maps partition ids to node folders in simulation.
+
+    ``gate=False`` leaves out the company's gate (its policy check, local log and receipts);
+    only the benchmark that measures what governance costs uses it."""
     app = ClientApp()
     nodes = list(simulated_nodes) if simulated_nodes is not None else None
     # The company's gate sits innermost, next to the task: it sees the plain task in every
     # form of round, decides before any data is read, and signs the receipt after.
-    gate = make_gate(lambda context: resolve_node(context, nodes))
+    mods = [make_gate(lambda context: resolve_node(context, nodes))] if gate else []
 
-    @app.query(mods=[gate])
+    @app.query(mods=mods)
     def query(message: Message, context: Context) -> Message:
         node = resolve_node(context, nodes)
         config = task_config(message)
@@ -118,7 +121,7 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None) -> ClientApp:
             return Message(RecordDict({METRICS: MetricRecord(metrics)}), reply_to=message)
         raise TaskRefused(f"unknown task {task!r}")
 
-    @app.train(mods=[secure_aggregation_mod, secure_update_mod, gate])
+    @app.train(mods=[secure_aggregation_mod, secure_update_mod, *mods])
     def train(message: Message, context: Context) -> Message:
         node = resolve_node(context, nodes)
         config = task_config(message)
@@ -140,7 +143,7 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None) -> ClientApp:
         )
         return Message(content, reply_to=message)
 
-    @app.evaluate(mods=[gate])
+    @app.evaluate(mods=mods)
     def evaluate(message: Message, context: Context) -> Message:
         node = resolve_node(context, nodes)
         plan = plan_of(task_config(message))

@@ -11,5 +11,6 @@ def node_error(reason: str) -> str:
     """The node's own words from an error reply, without the transport's wrapping."""
     text = _ANSI.sub("", reason or "")
     if "Message: " in text:
-        text = text.rsplit("Message: ", 1)[1]
+        # Ray wraps the node's exception as <class '...'>:<'... Message: the words'>
+        text = text.rsplit("Message: ", 1)[1].strip().removesuffix("'>")
     return " ".join(text.split())[:300] or "unspecified error"

@@ -340,7 +340,11 @@ class JobRunner:
             )
             for node_id in node_ids
         ]
-        replies = self.grid.send_and_receive(messages, timeout=self.spec.round_timeout_s)
+        # The first exchange also wakes the engine (the simulation's workers, a deployed
+        # node's first app process): it gets at least the node wait, not just a round's time.
+        replies = self.grid.send_and_receive(
+            messages, timeout=max(self.spec.round_timeout_s, NODE_WAIT_S)
+        )
         claimed: dict[str, list[int]] = {}
         challenge = identity_challenge(self.job_id, nonce)
         for reply in replies:

@@ -129,3 +129,15 @@ def test_models_stack_and_unstack() -> None:
         stack_models([models[0], {"0.weight": models[1]["0.weight"]}])
     with pytest.raises(ValueError, match="disagree"):
         unstack_models({"a": np.zeros((2, 3)), "b": np.zeros((3, 3))})
+
+
+def test_a_nodes_error_is_read_in_its_own_words() -> None:
+    from coordinator.errors import node_error
+
+    wrapped = (
+        "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor"
+        ".run()\x1b[39m ... Exception ClientAppException occurred. Message: acme dropped out'>\n"
+    )
+    assert node_error(wrapped) == "acme dropped out"
+    assert node_error("") == "unspecified error"
+    assert len(node_error("x" * 1000)) == 300

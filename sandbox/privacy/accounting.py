@@ -123,15 +123,21 @@ class DpSchedule:
         return asdict(self)
 
 
+SPARE_RUNS = 1
+"""Runs the noise is calibrated for beyond the job's rounds: a round sent again (after the
+coordinator restarted mid-round, or a reply was lost) was a real use of the data and is paid
+for, and the job must still be able to finish within its budget."""
+
+
 def plan_schedule(
     dp: DifferentialPrivacySpec, rows: int, batch_size: int, epochs: int, rounds: int
 ) -> DpSchedule:
-    """The noise multiplier that keeps ``rounds`` runs of ``epochs`` epochs over ``rows``
-    rows within the job's epsilon at the company's delta."""
+    """The noise multiplier that keeps ``rounds`` runs (and ``SPARE_RUNS`` more) of
+    ``epochs`` epochs over ``rows`` rows within the job's epsilon at the company's delta."""
     delta = default_delta(rows, dp.delta)
     rate = sample_rate(rows, batch_size)
     per_round = epochs * steps_per_epoch(rows, batch_size)
-    sigma = _calibrate(dp.epsilon, delta, rate, per_round * rounds)
+    sigma = _calibrate(dp.epsilon, delta, rate, per_round * (rounds + SPARE_RUNS))
     return DpSchedule(
         target_epsilon=dp.epsilon,
         delta=delta,
