@@ -24,7 +24,7 @@ from coordinator.release import (
     ReleaseVerdict,
     release_decision,
 )
-from coordinator.selection import Selection, SelectionRequest
+from coordinator.selection import NO_SCHEDULE, Selection, SelectionRequest
 from policies.engine import MemoryRecorder, PolicyDecisionPoint
 from policies.facts import EngineerFacts, ReleaseContext, RoundContext
 from policies.policyset import LoadedPolicySet
@@ -76,7 +76,7 @@ class RoundGovernor:
                 continue
             facts = request.budgets.get(company)
             if request.dp and facts is None:
-                sat_out[company] = "no privacy budget facts for this company"
+                sat_out[company] = NO_SCHEDULE
                 continue
             contexts[company] = RoundContext(
                 round=request.round,

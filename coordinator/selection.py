@@ -15,6 +15,11 @@ from typing import Protocol
 
 from sandbox.privacy.budget import BudgetFacts
 
+NO_SCHEDULE = (
+    "no privacy schedule: the company took no part in the job's set-up (its feature "
+    "statistics), so the cost of its next round is unknown"
+)
+
 
 @dataclass(frozen=True)
 class SelectionRequest:
@@ -47,7 +52,7 @@ def budget_selector(request: SelectionRequest) -> Selection:
     for company in request.candidates:
         facts = request.budgets.get(company)
         if facts is None:
-            sat_out[company] = "no privacy budget facts for this company"
+            sat_out[company] = NO_SCHEDULE
             continue
         allowed, reason = facts.decide()
         if allowed:

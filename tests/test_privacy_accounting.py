@@ -155,13 +155,17 @@ def test_each_run_reports_what_opacus_accounted_and_the_log_survives_a_restart(
         reports.append(report)
     assert sum(r.epsilon for r in reports) == pytest.approx(reports[-1].epsilon_job)
     assert reports[-1].epsilon_job <= 2.0
-    # The log is in the node folder: a restarted node (a fresh read) knows every run, and a
-    # fourth run (a round re-sent after a restart) would exceed the job's epsilon: refused.
+    # The log is in the node folder: a restarted node (a fresh read) knows every run. A round
+    # re-sent after a restart is paid for out of the spare run; one more would exceed the
+    # job's epsilon: refused, and not written down.
     saved = json.loads(node.privacy_path("job-dp").read_text())
     assert [r["round"] for r in saved["runs"]] == [1, 2, 3]
+    assert SPARE_RUNS == 1
+    _, _, again = work.local_training(node, plan, weights, rounds)
+    assert again is not None and again.epsilon_job <= 2.0
     with pytest.raises(PrivacyBudgetExceeded, match="beyond the job's 2"):
         work.local_training(node, plan, weights, rounds)
-    assert len(json.loads(node.privacy_path("job-dp").read_text())["runs"]) == 3
+    assert len(json.loads(node.privacy_path("job-dp").read_text())["runs"]) == 4
 
 
 def test_a_job_cannot_change_its_privacy_terms_midway(node: NodeHome) -> None:

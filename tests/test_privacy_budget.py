@@ -8,6 +8,7 @@ from flwr.app import MetricRecord, RecordDict
 
 from coordinator.privacy import JobPrivacy
 from coordinator.selection import (
+    NO_SCHEDULE,
     Selection,
     SelectionRequest,
     apply_selection,
@@ -17,7 +18,7 @@ from sandbox import identity
 from sandbox.config import Settings
 from sandbox.db import dispose_engines, get_engine, session_scope
 from sandbox.jobspec import DifferentialPrivacySpec
-from sandbox.privacy.accounting import PrivacyBudgetExceeded, plan_schedule
+from sandbox.privacy.accounting import SPARE_RUNS, PrivacyBudgetExceeded, plan_schedule
 from sandbox.privacy.budget import BudgetFacts, budget_allows, epsilon_cap, epsilon_caps
 from sandbox.protocol import TrainingPlan
 from sandbox.registry import privacy as ledger
@@ -108,7 +109,9 @@ def test_the_charge_refuses_a_company_at_its_cap(engine) -> None:
     add_job(engine, "job-old")
     add_job(engine, "job-new")
     big = schedule(epsilon=8.0, rounds=1)
-    ledger.charge_run(engine, ledger.RunScope("acme", PURPOSE, "job-old", 1, big, 8.0))
+    # the planned round and the spare run together spend the job's 8.0, the purpose's cap
+    for number in (1, 1 + SPARE_RUNS):
+        ledger.charge_run(engine, ledger.RunScope("acme", PURPOSE, "job-old", number, big, 8.0))
     with pytest.raises(
         PrivacyBudgetExceeded, match="privacy budget for purpose 'income-prediction'"
     ):
@@ -117,7 +120,7 @@ def test_the_charge_refuses_a_company_at_its_cap(engine) -> None:
     add_job(engine, "job-short")
     add_company(engine, "other")
     short = schedule(epsilon=1.0, rounds=2)
-    for number in (1, 2):
+    for number in range(1, 2 + SPARE_RUNS + 1):
         ledger.charge_run(
             engine, ledger.RunScope("other", PURPOSE, "job-short", number, short, 8.0)
         )
@@ -147,7 +150,7 @@ def test_budget_selector_excludes_a_company_at_its_cap_and_says_why() -> None:
     assert selection.selected == ("a",)
     assert "privacy budget for purpose 'income-prediction'" in selection.sat_out["b"]
     assert "8.5000 would exceed cap 8" in selection.sat_out["b"]
-    assert selection.sat_out["c"] == "no privacy budget facts for this company"
+    assert selection.sat_out["c"] == NO_SCHEDULE
     plain = SelectionRequest("job-a", PURPOSE, "low", 1, ("a", "b"), dp=False)
     assert budget_selector(plain).selected == ("a", "b")
 

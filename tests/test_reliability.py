@@ -57,12 +57,14 @@ def test_companies_that_drop_out_or_time_out_are_named_and_the_job_goes_on(
 ) -> None:
     companies = join(sandbox_home, engine, LOW_AND_MEDIUM, rows=200)
     fraction, seed, rounds = 0.3, 7, 3
-    job = governed_job(sandbox_home, companies, rounds=rounds, local_epochs=1, round_timeout_s=8.0)
+    # A late company keeps one of the simulation's workers asleep; four workers (half a CPU
+    # each) and a round timeout well above an honest reply keep the others on time.
+    job = governed_job(sandbox_home, companies, rounds=rounds, local_epochs=1, round_timeout_s=20.0)
     expected = {
         r: {c for c in companies if fails(job, r, c, fraction, seed)} for r in range(1, rounds + 1)
     }
-    app = partial(faulty_client_app, fraction=fraction, mode="mixed", seed=seed, delay_s=12.0)
-    outcome = run_jobs_on_simulation(sandbox_home, [job], client_app=app)[job]
+    app = partial(faulty_client_app, fraction=fraction, mode="mixed", seed=seed, delay_s=24.0)
+    outcome = run_jobs_on_simulation(sandbox_home, [job], client_app=app, client_cpus=0.5)[job]
     records = service.job_rounds(engine, job)
     stop_at = next((r for r in range(1, rounds + 1) if len(companies) - len(expected[r]) < 3), None)
     if stop_at is None:
