@@ -1,13 +1,26 @@
-"""Companies, datasets, consents, jobs, rounds and receipts: tables and service functions."""
+"""Companies, datasets, consents, jobs, rounds, receipts, principals and API tokens: tables
+and service functions."""
 
 from sandbox.registry.models import (
+    ApiToken,
     Company,
     Consent,
     Dataset,
     Job,
     PolicyDecision,
+    Principal,
     Receipt,
     Round,
 )
 
-__all__ = ["Company", "Consent", "Dataset", "Job", "PolicyDecision", "Receipt", "Round"]
+__all__ = [
+    "ApiToken",
+    "Company",
+    "Consent",
+    "Dataset",
+    "Job",
+    "PolicyDecision",
+    "Principal",
+    "Receipt",
+    "Round",
+]
