@@ -370,8 +370,8 @@ def grant_consent(
     consent = service.grant_consent(
         gov.engine, company_id, dataset, purpose, valid_for, consent_id=consent_id
     )
-    _node_update(node_dir, lambda node: node.record_grant(_local(consent, dataset)))
     gov.record(_consent_record("consent.granted", consent))
+    _node_update(node_dir, lambda node: node.record_grant(_local(consent, dataset)))
     return consent
 
 
@@ -401,18 +401,28 @@ def revoke_consent(
     )
     if not decision.allowed:
         raise denied(decision)
+    # The company's own record first: a revocation there only makes its node more careful.
+    _node_update(node_dir, lambda node: _mirror_revocation(node, consent, utcnow()))
     revoked = service.revoke_consent(gov.engine, company_id, consent_id, reason)
-    _node_update(
-        node_dir, lambda node: node.record_revocation(consent_id, as_utc(revoked.revoked_at))
-    )  # type: ignore[arg-type]
     gov.record(_consent_record("consent.revoked", revoked))
     return revoked
 
 
-def _local(consent: Consent, dataset: str):  # type: ignore[no-untyped-def]
+def _local(consent: Consent, dataset: str, revoked_at: datetime | None = None):  # type: ignore[no-untyped-def]
     from sandbox.node import LocalConsent
 
-    return LocalConsent(consent.id, dataset, consent.purpose, as_utc(consent.expires_at))
+    return LocalConsent(
+        consent.id, dataset, consent.purpose, as_utc(consent.expires_at), revoked_at
+    )
+
+
+def _mirror_revocation(node: NodeHome, consent: Consent, when: datetime) -> None:
+    """Record a revocation at the company's node; a consent the node never recorded (granted
+    without its folder at hand) is recorded there as granted and revoked."""
+    if any(c.consent_id == consent.id for c in node.consents()):
+        node.record_revocation(consent.id, when)
+    else:
+        node.record_grant(_local(consent, consent.dataset_id.split("/", 1)[1], when))
 
 
 def _node_update(node_dir: Path | None, change) -> None:  # type: ignore[no-untyped-def]

@@ -70,15 +70,15 @@ def caller(
         token, via = credentials.credentials, "bearer"
     elif session:
         token, via = session, "cookie"
-        if request.method not in SAFE_METHODS and not _same_origin(request):
-            raise CrossSiteRequest(
-                "a request signed in by the session cookie that changes something must come "
-                "from this server's own pages (its Origin header did not match)"
-            )
     else:
         raise Unauthenticated(
             "this endpoint needs a token: send 'Authorization: Bearer <token>' (get one with "
             "POST /auth/token, signed with your key)"
         )
     who, record = authenticate(gov.engine, token)
+    if via == "cookie" and request.method not in SAFE_METHODS and not _same_origin(request):
+        raise CrossSiteRequest(
+            "a request signed in by the session cookie that changes something must come from "
+            "this server's own pages (its Origin header did not match)"
+        )
     return Caller(who, record.id, via)
