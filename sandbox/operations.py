@@ -157,10 +157,13 @@ def enrol(
     manifest: DatasetManifest | None = None,
     purposes: tuple[str, ...] = (),
     valid_for: timedelta = timedelta(days=365),
+    node_dir: Path | None = None,
 ) -> Enrolled:
     """A company joins with its public key and, optionally, the manifest its own node filled in
     (rows never leave the company) and consents over that dataset: each step decided, all or
-    nothing. The API's join; :func:`join` is the same for a company whose node is here."""
+    nothing. The API's join; :func:`join` is the same for a company whose node is here. The
+    consents are also written to the company's own node record when its folder is on this
+    machine (elsewhere the company's node tooling records them)."""
     check_id(company_id, "company id")
     for purpose in purposes:
         check_id(purpose, "purpose")
@@ -185,6 +188,8 @@ def enrol(
     grants = service.new_grants(company_id, manifest.name, purposes, valid_for)
     joined, dataset, consents = service.enrol_company(gov.engine, row, manifest, grants)
     gov.record_many(_enrolment_records(joined, dataset, consents))
+    for consent in consents:
+        _node_update(node_dir, lambda node, c=consent: node.record_grant(_local(c, manifest.name)))
     return Enrolled(joined, dataset, consents)
 
 

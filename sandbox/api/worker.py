@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m sandbox.api.worker JOB_ID", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _stop)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    for name in ("sandbox", "coordinator", "__main__"):
+        logging.getLogger(name).setLevel(logging.INFO)
     from coordinator.simulation import run_on_simulation
     from sandbox.config import load_settings
 

@@ -66,6 +66,7 @@ def join(
         body.manifest,
         tuple(body.purposes),
         timedelta(days=body.valid_days),
+        node_dir=gov.settings.company_dir(body.company_id),
     )
     return JoinResult(
         company=CompanyOut.of(done.company),
