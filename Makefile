@@ -8,7 +8,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-postgres lint install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The same suite with every database-backed test on a fresh PostgreSQL database. The
+# deployment tests are left out: they run on PostgreSQL in `make test` already.
+test-postgres: $(STAMP)
+	SANDBOX_TEST_DATABASE=postgres $(BIN)/python -m pytest -m "not deployment"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

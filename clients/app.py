@@ -15,9 +15,11 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import work
+from clients import assess, work
 from clients.gate import make_gate
+from clients.secure import secure_aggregation_mod, secure_update_mod
 from sandbox import identity
+from sandbox.learning.robustness import RobustnessSettings
 from sandbox.node import NodeHome
 from sandbox.protocol import (
     ARRAYS,
@@ -25,7 +27,9 @@ from sandbox.protocol import (
     IDENTITY,
     METRICS,
     STATS,
+    TASK_ASSESS,
     TASK_BASELINE,
+    TASK_EVALUATE_MODELS,
     TASK_IDENTIFY,
     TASK_STATS,
     TrainingPlan,
@@ -74,6 +78,8 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None) -> ClientApp:
     """The ClientApp; ``simulated_nodes`` maps partition ids to node folders in simulation."""
     app = ClientApp()
     nodes = list(simulated_nodes) if simulated_nodes is not None else None
+    # The company's gate sits innermost, next to the task: it sees the plain task in every
+    # form of round, decides before any data is read, and signs the receipt after.
     gate = make_gate(lambda context: resolve_node(context, nodes))
 
     @app.query(mods=[gate])
@@ -103,18 +109,28 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None) -> ClientApp:
             return Message(
                 RecordDict({METRICS: MetricRecord(result.as_metrics())}), reply_to=message
             )
+        if task == TASK_ASSESS:
+            settings = RobustnessSettings.model_validate_json(str(config["robustness"]))
+            metrics = assess.assessment(node, plan, weights_of(message), settings)
+            return Message(RecordDict({METRICS: MetricRecord(metrics)}), reply_to=message)
+        if task == TASK_EVALUATE_MODELS:
+            metrics = assess.evaluate_models(node, plan, weights_of(message))
+            return Message(RecordDict({METRICS: MetricRecord(metrics)}), reply_to=message)
         raise TaskRefused(f"unknown task {task!r}")
 
-    @app.train(mods=[gate])
+    @app.train(mods=[secure_aggregation_mod, secure_update_mod, gate])
     def train(message: Message, context: Context) -> Message:
         node = resolve_node(context, nodes)
         config = task_config(message)
         plan = plan_of(config)
-        weights, stats = work.local_training(node, plan, weights_of(message), int(config["round"]))
+        weights, stats, privacy = work.local_training(
+            node, plan, weights_of(message), int(config["round"])
+        )
         metrics = {
             "num-examples": float(stats.num_examples),
             "loss": stats.loss,
             "steps": float(stats.steps),
+            **(privacy.as_metrics() if privacy is not None else {}),
         }
         content = RecordDict(
             {

@@ -1,12 +1,13 @@
 """The company's own gate: a Flower mod around every task that reads the company's data.
 
-Before the task runs, the gate asks the policy engine (the same Cedar policies as the
-sandbox, evaluated here at the node with the company's own facts: its dataset's manifest and
-its own record of the consents it granted) whether this job may read the dataset. A refusal
-is written to the company's hash-chained local log and travels back as the reply's error; no
-data is read. After the task, the gate writes the use to the local log and attaches a receipt
-signed with the company's key: the coordinator can record the company's participation but
-cannot invent it.
+Before the task runs, the gate checks that the code this node runs is the code bundle filed
+for the job (algorithm filing, ``sandbox.bundle``). Then it asks the policy engine (the same
+Cedar policies as the sandbox, evaluated here at the node with the company's own facts: its
+dataset's manifest and its own record of the consents it granted) whether this job may read
+the dataset. A refusal is written to the company's hash-chained local log and travels back as
+the reply's error; no data is read. After the task, the gate writes the use to the local log
+and attaches a receipt signed with the company's key: the coordinator can record the
+company's participation but cannot invent it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from flwr.app import ConfigRecord, Context, Error, Message
 from policies.engine import Decision, PolicyDecisionPoint
 from policies.facts import CompanyFacts, ConsentFacts, DatasetFacts, DatasetReadContext, JobFacts
 from policies.policyset import LoadedPolicySet
+from sandbox.bundle import running_bundle
 from sandbox.locallog import HashChainLog
 from sandbox.node import NodeHome
 from sandbox.protocol import CONFIG, METRICS, RECEIPT, STATS, TASK_IDENTIFY, TrainingPlan
@@ -108,6 +110,19 @@ def decide_read(node: NodeHome, plan: TrainingPlan) -> tuple[Decision, str | Non
     return decision, (live[0].id if live else None)
 
 
+def bundle_refusal(plan: TrainingPlan) -> str | None:
+    """Why this node must not run the task under the job's algorithm filing, or None."""
+    if plan.code_bundle is None:
+        return f"job {plan.job_id} has no filed code bundle; this node runs filed code only"
+    running = running_bundle().digest
+    if running != plan.code_bundle:
+        return (
+            f"the code at this node (bundle {running[:16]}…) is not the code filed for job "
+            f"{plan.job_id} (bundle {plan.code_bundle[:16]}…)"
+        )
+    return None
+
+
 def _refusal(message: Message, reason: str) -> Message:
     return Message(
         Error(code=GATE_REFUSED, reason=f"refused by the company's gate: {reason}"),
@@ -147,6 +162,19 @@ def make_gate(
         if config is None or "plan" not in config:
             return _refusal(message, "the task carries no training plan")
         plan = TrainingPlan.model_validate_json(str(config["plan"]))
+        unfiled = bundle_refusal(plan)
+        if unfiled is not None:
+            HashChainLog(node.local_log_path).append(
+                {
+                    "kind": "refused",
+                    "cause": "code-bundle",
+                    "job": plan.job_id,
+                    "task": task,
+                    "filed": plan.code_bundle,
+                    "running": running_bundle().digest,
+                }
+            )
+            return _refusal(message, unfiled)
         decision, consent = decide_read(node, plan)
         if not decision.allowed:
             return _refusal(message, " ".join(decision.reasons) or "denied by policy")

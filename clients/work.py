@@ -12,9 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from clients.privacy import PrivacyReport, RunLog
+from sandbox.learning.dp import train_dp
 from sandbox.learning.models import build_model, get_weights, set_weights
 from sandbox.learning.train import EvalStats, TrainConfig, TrainStats, evaluate, train
 from sandbox.node import NodeHome
+from sandbox.privacy.accounting import DpSchedule, PrivacyBudgetExceeded, Run, plan_schedule
 from sandbox.protocol import TrainingPlan
 
 _CACHE_SIZE = 64
@@ -99,14 +102,44 @@ def local_baseline(node: NodeHome, plan: TrainingPlan) -> EvalStats:
     return evaluate(model, data.x_test, data.y_test, plan.threshold)
 
 
+def dp_schedule(plan: TrainingPlan, rows: int) -> DpSchedule:
+    """This company's DP-SGD schedule for the job (its own rows set the rate and delta)."""
+    if plan.dp is None:
+        raise ValueError("the plan asks for no differential privacy")
+    return plan_schedule(plan.dp, rows, plan.train.batch_size, plan.train.epochs, plan.rounds)
+
+
 def local_training(
     node: NodeHome, plan: TrainingPlan, weights: dict[str, np.ndarray], round_number: int
-) -> tuple[dict[str, np.ndarray], TrainStats]:
+) -> tuple[dict[str, np.ndarray], TrainStats, PrivacyReport | None]:
+    """One round's local training; under DP, also what the run cost this company."""
     data = encoded(node, plan)
     model = _model(plan)
     set_weights(model, weights)
-    stats = train(model, data.x_train, data.y_train, train_config(plan, round_number))
-    return get_weights(model), stats
+    config = train_config(plan, round_number)
+    if plan.dp is None:
+        stats = train(model, data.x_train, data.y_train, config)
+        return get_weights(model), stats, None
+    if len(data.x_train) == 0:
+        raise PrivacyBudgetExceeded("a company without training rows cannot train under DP")
+    schedule = dp_schedule(plan, len(data.x_train))
+    with RunLog.locked(node, plan.job_id) as runs:
+        runs.check_next(schedule)
+        dp_stats = train_dp(
+            model,
+            data.x_train,
+            data.y_train,
+            config,
+            schedule.noise_multiplier,
+            schedule.max_grad_norm,
+        )
+        run = Run(dp_stats.noise_multiplier, dp_stats.sample_rate, dp_stats.steps)
+        if run != schedule.run:
+            raise PrivacyBudgetExceeded(
+                f"the run Opacus accounted ({run}) is not the one planned ({schedule.run})"
+            )
+        report = runs.record(round_number, schedule, run)
+    return get_weights(model), dp_stats, report
 
 
 def local_evaluation(

@@ -10,20 +10,32 @@ task; a reply without one is refused. Receipts, rounds and the model's hash go t
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from flwr.app import Message
-from sqlmodel import select
+from flwr.app import RecordDict
 
-from policies.facts import RoundContext
+from coordinator.release import (
+    Assessment,
+    ReleaseOutcome,
+    ReleaseRecorder,
+    ReleaseThresholds,
+    ReleaseVerdict,
+    release_decision,
+)
+from coordinator.selection import Selection, SelectionRequest
+from policies.engine import MemoryRecorder, PolicyDecisionPoint
+from policies.facts import EngineerFacts, ReleaseContext, RoundContext
+from policies.policyset import LoadedPolicySet
 from policies.rounds import select_participants
+from policies.tiers import TierConfig
 from sandbox.db import session_scope
 from sandbox.governance import Annotation, Governance, job_world
 from sandbox.jobspec import JobSpec
 from sandbox.ledger import Actor, LedgerRecord, Privacy, Purpose, Resource
 from sandbox.operations import check_runnable
+from sandbox.privacy.budget import shipped_tiers
 from sandbox.protocol import RECEIPT, TrainingPlan
 from sandbox.receipts import ReceiptError, ReceiptPayload, verify_receipt
 from sandbox.registry import service
@@ -33,26 +45,6 @@ if TYPE_CHECKING:
     from coordinator.runner import Exchange
 
 COORDINATOR = Actor(principal="coordinator", role="coordinator")
-
-
-@dataclass
-class Selection:
-    selected: list[str]
-    removed: dict[str, str] = field(default_factory=dict)
-    stopped: bool = False
-    reasons: tuple[str, ...] = ()
-
-
-def epsilon_spent(gov: Governance, company: str, purpose: str) -> Decimal:
-    """A company's privacy spend for ``purpose`` over all jobs: the sum of the epsilon its own
-    signed receipts of training state."""
-    with session_scope(gov.engine) as session:
-        rows = session.exec(
-            select(Receipt.epsilon)
-            .join(Job, Job.id == Receipt.job_id)  # type: ignore[arg-type]
-            .where(Receipt.company_id == company, Job.purpose == purpose, Receipt.task == "train")
-        ).all()
-    return sum((Decimal(str(e)) for e in rows if e is not None), Decimal(0))
 
 
 class RoundGovernor:
@@ -66,73 +58,65 @@ class RoundGovernor:
     def check_start(self) -> None:
         check_runnable(service.get_job(self.gov.engine, self.job_id))
 
-    def next_epsilon(self, company: str, plan: TrainingPlan | None) -> Decimal:
-        """What the next training round will cost ``company``: the job's budget spread evenly
-        over its rounds (each company calibrates its noise to that)."""
-        if plan is None or plan.dp is None:
-            return Decimal(0)
-        return Decimal(str(plan.dp.epsilon)) / Decimal(plan.rounds)
-
-    def select(
-        self, round_number: int, candidates: list[str], plan: TrainingPlan | None
-    ) -> Selection:
-        """Ask ``participate_in_round`` for every candidate, with the registry as it is now."""
-        if not candidates:
-            return Selection([], stopped=True, reasons=("no company node is available",))
+    def selector(self, request: SelectionRequest) -> Selection:
+        """The runner's participant selector under governance: ``participate_in_round`` for
+        every candidate, from the registry as it is now (consents, approval, suspension)
+        and, in a DP job, the company's privacy budget facts."""
         job = service.get_job(self.gov.engine, self.job_id)
-        world = job_world(
-            self.gov.engine,
-            self.job_id,
-            self.spec,
-            self.engineer,
-            job.approved_at is not None,
-            candidates,
+        approved = job.approved_at is not None
+        candidates = list(request.candidates)
+        known = job_world(
+            self.gov.engine, self.job_id, self.spec, self.engineer, approved, candidates
         )
-        contexts = {}
+        sat_out: dict[str, str] = {}
+        contexts: dict[str, RoundContext] = {}
         for company in candidates:
+            if company not in known.companies:
+                sat_out[company] = "the company is no longer in the registry"
+                continue
+            facts = request.budgets.get(company)
+            if request.dp and facts is None:
+                sat_out[company] = "no privacy budget facts for this company"
+                continue
             contexts[company] = RoundContext(
-                round=round_number,
-                epsilon_spent=epsilon_spent(self.gov, company, self.spec.purpose),
-                epsilon_next=self.next_epsilon(company, plan) if round_number > 0 else Decimal(0),
+                round=request.round,
+                epsilon_spent=Decimal(str(facts.spent_purpose)) if facts else Decimal(0),
+                epsilon_next=Decimal(str(facts.next_epsilon)) if facts else Decimal(0),
             )
-        missing = [c for c in candidates if c not in world.companies]
-        selection = self._decide(
-            round_number, world, contexts, [c for c in candidates if c in world.companies]
-        )
-        for company in missing:
-            selection.removed[company] = "the company is no longer in the registry"
-        return selection
-
-    def _decide(
-        self, round_number: int, world: Any, contexts: dict[str, RoundContext], members: list[str]
-    ) -> Selection:
+        members = [c for c in candidates if c in contexts]
+        if not members:
+            return Selection(selected=(), sat_out=sat_out)
+        world = job_world(self.gov.engine, self.job_id, self.spec, self.engineer, approved, members)
         pdp = _AnnotatedPDP(
             self.gov,
             Annotation(
                 job_id=self.job_id,
-                round=round_number,
+                round=request.round,
                 purpose=self.spec.purpose,
                 consent_id="per-participant",
             ),
         )
         result = select_participants(pdp, world.job, world.companies, contexts, world.entities)  # type: ignore[arg-type]
-        removed = {c: " ".join(d.reasons) or "denied by policy" for c, d in result.removed.items()}
-        return Selection(list(result.selected), removed, result.stopped, result.reasons)
+        for company, decision in result.removed.items():
+            sat_out[company] = "removed by policy: " + (" ".join(decision.reasons) or "denied")
+        return Selection(selected=tuple(result.selected), sat_out=sat_out)
 
     # ------------------------------------------------------------------ receipts
     def verify(self, task: str, round_number: int, exchange: Exchange) -> None:
-        """Move every accepted reply without a valid receipt to the rejected ones."""
-        for company, reply in list(exchange.accepted.items()):
+        """Refuse every taken reply without a valid receipt (a reply inside a secure
+        aggregate is refused too, which fails that round: its update cannot be taken out)."""
+        for company, content in exchange.contents().items():
+            if company in exchange.receipts:
+                continue
             try:
-                exchange.receipts[company] = self._receipt(company, task, round_number, reply)
+                exchange.receipts[company] = self._receipt(company, task, round_number, content)
             except ReceiptError as exc:
-                del exchange.accepted[company]
-                exchange.rejected[company] = f"receipt refused: {exc}"
+                exchange.reject(company, [f"receipt refused: {exc}"])
 
     def _receipt(
-        self, company: str, task: str, round_number: int, reply: Message
+        self, company: str, task: str, round_number: int, content: RecordDict
     ) -> tuple[ReceiptPayload, str, str]:
-        record = reply.content.config_records.get(RECEIPT)
+        record = content.config_records.get(RECEIPT)
         if record is None:
             raise ReceiptError("the reply carries no signed receipt")
         text, signature = str(record["payload"]), str(record["signature"])
@@ -211,6 +195,7 @@ class RoundGovernor:
             "status": record.status,
             "asked": len(record.asked),
             "missing": [m["company"] for m in record.missing][:64],
+            "sat_out": [m["company"] for m in record.sat_out][:64],
             "rejected": [r["company"] for r in record.rejected][:64],
         }
         if evaluation.get("mean_auc") is not None:
@@ -275,3 +260,136 @@ class _AnnotatedPDP:
         return self.gov.decide(
             principal, action, resource, context, entities, annotation=self.annotation
         )
+
+
+# ------------------------------------------------------------------------ release
+def _figure(value: float | None) -> Decimal:
+    """A finding for Cedar: a figure that could not be measured counts as the worst (1.0),
+    so an unmeasurable assessment can never pass a threshold."""
+    return Decimal("1") if value is None else Decimal(str(max(0.0, round(value, 6))))
+
+
+class PolicyGate:
+    """The release decision is Cedar's ``release_model``: the job's engineer asks, the
+    assessment's findings are the context, the tier's thresholds are the policy set's.
+
+    Under governance the decision is the governance's (in the ledger); without it (runs of
+    the learning engine alone) a decision point over the shipped policy set decides, with
+    nothing recorded beyond the registry."""
+
+    def __init__(self, engine: Any, job: Job, spec: JobSpec, gov: Governance | None = None):
+        self.engine = engine
+        self.job = job
+        self.spec = spec
+        self.gov = gov
+        if gov is None:
+            self._pdp = PolicyDecisionPoint(LoadedPolicySet.from_dir(), MemoryRecorder())
+
+    def tiers(self) -> TierConfig:
+        return self.gov.tiers if self.gov is not None else shipped_tiers()
+
+    def decide(self, job_id: str, tier: str, assessment: Assessment) -> ReleaseVerdict:
+        job = service.get_job(self.engine, job_id)
+        world = job_world(self.engine, job_id, self.spec, job.filed_by, job.approved_at is not None)
+        _, drop = assessment.worst_robustness_drop
+        context = ReleaseContext(
+            worst_company_gap=_figure(assessment.worst_company_gap),
+            calibration_error=_figure(assessment.calibration_error),
+            robustness_drop=_figure(drop),
+            companies_not_assessed=len(assessment.not_assessed),
+        )
+        args = (EngineerFacts(job.filed_by), "release_model", world.job, context, world.entities)
+        if self.gov is not None:
+            decision = self.gov.decide(
+                *args,
+                annotation=Annotation(
+                    job_id=job_id, purpose=self.spec.purpose, consent_id="per-participant"
+                ),
+            )
+        else:
+            decision = self._pdp.decide(*args)
+        checks = release_decision(assessment, ReleaseThresholds.of(tier, self.tiers())).checks
+        reasons = list(decision.reasons) or ["denied by policy"]
+        unmeasured = [c.name for c in checks if c.value is None]
+        if unmeasured and not decision.allowed:
+            reasons.append(f"not measurable, counted as the worst: {', '.join(unmeasured)}")
+        return ReleaseVerdict(
+            allowed=decision.allowed,
+            tier=tier,
+            reasons=reasons,
+            checks=checks,
+            decided_by=f"policy set {decision.policy_set_hash[:12]}, decision {decision.decision_id}",
+        )
+
+
+class LedgerReleaseRecorder:
+    """The release in the ledger: the model's hash, whether it left the sandbox, and each
+    company's contribution share (one record per company, so every share is provable)."""
+
+    def __init__(self, gov: Governance):
+        self.gov = gov
+
+    def record(self, outcome: ReleaseOutcome) -> None:
+        verdict = outcome.verdict
+        assessment = outcome.assessment
+        details: dict[str, Any] = {
+            "allowed": verdict.allowed,
+            "tier": verdict.tier,
+            "exported": outcome.exported_to is not None,
+            "companies_not_assessed": len(assessment.not_assessed),
+        }
+        for name, value in (
+            ("worst_company_gap", assessment.worst_company_gap),
+            ("calibration_error", assessment.calibration_error),
+            ("robustness_drop", assessment.worst_robustness_drop[1]),
+        ):
+            if value is not None:
+                details[name] = round(float(value), 6)
+        records = [
+            LedgerRecord(
+                action="model.released" if verdict.allowed else "model.withheld",
+                actor=COORDINATOR,
+                resource=Resource(kind="release", id=f"{outcome.job_id}/release"),
+                job_id=outcome.job_id,
+                model_hash=outcome.model_hash,
+                details=details,
+            )
+        ]
+        for company, figures in sorted(contribution_shares(outcome.contributions).items()):
+            records.append(
+                LedgerRecord(
+                    action="contribution.share",
+                    actor=COORDINATOR,
+                    resource=Resource(kind="company", id=company, owner=company),
+                    job_id=outcome.job_id,
+                    model_hash=outcome.model_hash,
+                    details=figures,
+                )
+            )
+        self.gov.record_many(records)
+        self.gov.ledger.checkpoint()
+
+
+class Recorders:
+    """Several recorders, in order: the registry's row, then the ledger's records."""
+
+    def __init__(self, *recorders: ReleaseRecorder):
+        self.recorders = recorders
+
+    def record(self, outcome: ReleaseOutcome) -> None:
+        for recorder in self.recorders:
+            recorder.record(outcome)
+
+
+def contribution_shares(contributions: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Per company, its share, Shapley estimate, leave-one-out value and rounds, as numbers
+    (an estimate that could not be made gives no shares)."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in (contributions or {}).get("companies", []) or []:
+        figures: dict[str, Any] = {"rounds": int(row.get("rounds", 0))}
+        for key in ("share", "shapley", "leave_one_out"):
+            value = row.get(key)
+            if value is not None:
+                figures[key] = round(float(value), 6)
+        out[str(row["company"])] = figures
+    return out

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from flwr.clientapp import ClientApp
 
 from coordinator.app import build_server_app
 from coordinator.runner import Progress, ReplyObserver
+from coordinator.selection import ParticipantSelector, budget_selector
 from sandbox.config import Settings, quiet_flower_environment
 from sandbox.db import get_engine
 from sandbox.registry import service
+
+ClientAppFactory = Callable[[Sequence[str]], ClientApp]
 
 
 def _silence_flower() -> None:
@@ -29,24 +35,51 @@ def run_on_simulation(
     progress: Progress | None = None,
     observer: ReplyObserver | None = None,
     client_cpus: float = 1.0,
+    client_app: ClientAppFactory | None = None,
     governed: bool = True,
 ) -> dict[str, Any]:
     """Run ``job_id`` to its end and return the job's stored result."""
+    return run_jobs_on_simulation(
+        settings, [job_id], progress, observer, client_cpus, client_app, governed=governed
+    )[job_id]
+
+
+def run_jobs_on_simulation(
+    settings: Settings,
+    job_ids: Sequence[str],
+    progress: Progress | None = None,
+    observer: ReplyObserver | None = None,
+    client_cpus: float = 1.0,
+    client_app: ClientAppFactory | None = None,
+    selector: ParticipantSelector = budget_selector,
+    governed: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Run ``job_ids`` one after another in one simulation, over one node per company that
+    any of them names (the simulation engine starts once). ``client_app`` builds the
+    ClientApp from the node folders in partition order (default: the company's own app)."""
     quiet_flower_environment(settings.home)
     from flwr.simulation import run_simulation
 
     from clients.app import make_client_app
 
     engine = get_engine(settings.database_url)
-    spec = service.job_spec(service.get_job(engine, job_id))
-    node_dirs = [str(settings.company_dir(company)) for company in spec.companies]
+    companies: list[str] = []
+    for job_id in job_ids:
+        for company in service.job_spec(service.get_job(engine, job_id)).companies:
+            if company not in companies:
+                companies.append(company)
+    node_dirs = [str(settings.company_dir(company)) for company in companies]
     _silence_flower()
     cpus = max(1, os.cpu_count() or 1)
     run_simulation(
         server_app=build_server_app(
-            job_id, progress=progress, observer=observer, governed=governed
+            list(job_ids),
+            progress=progress,
+            observer=observer,
+            selector=selector,
+            governed=governed,
         ),
-        client_app=make_client_app(node_dirs),
+        client_app=(client_app or make_client_app)(node_dirs),
         num_supernodes=len(node_dirs),
         backend_config={
             "client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0},
@@ -59,5 +92,8 @@ def run_on_simulation(
             },
         },
     )
-    job = service.get_job(engine, job_id)
-    return {"status": job.status, "reason": job.status_reason, "result": job.result}
+    outcomes = {}
+    for job_id in job_ids:
+        job = service.get_job(engine, job_id)
+        outcomes[job_id] = {"status": job.status, "reason": job.status_reason, "result": job.result}
+    return outcomes

@@ -434,6 +434,7 @@ class _Filler:
                 "dp_epsilon_cap": str(params.dp_epsilon_cap),
                 "release_max_worst_company_gap": str(params.release_max_worst_company_gap),
                 "release_max_calibration_error": str(params.release_max_calibration_error),
+                "release_max_robustness_drop": str(params.release_max_robustness_drop),
             }
         )
         return details

@@ -269,11 +269,15 @@ class ReleaseContext:
 
     worst_company_gap: Decimal
     calibration_error: Decimal
+    robustness_drop: Decimal = Decimal(0)
+    companies_not_assessed: int = 0
 
     def as_context(self) -> dict[str, Any]:
         return {
             "worst_company_gap": Decimal(self.worst_company_gap),
             "calibration_error": Decimal(self.calibration_error),
+            "robustness_drop": Decimal(self.robustness_drop),
+            "companies_not_assessed": int(self.companies_not_assessed),
         }
 
 
@@ -554,6 +558,8 @@ def tier_entity(tiers: TierConfig, name: str) -> dict[str, Any]:
             "dp_epsilon_cap": cedar_decimal(params.dp_epsilon_cap),
             "release_max_worst_company_gap": cedar_decimal(params.release_max_worst_company_gap),
             "release_max_calibration_error": cedar_decimal(params.release_max_calibration_error),
+            "release_max_robustness_drop": cedar_decimal(params.release_max_robustness_drop),
+            "release_require_every_company": params.release_require_every_company,
         },
         "parents": [],
     }

@@ -23,6 +23,8 @@ _TIER_NUMBERS = {
     "dp_epsilon_cap": Decimal,
     "release_max_worst_company_gap": Decimal,
     "release_max_calibration_error": Decimal,
+    "release_max_robustness_drop": Decimal,
+    "release_require_every_company": bool,
 }
 
 
@@ -39,6 +41,8 @@ class TierParameters:
     dp_epsilon_cap: Decimal
     release_max_worst_company_gap: Decimal
     release_max_calibration_error: Decimal
+    release_max_robustness_drop: Decimal
+    release_require_every_company: bool
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,11 @@ def _tier_parameters(name: str, raw: Any) -> TierParameters:
     values: dict[str, Any] = {}
     for key, kind in _TIER_NUMBERS.items():
         value = raw[key]
+        if kind is bool:
+            if type(value) is not bool:
+                raise TierConfigError(f"{TIERS_FILE}: tiers.{name}.{key} must be true or false")
+            values[key] = value
+            continue
         if kind is int:
             if type(value) is not int or value < 1:
                 raise TierConfigError(

@@ -1,5 +1,5 @@
-"""The ``sandbox`` command: demo, companies, jobs (and, mounted from their packages, audit,
-policy, federation). A face only: every command calls the same service functions as the API.
+"""The ``sandbox`` command: demo, companies, jobs (and, mounted from their modules, audit,
+policy, db, federation). A face only: every command calls the same service functions as the API.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from policies.cli import policy_app
 from sandbox.config import load_settings
 from sandbox.data.validation import DataValidationError
 from sandbox.db import get_engine
+from sandbox.db_cli import db_app
+from sandbox.federation.cli import federation_app
 from sandbox.jobspec import JobSpecError, load_job_spec
 from sandbox.ledger.cli import audit_app
 from sandbox.registry.errors import RegistryError
@@ -37,6 +39,8 @@ app.add_typer(company_app, name="company")
 app.add_typer(job_app, name="job")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
+app.add_typer(db_app, name="db")
+app.add_typer(federation_app, name="federation")
 app.add_typer(principal_app, name="principal")
 app.add_typer(token_app, name="token")
 
@@ -179,6 +183,9 @@ def demo(
     report = demo_mod.build_report(settings, filed.job_id, options)
     report["seconds"] = round(time.monotonic() - started, 1)
     print_demo_table(report)
+    print_assessment(report.get("assessment"))
+    print_release(report.get("release"))
+    print_contributions(report.get("contributions"))
     if json_path is not None:
         demo_mod.write_json(json_path, report)
         console.print(f"Results written to {json_path}")
@@ -212,6 +219,112 @@ def print_demo_table(report: dict[str, Any]) -> None:
             else ""
         )
         + "."
+    )
+
+
+def print_assessment(assessment: dict[str, Any] | None) -> None:
+    if not assessment:
+        return
+    table = Table(
+        title="Release assessment: the federated model on each company's test split "
+        "(computed there), beside its local-only model"
+    )
+    for name in ("company", "test +", "federated", "local-only", "gap", "ECE"):
+        table.add_column(name, justify="left" if name == "company" else "right")
+    table.add_column("AUC noise", justify="right")
+    table.add_column("AUC missing (worst feature)", justify="right")
+    table.add_column(
+        f"AUC shift of {assessment['robustness']['shift_column']} (worst category)",
+        justify="right",
+    )
+
+    def perturbed_cell(figures: dict[str, Any], detail: str) -> str:
+        if figures.get("auc") is None:
+            return "-"
+        return f"{fmt(figures['auc'])} ({figures.get(detail, '-')})"
+
+    for row in assessment["companies"]:
+        perturbed = row["perturbed"]
+        table.add_row(
+            row["company"],
+            str(row["test_positives"]),
+            fmt(row["federated"]["auc"]),
+            fmt((row["local"] or {}).get("auc")),
+            fmt(row["auc_gap"]),
+            fmt(row["federated"]["ece"]),
+            fmt(perturbed.get("noise", {}).get("auc")),
+            perturbed_cell(perturbed.get("missing", {}), "feature"),
+            perturbed_cell(perturbed.get("shift", {}), "category"),
+        )
+    console.print(table)
+    drops = ", ".join(f"{k} {fmt(v)}" for k, v in assessment["robustness_drop"].items())
+    console.print(
+        f"Worst-company gap (local-only AUC - federated AUC) {fmt(assessment['worst_company_gap'])}"
+        f" ({assessment['worst_company'] or '-'}); calibration error over all test rows "
+        f"{fmt(assessment['calibration_error'])}; mean AUC drop under perturbation: {drops}."
+        + (
+            f" Not assessed: {', '.join(sorted(assessment['not_assessed']))}."
+            if assessment["not_assessed"]
+            else ""
+        )
+    )
+
+
+def print_release(release: dict[str, Any] | None) -> None:
+    if not release:
+        return
+    verdict = "[bold green]ALLOWED[/]" if release["allowed"] else "[bold red]DENIED[/]"
+    console.print(
+        f"[bold]Release decision:[/] {verdict} ({release['tier']} tier; {release['decided_by']});"
+        f" model SHA-256 {release['model_hash']}"
+    )
+    for check in release.get("checks", []):
+        mark = "[green]pass[/]" if check["passed"] else "[red]FAIL[/]"
+        console.print(f"  {mark} {check['reason']}")
+    console.print(
+        f"  exported to {release['exported_to']}"
+        if release["exported_to"]
+        else "  nothing exported: the model stays in the job's run folder"
+    )
+
+
+def print_contributions(contributions: dict[str, Any] | None) -> None:
+    if not contributions:
+        return
+    if "error" in contributions:
+        console.print(f"[bold]Contributions:[/] not estimated ({contributions['error']})")
+        return
+    table = Table(title="Contribution of each company (basis for sharing revenue)")
+    table.add_column("company")
+    table.add_column("rounds", justify="right")
+    table.add_column("leave-one-out", justify="right")
+    table.add_column("Shapley estimate", justify="right")
+    table.add_column("share", justify="right")
+
+    def signed(value: float | None) -> str:
+        return "-" if value is None else f"{value:+.4f}"
+
+    for row in sorted(contributions["companies"], key=lambda c: -(c["share"] or 0.0)):
+        share = "-" if row["share"] is None else f"{row['share']:.1%}"
+        table.add_row(
+            row["company"],
+            str(row["rounds"]),
+            signed(row["leave_one_out"]),
+            signed(row["shapley"]),
+            share,
+        )
+    console.print(table)
+    if contributions["method"] == "training rows":
+        console.print("Method: shares by training rows. " + " ".join(contributions["notes"]))
+        return
+    skipped = len(contributions["rounds_skipped"])
+    console.print(
+        f"Method: {contributions['method']} over {len(contributions['rounds_used'])} rounds"
+        + (f" ({skipped} skipped: utility barely moved)" if skipped else "")
+        + f"; {contributions['models_scored']} coalition models scored by the companies. "
+        f"Utility: {contributions['utility']}. Shares: positive Shapley estimates normalised; "
+        "zero or negative estimates get no share."
+        + (" " + " ".join(contributions["notes"]) if contributions.get("notes") else "")
     )
 
 
@@ -551,6 +664,12 @@ def job_show(job_id: str = typer.Argument(...)) -> None:
     console.print(table)
     if job.model_hash:
         console.print(f"model hash {job.model_hash}")
+    for release in service.job_releases(engine, job_id):
+        console.print(
+            f"release {'allowed' if release.allowed else 'denied'} ({release.tier} tier, "
+            f"{release.decided_at:%Y-%m-%d %H:%M} UTC): {'; '.join(release.reasons)}"
+            + (f"; exported to {release.exported_to}" if release.exported_to else "")
+        )
 
 
 # -------------------------------------------------------------------------- serve

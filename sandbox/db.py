@@ -2,6 +2,10 @@
 
 One engine per URL per process. SQLite runs in WAL mode with a busy timeout so that several
 processes (the API, the coordinator, the CLI) can share the file safely.
+
+Schema: the embedded SQLite file is created from the models (``create_all``); PostgreSQL,
+the production store, is brought to the newest Alembic revision (``sandbox/migrations``) on
+first use, under an advisory lock so that processes starting together migrate once.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def _normalise(url: str) -> str:
+def normalise_url(url: str) -> str:
     # Plain postgresql:// URLs mean the psycopg 3 driver (the one we install).
     if url.startswith("postgresql://"):
         return "postgresql+psycopg://" + url[len("postgresql://") :]
@@ -48,8 +52,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 
 def get_engine(url: str) -> Engine:
-    """The process-wide engine for ``url``; tables are created on first use."""
-    url = _normalise(url)
+    """The process-wide engine for ``url``; its schema is created or migrated on first use."""
+    url = normalise_url(url)
     with _lock:
         engine = _engines.get(url)
         if engine is not None:
@@ -60,10 +64,14 @@ def get_engine(url: str) -> Engine:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
+            _import_models()
+            SQLModel.metadata.create_all(engine)
         else:
+            from sandbox.migrations import upgrade
+
             engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-        _import_models()
-        SQLModel.metadata.create_all(engine)
+            _import_models()
+            upgrade(engine)
         _engines[url] = engine
         return engine
 
@@ -79,7 +87,8 @@ def dispose_engines() -> None:
 
 
 def _import_models() -> None:
-    """Import every module that declares tables so that ``create_all`` sees them."""
+    """Import every module that declares tables so that ``create_all`` and the migrations
+    (``sandbox/migrations/env.py``) see them."""
     import sandbox.ledger.store
     import sandbox.registry  # noqa: F401
 

@@ -2,7 +2,9 @@
 
 Companies join (each writes its own vault), an engineer files a job, the coordinator runs
 it on Flower's simulation engine, and the result is set beside each company's local-only
-model and the pooled upper bound (computed here only, and labelled so).
+model and the pooled upper bound (computed here only, and labelled so). The report ends with
+what the coordinator concluded: the release assessment, the release decision and each
+company's contribution.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class DemoOptions:
     model: str = "logreg"
     strategy: str = "fedavg"
     governed: bool = True
+    proximal_mu: float = 0.01  # used by fedprox only, which refuses to run without one
 
     @classmethod
     def quick(cls) -> DemoOptions:
@@ -94,7 +97,8 @@ def demo_spec(
             "companies": companies,
             "dataset": "census",
             "model": {"kind": options.model},
-            "strategy": {"name": options.strategy},
+            "strategy": {"name": options.strategy}
+            | ({"proximal_mu": options.proximal_mu} if options.strategy == "fedprox" else {}),
             "privacy": privacy,
             "rounds": options.rounds,
             "local_epochs": options.local_epochs,
@@ -193,7 +197,22 @@ def build_report(settings: Settings, job_id: str, options: DemoOptions) -> dict[
         "labels": {"pooled": POOLED_LABEL},
         "companies": rows,
         "summary": summarise(rows),
+        "assessment": result.get("assessment"),
+        "release": release_summary(engine, job_id, result),
+        "contributions": result.get("contributions"),
     }
+
+
+def release_summary(engine: Any, job_id: str, result: dict[str, Any]) -> dict[str, Any] | None:
+    """The job's release decision, and whether the registry holds its record."""
+    if not result.get("release"):
+        return None
+    release = dict(result["release"])
+    release["recorded"] = any(
+        r.model_hash == release["model_hash"] and r.allowed == release["allowed"]
+        for r in service.job_releases(engine, job_id)
+    )
+    return release
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:

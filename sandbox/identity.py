@@ -27,18 +27,13 @@ def generate_key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
 
-def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
-    """Write ``key`` to ``path`` atomically, readable by the owner only."""
+def write_secret_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, readable by the owner only (any private key)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, pem)
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -46,13 +41,32 @@ def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
     os.replace(tmp, path)
 
 
+def check_owner_only(path: Path) -> None:
+    """Refuse a private key file that others can read (as ssh does)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise KeyFileError(f"cannot read private key {path}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise KeyFileError(f"private key {path} is readable by others; chmod 600 it")
+
+
+def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
+    """Write ``key`` to ``path`` atomically, readable by the owner only."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_secret_file(path, pem)
+
+
 def read_private_key(path: Path) -> Ed25519PrivateKey:
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise KeyFileError(f"cannot read private key {path}: {exc.strerror}") from exc
-    if os.stat(path).st_mode & 0o077:
-        raise KeyFileError(f"private key {path} is readable by others; chmod 600 it")
+    check_owner_only(path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except ValueError as exc:

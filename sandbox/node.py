@@ -2,8 +2,10 @@
 
     node.json        company id, public key, dataset names
     keys/company.key the company's Ed25519 private key (0600)
+    keys/node-auth.key, .pub  the SuperNode's authentication key (ECDSA P-256, OpenSSH; 0600)
     vault/<dataset>/ the company's rows (train/test parquet) and their manifest
     consents.json    the company's own record of the consents it granted and revoked
+    privacy/<job>.json the company's own DP accountant state: every training run per job
 
 Only the company's client (and the company's own tooling) reads this folder; the
 coordinator never does.
@@ -22,6 +24,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sandbox import identity
+from sandbox.data.manifest import check_identifier
 from sandbox.data.vault import Vault
 
 
@@ -60,6 +63,11 @@ class NodeHome:
         return self.folder / "keys" / "company.key"
 
     @property
+    def node_auth_key_path(self) -> Path:
+        """The key this company's Flower SuperNode authenticates with (deployment engine)."""
+        return self.folder / "keys" / "node-auth.key"
+
+    @property
     def info_path(self) -> Path:
         return self.folder / "node.json"
 
@@ -70,6 +78,10 @@ class NodeHome:
     @property
     def local_log_path(self) -> Path:
         return self.folder / "gate-log.jsonl"
+
+    def privacy_path(self, job_id: str) -> Path:
+        """The company's DP accountant state for one job (the id is checked: it names a file)."""
+        return self.folder / "privacy" / f"{check_identifier(job_id, 'job id')}.json"
 
     def create(self, company_id: str) -> Ed25519PrivateKey:
         """Set up a new node folder with a fresh key; refuses to reuse one."""

@@ -5,12 +5,19 @@ training and evaluation). A company replies with model arrays, scalar metrics an
 statements only. ``check_reply`` is the single allow-list the coordinator applies to every
 reply before it trusts it: unknown records, unknown metric names, arrays of the wrong name,
 shape or dtype, and oversized strings are refused. Raw rows have nowhere to go.
+
+Two queries carry model arrays *to* a company and bring back metrics only: ``assess`` (the
+release assessment of the final model on the company's test split, clean and perturbed) and
+``evaluate-models`` (several models at once, stacked along a leading axis, each scored on
+the company's test split; the contribution estimate's utility). A company answers at most
+``MAX_MODELS_PER_TASK`` models per query.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -20,13 +27,16 @@ from pydantic import BaseModel, ConfigDict
 
 from sandbox.jobspec import DifferentialPrivacySpec, ModelSpec
 from sandbox.learning.encoding import FeatureSpec
+from sandbox.learning.metrics import CALIBRATION_BINS
 
 TASK_IDENTIFY = "identify"
 TASK_STATS = "feature-stats"
 TASK_BASELINE = "local-baseline"
 TASK_TRAIN = "train"
 TASK_EVALUATE = "evaluate"
-QUERY_TASKS = (TASK_IDENTIFY, TASK_STATS, TASK_BASELINE)
+TASK_ASSESS = "assess"
+TASK_EVALUATE_MODELS = "evaluate-models"
+QUERY_TASKS = (TASK_IDENTIFY, TASK_STATS, TASK_BASELINE, TASK_ASSESS, TASK_EVALUATE_MODELS)
 
 CONFIG = "config"
 ARRAYS = "arrays"
@@ -35,12 +45,33 @@ STATS = "stats"
 IDENTITY = "identity"
 RECEIPT = "receipt"
 
+# Under secure aggregation the train task travels as Flower's legacy FitIns: its config names
+# the order of the model's arrays and the range the masked update must fit in.
+SECURE_ARRAY_KEYS = "secure-array-keys"
+SECURE_CLIPPING_RANGE = "secure-clipping-range"
+
 MAX_STRING = 4096
 EVAL_METRICS = {"num-examples", "positives", "loss", "auc", "balanced-accuracy", "ece"}
-TRAIN_METRICS = {"num-examples", "loss", "steps", "epsilon", "delta"}
+# Under DP a train reply also states what the run cost: ``epsilon`` (this run), ``epsilon-job``
+# (the company's total in the job after it), ``delta``, and the mechanism that was run
+# (``noise-multiplier``, ``sample-rate``, ``steps``), so that anyone can recompute the figures.
+DP_METRICS = ("epsilon", "epsilon-job", "delta", "noise-multiplier", "sample-rate", "steps")
+TRAIN_METRICS = {"num-examples", "loss", *DP_METRICS}
 IDENTITY_FIELDS = {"company-id", "dataset-id", "public-key", "signature"}
 RECEIPT_FIELDS = {"payload", "signature"}
 _STAT_NAME = re.compile(r"^(rows|positives|(count|sum|sumsq)/[A-Za-z_][A-Za-z0-9_\-]{0,63})$")
+
+ASSESS_KINDS = ("clean", "noise", "missing", "shift")
+ASSESS_MEASURES = ("loss", "auc", "balanced-accuracy", "ece")
+CALIBRATION_PARTS = ("count", "score", "label")
+ASSESS_METRICS = (
+    {"num-examples", "positives", "missing/feature", "shift/category"}
+    | {f"{kind}/{measure}" for kind in ASSESS_KINDS for measure in ASSESS_MEASURES}
+    | {f"calibration/{part}/{b}" for part in CALIBRATION_PARTS for b in range(CALIBRATION_BINS)}
+)
+MAX_MODELS_PER_TASK = 512
+MODEL_MEASURES = ("loss", "auc")
+_MODEL_METRIC = re.compile(r"^(num-examples|positives|(loss|auc)/(0|[1-9][0-9]{0,3}))$")
 
 
 class TrainSettings(BaseModel):
@@ -71,6 +102,12 @@ class TrainingPlan(BaseModel):
     dp: DifferentialPrivacySpec | None = None
     secure_aggregation: bool = False
     rounds: int = 1
+    max_update_norm: float | None = None
+    # The company refuses to send this job's updates other than through secure aggregation.
+    secure_aggregation: bool = False
+    code_bundle: str | None = None
+    """The SHA-256 of the code bundle filed for the job (``sandbox.bundle``); a company's
+    gate refuses the task when the code its node runs hashes to anything else."""
 
     def digest(self) -> str:
         return hashlib.sha256(rfc8785.dumps(self.model_dump(mode="json"))).hexdigest()
@@ -84,6 +121,25 @@ def to_array_record(weights: dict[str, np.ndarray]) -> ArrayRecord:
 
 def from_array_record(arrays: ArrayRecord) -> dict[str, np.ndarray]:
     return {name: array.numpy() for name, array in arrays.items()}
+
+
+def stack_models(models: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Several models of one architecture as one set of arrays with a leading model axis."""
+    if not models:
+        raise ValueError("no models to stack")
+    names = sorted(models[0])
+    for model in models[1:]:
+        if sorted(model) != names:
+            raise ValueError("the models to stack do not name the same arrays")
+    return {name: np.stack([m[name] for m in models]).astype(np.float32) for name in names}
+
+
+def unstack_models(stacked: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    counts = {len(value) for value in stacked.values()}
+    if len(counts) != 1:
+        raise ValueError("the stacked arrays disagree on the number of models")
+    count = counts.pop()
+    return [{name: value[i] for name, value in stacked.items()} for i in range(count)]
 
 
 def identity_challenge(job_id: str, nonce: str) -> bytes:
@@ -137,10 +193,53 @@ def check_arrays(arrays: ArrayRecord, expected: dict[str, tuple[int, ...]]) -> l
     return problems
 
 
-def check_reply(
-    task: str, content: RecordDict, expected_arrays: dict[str, tuple[int, ...]] | None = None
+def update_norm(update: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
+    """L2 norm of ``update - reference`` over all arrays together."""
+    total = 0.0
+    for name, value in update.items():
+        diff = np.asarray(value, dtype=np.float64) - np.asarray(reference[name], dtype=np.float64)
+        total += float(np.dot(diff.ravel(), diff.ravel()))
+    return float(np.sqrt(total))
+
+
+def check_update_norm(
+    update: dict[str, np.ndarray], reference: dict[str, np.ndarray], bound: float
 ) -> list[str]:
-    """Every problem with a reply to ``task``; an empty list means the reply may be used."""
+    """The update's distance from the model it started from must stay within ``bound``."""
+    norm = update_norm(update, reference)
+    if not np.isfinite(norm) or norm > bound:
+        return [f"update norm {norm:.4g} exceeds the job's bound {bound:g}"]
+    return []
+
+
+def _model_metrics_ok(record: MetricRecord, model_count: int, problems: list[str]) -> None:
+    """Each of the ``model_count`` models sent has a loss, and no metric names another."""
+    losses = set()
+    for key in record:
+        match = _MODEL_METRIC.match(key)
+        if match is None or match.group(3) is None:
+            continue
+        index = int(match.group(3))
+        if index >= model_count:
+            problems.append(f"metrics name model {index}, but {model_count} were sent")
+        elif match.group(2) == "loss":
+            losses.add(index)
+    if len(losses) != model_count:
+        problems.append(f"metrics give a loss for {len(losses)} of the {model_count} models sent")
+
+
+def check_reply(
+    task: str,
+    content: RecordDict,
+    expected_arrays: dict[str, tuple[int, ...]] | None = None,
+    masked: bool = False,
+    model_count: int | None = None,
+) -> list[str]:
+    """Every problem with a reply to ``task``; an empty list means the reply may be used.
+
+    ``masked``: a train reply whose update went into secure aggregation; it must then carry
+    no arrays at all (the coordinator only ever sees the aggregate). ``model_count`` is the
+    number of models an ``evaluate-models`` query sent: the reply must score exactly those."""
     problems: list[str] = []
     allowed_records = {
         TASK_IDENTIFY: {IDENTITY},
@@ -148,12 +247,18 @@ def check_reply(
         TASK_BASELINE: {METRICS, RECEIPT},
         TASK_EVALUATE: {METRICS, RECEIPT},
         TASK_TRAIN: {ARRAYS, METRICS, RECEIPT},
+        TASK_ASSESS: {METRICS, RECEIPT},
+        TASK_EVALUATE_MODELS: {METRICS, RECEIPT},
     }.get(task)
     if allowed_records is None:
         return [f"unknown task {task!r}"]
     keys = set(content.keys())
     if keys - allowed_records:
         problems.append(f"reply carries unexpected records {sorted(keys - allowed_records)}")
+    if masked:
+        allowed_records = allowed_records - {ARRAYS}
+        if ARRAYS in keys:
+            problems.append("a securely aggregated reply must not carry its arrays")
     required = allowed_records - {RECEIPT}
     if required - keys:
         problems.append(f"reply lacks records {sorted(required - keys)}")
@@ -167,12 +272,14 @@ def check_reply(
             if not isinstance(record, MetricRecord):
                 problems.append("'metrics' must be a MetricRecord")
             else:
-                _metrics_ok(
-                    record,
-                    TRAIN_METRICS if task == TASK_TRAIN else EVAL_METRICS,
-                    problems,
-                    "metrics",
-                )
+                allowed = {
+                    TASK_TRAIN: TRAIN_METRICS,
+                    TASK_ASSESS: ASSESS_METRICS,
+                    TASK_EVALUATE_MODELS: _MODEL_METRIC,
+                }.get(task, EVAL_METRICS)
+                _metrics_ok(record, allowed, problems, "metrics")
+                if task == TASK_EVALUATE_MODELS and model_count is not None:
+                    _model_metrics_ok(record, model_count, problems)
         elif key == STATS:
             if not isinstance(record, MetricRecord):
                 problems.append("'stats' must be a MetricRecord")

@@ -30,8 +30,8 @@ def use_postgres() -> bool:
     return os.environ.get("SANDBOX_TEST_DATABASE", "sqlite").lower() in ("postgres", "postgresql")
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
     """The URL of a new, empty Postgres database, dropped afterwards.
 
     The server is the one named by ``SANDBOX_TEST_POSTGRES_URL`` (an admin connection). An
@@ -70,6 +70,13 @@ def postgres_database() -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (see ``fresh_postgres_database``)."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

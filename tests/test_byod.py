@@ -19,7 +19,7 @@ from sandbox.registry.models import Company, Consent, Dataset
 
 MANIFEST = """
 name = "claims"
-industry = "Insurance"
+industry = "Finance insurance and real estate"
 grade = "general"
 personal_data = true
 

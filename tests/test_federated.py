@@ -17,15 +17,19 @@ from sandbox import identity
 from sandbox.cli import app
 from sandbox.config import Settings
 from sandbox.data import census
+from sandbox.governance import get_governance
 from sandbox.jobspec import JobSpec
-from sandbox.onboarding import onboard_company
+from sandbox.operations import file_job
+from sandbox.protocol import ASSESS_METRICS, MAX_MODELS_PER_TASK
 from sandbox.receipts import ReceiptPayload
 from sandbox.registry import service
+from sandbox.registry.models import Job
+from tests.helpers import join
 
 pytestmark = pytest.mark.slow
 
 RECEIPT_FIELDS = set(ReceiptPayload.model_fields)
-INDUSTRIES = ["Construction", "Education", "Finance insurance and real estate", "Retail trade"]
+INDUSTRIES = ["Construction", "Education", "Transportation", "Retail trade"]
 
 
 class VaultOpenWatch:
@@ -59,20 +63,21 @@ class VaultOpenWatch:
                 self.opened.append(path)
 
 
-def join(settings: Settings, engine, industries: list[str], rows: int = 300) -> list[str]:  # type: ignore[no-untyped-def]
-    ids = []
-    for industry in industries:
-        company = census.slug(industry)
-        onboard_company(
-            engine,
-            settings.company_dir(company),
-            company,
-            industry,
-            census.company_table(industry, rows=rows, seed=1),
-            purposes=("income-prediction",),
-        )
-        ids.append(company)
-    return ids
+def file_governed(settings: Settings, companies: list[str], **training: int) -> Job:
+    """File through the policy engine, as the product does: census rows are personal data,
+    so the job trains with differential privacy (the policy requires it at every tier)."""
+    spec = JobSpec.model_validate(
+        {
+            "purpose": "income-prediction",
+            "companies": companies,
+            "min_participants": 3,
+            "privacy": {"dp": {"epsilon": 2.0}},
+            **training,
+        }
+    )
+    filed = file_job(get_governance(settings), spec, engineer="engineer")
+    assert filed.allowed and filed.job.status == "admitted", filed.reasons
+    return filed.job
 
 
 def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
@@ -85,14 +90,7 @@ def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
         sandbox_home.company_dir(impostor) / "keys" / "company.key", identity.generate_key()
     )
     info_path = sandbox_home.company_dir(impostor) / "node.json"
-    spec = JobSpec(
-        purpose="income-prediction",
-        companies=tuple(companies),
-        rounds=3,
-        local_epochs=2,
-        min_participants=3,
-    )
-    job = service.file_job(engine, spec, filed_by="engineer")
+    job = file_governed(sandbox_home, companies, rounds=3, local_epochs=2)
 
     replies: list[tuple[str, str, RecordDict]] = []
     watch = VaultOpenWatch.get()
@@ -121,7 +119,15 @@ def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
     input_dim = result["input_dim"]
     model_shapes = {"0.weight": (1, input_dim), "0.bias": (1,)}
     tasks = {t for t, _, _ in replies}
-    assert tasks == {"identify", "feature-stats", "local-baseline", "train", "evaluate"}
+    assert tasks == {
+        "identify",
+        "feature-stats",
+        "local-baseline",
+        "train",
+        "evaluate",
+        "assess",
+        "evaluate-models",
+    }
     for task, _company, content in replies:
         for key, record in content.items():
             if isinstance(record, ArrayRecord):
@@ -131,8 +137,14 @@ def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
             elif isinstance(record, MetricRecord):
                 assert key in ("metrics", "stats")
                 assert all(isinstance(v, (int, float)) for v in record.values())
-                # scalar statistics: at most 3 per numeric column plus counts
-                assert len(record) <= 3 * len(census.NUMERIC) + 2
+                if task == "assess":
+                    assert set(record) <= ASSESS_METRICS
+                elif task == "evaluate-models":
+                    # a loss and an AUC per coalition model sent, plus two counts
+                    assert len(record) <= 2 * MAX_MODELS_PER_TASK + 2
+                else:
+                    # scalar statistics: at most 3 per numeric column plus counts
+                    assert len(record) <= 3 * len(census.NUMERIC) + 2
             elif key == "identity":
                 assert isinstance(record, ConfigRecord) and task == "identify"
                 assert set(record.keys()) == {"company-id", "dataset-id", "public-key", "signature"}
@@ -153,17 +165,27 @@ def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
     assert model_file.exists()
     assert service.get_job(engine, job.id).model_hash == result["model_hash"]
 
+    # The release: decided by the policy on the companies' own assessments, recorded in the
+    # registry and the ledger. The impostor's company never proved its identity: unassessed.
+    release = result["release"]
+    assert release["tier"] == service.get_job(engine, job.id).risk_tier == "medium"
+    assert set(result["assessment"]["not_assessed"]) == {impostor}
+    [record] = service.job_releases(engine, job.id)
+    assert record.allowed == release["allowed"] and record.model_hash == result["model_hash"]
+    assert (sandbox_home.runs_dir / job.id / "release").exists() == release["allowed"]
+    assert {c["company"] for c in result["contributions"]["companies"]} == set(honest)
+    records = [json.loads(e.entry) for e in get_governance(sandbox_home).ledger.iter_entries()]
+    [decision] = [r for r in records if r["action"] == "decision.release_model"]
+    assert decision["decision"]["allowed"] == release["allowed"]
+    [outcome_record] = [r for r in records if r["action"] in ("model.released", "model.withheld")]
+    assert outcome_record["model_hash"] == result["model_hash"]
+    shares = [r for r in records if r["action"] == "contribution.share"]
+    assert {r["resource"]["id"] for r in shares} == set(honest)
+
 
 def test_too_few_participants_stops_the_job_and_says_why(sandbox_home: Settings, engine) -> None:
     companies = join(sandbox_home, engine, INDUSTRIES[:3], rows=200)
-    spec = JobSpec(
-        purpose="income-prediction",
-        companies=tuple(companies),
-        rounds=2,
-        local_epochs=1,
-        min_participants=3,
-    )
-    job = service.file_job(engine, spec, filed_by="engineer")
+    job = file_governed(sandbox_home, companies, rounds=2, local_epochs=1)
     # One company's vault is damaged: its node refuses every task, so only two remain.
     vault = sandbox_home.company_dir(companies[0]) / "vault" / "census" / "train.parquet"
     vault.write_bytes(vault.read_bytes()[:-10] + b"0123456789")
@@ -183,7 +205,8 @@ def test_demo_quick_writes_the_table_as_json(
         app, ["demo", "--quick", "--strategy", "fedprox", "--json", str(out)]
     )
     assert result.exit_code == 0, result.output
-    assert "small firms" in result.output and "pooled" in result.output
+    output = " ".join(result.output.split())  # the console wraps at 80 columns here
+    assert "small firms" in output and "pooled" in output
     report = json.loads(out.read_text())
     assert len(report["companies"]) == 6
     for row in report["companies"]:
@@ -195,3 +218,25 @@ def test_demo_quick_writes_the_table_as_json(
     assert set(summary["mean_auc"]) == {"local", "federated", "pooled"}
     assert summary["mean_auc"]["federated"] > 0.6
     assert report["job"]["status"] == "completed"
+
+    # The demo ends with the assessment, the release decision and the contribution table.
+    assert output.index("Release assessment") < output.index("Release decision")
+    assert output.index("Release decision") < output.index("Contribution of each company")
+    ids = {row["company"] for row in report["companies"]}
+    assessment = report["assessment"]
+    assert {r["company"] for r in assessment["companies"]} == ids
+    for row in assessment["companies"]:
+        assert set(row["federated"]) >= {"auc", "balanced_accuracy", "ece"}
+        assert row["local"] is not None and "noise" in row["perturbed"]
+    assert 0.0 <= assessment["calibration_error"] <= 1.0
+    release = report["release"]
+    assert release["tier"] == "medium"  # the first six industries: three are medium-tier
+    assert release["model_hash"] == report["job"]["model_hash"] and release["recorded"]
+    assert release["reasons"] and all(isinstance(r, str) for r in release["reasons"])
+    assert (release["exported_to"] is not None) == release["allowed"]
+    assert ("ALLOWED" if release["allowed"] else "DENIED") in output
+    contributions = report["contributions"]
+    assert {c["company"] for c in contributions["companies"]} == ids
+    assert contributions["method"] == "exact per-round Shapley"
+    shares = [c["share"] for c in contributions["companies"]]
+    assert all(s >= 0 for s in shares) and abs(sum(shares) - 1.0) < 1e-9

@@ -112,11 +112,11 @@ def test_revocation_mid_job_and_the_companys_own_gate(sandbox_home: Settings, en
     assert rounds[0].took_part == sorted(members)
     for later in rounds[1:]:
         assert later.took_part == sorted(members[2:])
+        sat_out = {m["company"]: m["reason"] for m in later.sat_out}
         missing = {m["company"]: m["reason"] for m in later.missing}
-        assert (
-            missing[revoked].startswith("removed by policy")
-            and "no live consent" in missing[revoked]
-        )
+        assert set(sat_out) == {revoked} and set(missing) == {refusing}
+        assert sat_out[revoked].startswith("removed by policy")
+        assert "no live consent" in sat_out[revoked]
         assert "refused by the company's gate" in missing[refusing]
 
     records = ledger_records(sandbox_home)
@@ -127,7 +127,8 @@ def test_revocation_mid_job_and_the_companys_own_gate(sandbox_home: Settings, en
     ]
     assert {r["actor"]["principal"] for r in denials} == {revoked}
     assert all("consent.live_for_round" in r["decision"]["policies"] for r in denials)
-    assert {r["round"] for r in denials} == {2, 3}
+    # rounds 2 and 3, and the release assessment after the last round (round 4)
+    assert {r["round"] for r in denials} == {2, 3, 4}
 
     # The refusing company's own log: a denied read, chained and intact.
     log = HashChainLog(NodeHome(sandbox_home.company_dir(refusing)).local_log_path)
@@ -143,7 +144,13 @@ def test_revocation_mid_job_and_the_companys_own_gate(sandbox_home: Settings, en
     with Session(engine) as session:
         receipts = session.exec(select(Receipt).where(Receipt.job_id == job_id)).all()
         keys = {c.id: c.public_key for c in session.exec(select(Company)).all()}
-    assert len(receipts) == 5 * 2 + 5 * 2 + 3 * 2 * 2  # setup, round 1, rounds 2-3 (train+evaluate)
+    by_task = {
+        task: sum(1 for r in receipts if r.task == task) for task in {r.task for r in receipts}
+    }
+    # set-up (5 companies), round 1 (5), rounds 2-3 (3 each), the release assessment (3)
+    assert by_task["feature-stats"] == by_task["local-baseline"] == 5
+    assert by_task["train"] == by_task["evaluate"] == 5 + 3 + 3
+    assert by_task["assess"] == 3
     for receipt in receipts:
         payload = verify_receipt(
             receipt.payload,

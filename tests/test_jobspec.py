@@ -70,3 +70,19 @@ def test_spec_files(tmp_path: Path) -> None:
         yaml = tmp_path / "job.yaml"
         yaml.write_text("purpose: p")
         load_job_spec(yaml)
+
+
+def test_a_dp_spec_takes_the_dp_training_defaults_it_leaves_unset() -> None:
+    plain = JobSpec(purpose="p", companies=("a", "b"))
+    dp = JobSpec.model_validate(
+        {"purpose": "p", "companies": ["a", "b"], "privacy": {"dp": {"epsilon": 8}}}
+    )
+    assert (plain.rounds, plain.batch_size, plain.learning_rate) == (40, 64, 0.05)
+    assert (dp.rounds, dp.local_epochs, dp.batch_size, dp.learning_rate) == (20, 2, 512, 2.0)
+    assert dp.privacy.dp is not None and dp.privacy.dp.max_grad_norm == 3.0
+    chosen = JobSpec.model_validate(
+        {"purpose": "p", "companies": ["a", "b"], "rounds": 7, "privacy": {"dp": {"epsilon": 8}}}
+    )
+    assert chosen.rounds == 7 and chosen.batch_size == 512
+    # The filled-in values are part of what is filed and hashed.
+    assert JobSpec.model_validate(dp.model_dump()).spec_hash == dp.spec_hash

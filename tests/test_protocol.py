@@ -8,12 +8,16 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from sandbox.protocol import (
+    TASK_ASSESS,
     TASK_EVALUATE,
+    TASK_EVALUATE_MODELS,
     TASK_IDENTIFY,
     TASK_STATS,
     TASK_TRAIN,
     check_reply,
+    stack_models,
     to_array_record,
+    unstack_models,
 )
 
 SHAPES = {"0.weight": (1, 4), "0.bias": (1,)}
@@ -84,3 +88,44 @@ def test_identity_strings_are_bounded() -> None:
 
 def test_unknown_task_is_refused() -> None:
     assert check_reply("exfiltrate", RecordDict({})) == ["unknown task 'exfiltrate'"]
+
+
+def test_an_assessment_reply_carries_only_its_named_metrics() -> None:
+    good = {"num-examples": 75.0, "positives": 7.0, "clean/auc": 0.8, "noise/auc": 0.78}
+    good.update({f"calibration/count/{b}": 1.0 for b in range(10)})
+    assert check_reply(TASK_ASSESS, RecordDict({"metrics": MetricRecord(good)})) == []
+    for smuggled in ({"clean/auc-row-3": 1.0}, {"calibration/count/10": 1.0}, {"score/0": 0.4}):
+        reply = RecordDict({"metrics": MetricRecord({**good, **smuggled})})
+        assert any("unexpected metric" in p for p in check_reply(TASK_ASSESS, reply))
+    with_arrays = RecordDict({"metrics": MetricRecord(good), "arrays": update()})
+    assert any("unexpected records" in p for p in check_reply(TASK_ASSESS, with_arrays))
+
+
+def test_a_model_scoring_reply_scores_exactly_the_models_sent() -> None:
+    def reply(metrics: dict[str, float]) -> RecordDict:
+        return RecordDict({"metrics": MetricRecord({"num-examples": 75.0, **metrics})})
+
+    good = {"loss/0": 0.3, "auc/0": 0.8, "loss/1": 0.4}  # model 1: one class, AUC left out
+    assert check_reply(TASK_EVALUATE_MODELS, reply(good), model_count=2) == []
+    too_many = check_reply(TASK_EVALUATE_MODELS, reply({**good, "loss/2": 0.1}), model_count=2)
+    assert any("name model 2, but 2 were sent" in p for p in too_many)
+    short = check_reply(TASK_EVALUATE_MODELS, reply({"loss/0": 0.3}), model_count=2)
+    assert any("a loss for 1 of the 2 models" in p for p in short)
+    for bad in ({"loss/01": 0.3}, {"loss/-1": 0.3}, {"score/0": 0.5}, {"loss/12345": 0.3}):
+        problems = check_reply(TASK_EVALUATE_MODELS, reply({**good, **bad}), model_count=2)
+        assert any("unexpected metric" in p for p in problems), bad
+
+
+def test_models_stack_and_unstack() -> None:
+    models = [
+        {"0.weight": np.full((1, 4), i, np.float32), "0.bias": np.full(1, -i, np.float32)}
+        for i in range(3)
+    ]
+    stacked = stack_models(models)
+    assert stacked["0.weight"].shape == (3, 1, 4) and stacked["0.bias"].shape == (3, 1)
+    back = unstack_models(stacked)
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(models, back, strict=True) for k in a)
+    with pytest.raises(ValueError, match="same arrays"):
+        stack_models([models[0], {"0.weight": models[1]["0.weight"]}])
+    with pytest.raises(ValueError, match="disagree"):
+        unstack_models({"a": np.zeros((2, 3)), "b": np.zeros((3, 3))})

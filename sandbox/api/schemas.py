@@ -330,11 +330,17 @@ class JobSpendOut(BaseModel):
     job_id: str
     purpose: str
     budget: float | None = Field(description="the job's epsilon per company (its spec)")
-    epsilon: float = Field(description="epsilon spent, as the company's receipts state")
+    epsilon: float = Field(
+        description="epsilon charged to the company in this job (charged before each run, "
+        "never below what the company reported)"
+    )
+    epsilon_receipted: float = Field(
+        description="epsilon that the company's own signed training receipts state"
+    )
     delta: float | None
-    rounds: int
+    runs: int = Field(description="training runs charged")
+    runs_unsettled: int = Field(description="runs charged whose report never came")
     receipts: int
-    rows: int
 
 
 class SpendOut(BaseModel):

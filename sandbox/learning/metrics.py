@@ -44,18 +44,45 @@ def balanced_accuracy(y: np.ndarray, score: np.ndarray, threshold: float) -> flo
     return float((tpr + tnr) / 2)
 
 
-def expected_calibration_error(y: np.ndarray, score: np.ndarray, bins: int = 10) -> float | None:
+CALIBRATION_BINS = 10
+
+
+def calibration_bins(
+    y: np.ndarray, score: np.ndarray, bins: int = CALIBRATION_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width probability bin: row count, sum of scores, sum of labels.
+
+    These sums add up across companies, so the calibration error of the union of several
+    companies' test splits follows exactly from what each company reports.
+    """
+    score = np.asarray(score, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(score, edges[1:-1]), 0, bins - 1)
+    counts = np.bincount(index, minlength=bins).astype(np.float64)
+    score_sums = np.bincount(index, weights=score, minlength=bins)
+    label_sums = np.bincount(index, weights=np.asarray(y, dtype=np.float64), minlength=bins)
+    return counts, score_sums, label_sums
+
+
+def ece_from_bins(
+    counts: np.ndarray, score_sums: np.ndarray, label_sums: np.ndarray
+) -> float | None:
+    """ECE from per-bin sums: sum over bins of |mean label - mean score| weighted by size."""
+    total = float(np.sum(counts))
+    if total <= 0:
+        return None
+    filled = counts > 0
+    gaps = np.abs(label_sums[filled] - score_sums[filled]) / counts[filled]
+    return float(np.sum(counts[filled] / total * gaps))
+
+
+def expected_calibration_error(
+    y: np.ndarray, score: np.ndarray, bins: int = CALIBRATION_BINS
+) -> float | None:
     """ECE over equal-width probability bins, weighted by bin size."""
     if len(y) == 0:
         return None
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.digitize(score, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = index == b
-        if mask.any():
-            total += mask.mean() * abs(float(y[mask].mean()) - float(score[mask].mean()))
-    return float(total)
+    return ece_from_bins(*calibration_bins(y, score, bins))
 
 
 def mean_defined(values: list[float | None]) -> float | None:

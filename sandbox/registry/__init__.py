@@ -1,5 +1,5 @@
-"""Companies, datasets, consents, jobs, rounds, receipts, principals and API tokens: tables
-and service functions."""
+"""Companies, node keys, datasets, consents, jobs, rounds, receipts, principals and API
+tokens: tables and service functions."""
 
 from sandbox.registry.models import (
     ApiToken,
@@ -7,8 +7,10 @@ from sandbox.registry.models import (
     Consent,
     Dataset,
     Job,
+    NodeKey,
     PolicyDecision,
     Principal,
+    PrivacySpend,
     Receipt,
     Round,
 )
@@ -19,8 +21,10 @@ __all__ = [
     "Consent",
     "Dataset",
     "Job",
+    "NodeKey",
     "PolicyDecision",
     "Principal",
+    "PrivacySpend",
     "Receipt",
     "Round",
 ]

@@ -1,4 +1,5 @@
-"""The registry's tables: companies, datasets, consents, jobs, rounds and receipts; the
+"""The registry's tables: companies, their node keys, datasets, consents, jobs, rounds,
+receipts, the privacy spent by each company, policy decisions' readable side, releases; the
 principals of the API and their tokens.
 
 Only manifests are stored here, never rows. JSON columns hold documents that are already
@@ -25,6 +26,23 @@ class Company(SQLModel, table=True):
     public_key: str = Field(max_length=64, description="Ed25519 public key, base64 raw bytes")
     status: str = Field(default="active", max_length=16)
     joined_at: datetime = Field(default_factory=utcnow)
+
+
+class NodeKey(SQLModel, table=True):
+    """A company's SuperNode authentication key (deployment engine) and its registration.
+
+    The public half (an OpenSSH ``ecdsa-sha2-nistp256`` line) is what the sandbox registers
+    with its SuperLink; the SuperLink admits only nodes holding a registered key. The node id
+    the SuperLink assigned is kept as text (Flower's node ids are unsigned 64-bit).
+    """
+
+    company_id: str = Field(primary_key=True, foreign_key="company.id", max_length=64)
+    public_key: str = Field(max_length=256, unique=True)
+    fingerprint: str = Field(max_length=64)
+    added_at: datetime = Field(default_factory=utcnow)
+    superlink: str | None = Field(default=None, max_length=255)
+    flower_node_id: str | None = Field(default=None, max_length=20)
+    registered_at: datetime | None = None
 
 
 class Dataset(SQLModel, table=True):
@@ -56,6 +74,9 @@ class Job(SQLModel, table=True):
     purpose: str = Field(max_length=100, index=True)
     spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     spec_hash: str = Field(max_length=64)
+    bundle_hash: str | None = Field(
+        default=None, max_length=64, description="SHA-256 of the filed code bundle"
+    )
     risk_tier: str = Field(default="low", max_length=16)
     status: str = Field(default="filed", max_length=24, index=True)
     status_reason: str | None = Field(default=None, sa_column=Column(Text))
@@ -83,6 +104,10 @@ class Round(SQLModel, table=True):
     took_part: list[str] = Field(sa_column=Column(JSON, nullable=False))
     missing: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     rejected: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    # Companies that were not asked this round, each with the reason (e.g. privacy budget).
+    sat_out: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
     metrics: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     started_at: datetime = Field(default_factory=utcnow)
     ended_at: datetime | None = None
@@ -124,6 +149,55 @@ class PolicyDecision(SQLModel, table=True):
     errors: list[str] = Field(sa_column=Column(JSON, nullable=False))
     job_id: str | None = Field(default=None, max_length=40, index=True)
     round: int | None = None
+
+
+class PrivacySpend(SQLModel, table=True):
+    """One DP training run a company was asked for, and the privacy it cost.
+
+    The row is written before the task is sent (``status="charged"``, at the coordinator's
+    own prediction) and settled with the company's reported figures when its reply arrives
+    (``"reported"``); a run whose reply never came stays charged, since the company may have
+    trained. ``epsilon`` is this run's increment, ``epsilon_job`` the company's total in the
+    job after it. A company's spend in a job is the largest ``epsilon_job`` of its rows there;
+    its spend for a purpose is the sum of that over the purpose's jobs.
+    """
+
+    __tablename__ = "privacy_spend"
+
+    id: int | None = Field(default=None, primary_key=True)
+    company_id: str = Field(foreign_key="company.id", index=True, max_length=64)
+    purpose: str = Field(max_length=100, index=True)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=40)
+    round: int
+    epsilon: float
+    epsilon_job: float
+    delta: float
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    status: str = Field(default="charged", max_length=16)
+    reported_epsilon: float | None = None
+    reported_epsilon_job: float | None = None
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    charged_at: datetime = Field(default_factory=utcnow)
+    settled_at: datetime | None = None
+
+
+class Release(SQLModel, table=True):
+    """One release decision on a job's model: the tier, the verdict with its reasons, the
+    assessment it rests on, the contribution estimate, and where the model went (if anywhere)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=40)
+    model_hash: str = Field(max_length=64)
+    tier: str = Field(max_length=16)
+    allowed: bool
+    reasons: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    decided_by: str = Field(max_length=200)
+    assessment: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    contributions: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    exported_to: str | None = Field(default=None, sa_column=Column(Text))
+    decided_at: datetime = Field(default_factory=utcnow)
 
 
 class Principal(SQLModel, table=True):

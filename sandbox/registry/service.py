@@ -11,8 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import Session, select
 
+from sandbox import pki
+from sandbox.bundle import running_bundle
 from sandbox.data.manifest import DatasetManifest, check_identifier
 from sandbox.db import session_scope
 from sandbox.identity import decode_public_key_b64
@@ -23,15 +25,19 @@ from sandbox.registry.models import (
     Consent,
     Dataset,
     Job,
+    NodeKey,
     PolicyDecision,
+    PrivacySpend,
     Receipt,
+    Release,
     Round,
     utcnow,
 )
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
 # The largest count a registry column holds on every database (a 32-bit INTEGER in PostgreSQL).
 MAX_COUNT = 2**31 - 1
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 """Ids that the registry, the policies and the ledger all accept: of companies, principals and
@@ -86,7 +92,7 @@ def check_filled(manifest: DatasetManifest) -> None:
     hash of SHA-256 hex; counts that every database holds."""
     if manifest.row_count is None or manifest.content_hash is None:
         raise Invalid("the manifest lacks its row count and content hash; prepare the vault first")
-    if not _SHA256_HEX.match(manifest.content_hash):
+    if not _SHA256.fullmatch(manifest.content_hash):
         raise Invalid(
             "content_hash must be the SHA-256 of the vault files, 64 lower-case hex digits"
         )
@@ -207,10 +213,17 @@ def get_dataset(engine: Engine, company_id: str, name: str) -> Dataset:
 
 
 def file_job(
-    engine: Engine, spec: JobSpec, filed_by: str, job_id: str | None = None, **fields: object
+    engine: Engine,
+    spec: JobSpec,
+    filed_by: str,
+    job_id: str | None = None,
+    bundle_hash: str | None = None,
+    **fields: object,
 ) -> Job:
-    """Store a validated spec with its hash; every named company must have the dataset.
-    ``fields`` (status, risk tier, admission decision) are stored with it, in one step."""
+    """Store a validated spec with its hash, and file the code bundle that will run it (by
+    default the code of this process); every named company must have the dataset. ``fields``
+    (status, risk tier, admission decision) are stored with it, in one step."""
+    bundle = bundle_hash if bundle_hash is not None else running_bundle().digest
     with session_scope(engine) as session:
         missing = []
         for company_id in spec.companies:
@@ -228,6 +241,31 @@ def file_job(
         for key, value in fields.items():
             setattr(job, key, value)
         session.add(job)
+        _file_algorithm(session, job, bundle, spec.spec_hash)
+        return job
+
+
+def _file_algorithm(session: Session, job: Job, bundle_hash: str, spec_hash: str) -> None:
+    if not _SHA256.fullmatch(bundle_hash):
+        raise Invalid("a code bundle hash is 64 lowercase hexadecimal digits")
+    if spec_hash != job.spec_hash:
+        raise Conflict(f"job {job.id} was filed with another spec (hash {job.spec_hash[:16]}…)")
+    if job.bundle_hash is not None and job.bundle_hash != bundle_hash:
+        raise Conflict(f"job {job.id} already has a filed code bundle; file a new job instead")
+    job.bundle_hash = bundle_hash
+    session.add(job)
+    # Ledger hook: the algorithm filing (job, spec hash, bundle hash, filer) is recorded here.
+
+
+def file_algorithm(engine: Engine, job_id: str, bundle_hash: str, spec_hash: str) -> Job:
+    """Algorithm filing: bind ``job_id`` to the hash of its spec and of the code bundle that
+    may run it. Company nodes refuse every task of the job whose running code hashes to
+    anything else. A filed bundle is never replaced."""
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        _file_algorithm(session, job, bundle_hash, spec_hash)
         return job
 
 
@@ -405,54 +443,60 @@ def job_receipts(engine: Engine, job_id: str) -> list[Receipt]:
     with session_scope(engine) as session:
         return list(
             session.exec(
-                select(Receipt).where(Receipt.job_id == job_id).order_by(Receipt.id)  # type: ignore[arg-type]
+                select(Receipt).where(Receipt.job_id == job_id).order_by(Receipt.round)
             ).all()
         )
 
 
 @dataclass(frozen=True)
 class JobSpend:
-    """What one job cost one company: the privacy its own signed training receipts state."""
+    """What one job cost one company in privacy: what the coordinator charged (write-ahead,
+    never below what the company reported) and what the company's own signed receipts state."""
 
     job_id: str
     purpose: str
     budget: float | None
     epsilon: float
+    epsilon_receipted: float
     delta: float | None
-    rounds: int
+    runs: int
+    runs_unsettled: int
     receipts: int
-    rows: int
 
 
 def company_spend(engine: Engine, company_id: str) -> list[JobSpend]:
-    """The company's privacy spend per job, from its signed receipts (training rounds spend
-    budget; evaluation does not)."""
+    """The company's privacy spend per job, oldest job first."""
     with session_scope(engine) as session:
-        rows = session.exec(
-            select(Receipt, Job)
-            .join(Job, Job.id == Receipt.job_id)  # type: ignore[arg-type]
-            .where(Receipt.company_id == company_id)
-            .order_by(Receipt.id)  # type: ignore[arg-type]
+        charges = session.exec(
+            select(PrivacySpend)
+            .where(PrivacySpend.company_id == company_id)
+            .order_by(PrivacySpend.id)  # type: ignore[arg-type]
         ).all()
-    by_job: dict[str, list[tuple[Receipt, Job]]] = {}
-    for receipt, job in rows:
-        by_job.setdefault(job.id, []).append((receipt, job))
+        receipts = session.exec(
+            select(Receipt).where(Receipt.company_id == company_id).order_by(Receipt.id)  # type: ignore[arg-type]
+        ).all()
+        job_ids = list(dict.fromkeys([c.job_id for c in charges] + [r.job_id for r in receipts]))
+        jobs = {
+            j.id: j
+            for j in session.exec(select(Job).where(Job.id.in_(job_ids))).all()  # type: ignore[attr-defined]
+        }
     spends = []
-    for job_id, pairs in by_job.items():
-        job = pairs[0][1]
-        train = [r for r, _ in pairs if r.task == "train"]
+    for job_id in job_ids:
+        job = jobs[job_id]
+        charged = [c for c in charges if c.job_id == job_id]
+        signed = [r for r in receipts if r.job_id == job_id]
         dp = (job.spec.get("privacy") or {}).get("dp") or {}
-        deltas = [r.delta for r in train if r.delta is not None]
         spends.append(
             JobSpend(
                 job_id=job_id,
                 purpose=job.purpose,
                 budget=dp.get("epsilon"),
-                epsilon=sum(r.epsilon or 0.0 for r in train),
-                delta=max(deltas) if deltas else None,
-                rounds=len({r.round for r in train}),
-                receipts=len(pairs),
-                rows=max((r.rows for r in train), default=0),
+                epsilon=max((c.epsilon_job for c in charged), default=0.0),
+                epsilon_receipted=sum(r.epsilon or 0.0 for r in signed if r.task == "train"),
+                delta=max((c.delta for c in charged), default=None),
+                runs=len(charged),
+                runs_unsettled=sum(1 for c in charged if c.status != "reported"),
+                receipts=len(signed),
             )
         )
     return spends
@@ -462,3 +506,85 @@ def policy_decision(engine: Engine, decision_id: str) -> PolicyDecision | None:
     """The readable side of a recorded decision (its reasons), if any."""
     with session_scope(engine) as session:
         return session.get(PolicyDecision, decision_id)
+
+
+def record_release(engine: Engine, release: Release) -> Release:
+    """Store a release decision (allowed or denied); every decision is kept, none replaced."""
+    with session_scope(engine) as session:
+        if session.get(Job, release.job_id) is None:
+            raise NotFound(f"no job {release.job_id!r}")
+        session.add(release)
+        session.flush()
+        return release
+
+
+def job_releases(engine: Engine, job_id: str) -> list[Release]:
+    """A job's release decisions, oldest first."""
+    with session_scope(engine) as session:
+        return list(
+            session.exec(
+                select(Release).where(Release.job_id == job_id).order_by(Release.id)  # type: ignore[arg-type]
+            ).all()
+        )
+
+
+# ----------------------------------------------------------------------- node keys
+def set_node_key(
+    engine: Engine, company_id: str, public_key: str, replace: bool = False
+) -> NodeKey:
+    """Record the public half of a company's SuperNode authentication key. A different key
+    replaces the old one only with ``replace`` (its SuperLink registration is then void)."""
+    try:
+        line = pki.normalise_node_public_key(public_key)
+    except pki.PkiError as exc:
+        raise Invalid(f"node key: {exc}") from exc
+    with session_scope(engine) as session:
+        if session.get(Company, company_id) is None:
+            raise NotFound(f"no company {company_id!r}")
+        other = session.exec(
+            select(NodeKey).where(NodeKey.public_key == line, NodeKey.company_id != company_id)
+        ).first()
+        if other is not None:
+            raise Conflict("this node key is already another company's")
+        current = session.get(NodeKey, company_id)
+        if current is not None and current.public_key == line:
+            return current
+        if current is not None and not replace:
+            raise Conflict(f"company {company_id!r} already has another node key")
+        if current is not None:
+            session.delete(current)
+            session.flush()
+        record = NodeKey(
+            company_id=company_id, public_key=line, fingerprint=pki.node_key_fingerprint(line)
+        )
+        session.add(record)
+        return record
+
+
+def get_node_key(engine: Engine, company_id: str) -> NodeKey:
+    with session_scope(engine) as session:
+        record = session.get(NodeKey, company_id)
+        if record is None:
+            raise NotFound(f"company {company_id!r} has no node key")
+        return record
+
+
+def list_node_keys(engine: Engine) -> list[NodeKey]:
+    with session_scope(engine) as session:
+        return list(session.exec(select(NodeKey).order_by(NodeKey.company_id)).all())
+
+
+def record_node_registration(
+    engine: Engine, company_id: str, public_key: str, superlink: str, node_id: str
+) -> NodeKey:
+    """The SuperLink at ``superlink`` admitted ``public_key`` as node ``node_id``. Refused when
+    the registry's key for the company has changed in the meantime."""
+    with session_scope(engine) as session:
+        record = session.get(NodeKey, company_id)
+        if record is None or record.public_key != pki.normalise_node_public_key(public_key):
+            raise Conflict(f"the registry's node key of {company_id!r} is not the one registered")
+        record.superlink = superlink
+        record.flower_node_id = str(int(node_id))
+        record.registered_at = utcnow()
+        session.add(record)
+        return record

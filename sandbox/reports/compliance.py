@@ -19,6 +19,7 @@ from sandbox.governance import Governance
 from sandbox.ledger.log import MAX_PAGE
 from sandbox.registry import service
 from sandbox.registry.models import PolicyDecision
+from sandbox.registry.privacy import job_spends
 from sandbox.registry.service import as_utc
 
 MAX_ENTRIES = 20_000
@@ -53,9 +54,10 @@ class ParticipationFact(BaseModel):
 
 class CompanyUse(BaseModel):
     receipts: int
-    epsilon: float = Field(description="epsilon spent in this job, as its receipts state")
+    epsilon: float = Field(description="epsilon charged to the company in this job")
+    epsilon_receipted: float = Field(description="epsilon its signed training receipts state")
     rows: int
-    ledger_indices: list[int]
+    ledger_indices: list[int] = Field(description="the ledger entries of its receipts")
 
 
 class LedgerSpan(BaseModel):
@@ -92,7 +94,10 @@ class ComplianceSummary(BaseModel):
 
 
 def _use(uses: dict[str, CompanyUse], company: str) -> CompanyUse:
-    return uses.setdefault(company, CompanyUse(receipts=0, epsilon=0.0, rows=0, ledger_indices=[]))
+    return uses.setdefault(
+        company,
+        CompanyUse(receipts=0, epsilon=0.0, epsilon_receipted=0.0, rows=0, ledger_indices=[]),
+    )
 
 
 def _job_entries(gov: Governance, job_id: str, limit: int) -> tuple[list[Any], bool]:
@@ -136,8 +141,11 @@ def job_summary(gov: Governance, job_id: str, max_entries: int = MAX_ENTRIES) ->
         use = _use(uses, receipt.company_id)
         use.receipts += 1
         if receipt.task == "train":
-            use.epsilon += receipt.epsilon or 0.0
+            use.epsilon_receipted += receipt.epsilon or 0.0
             use.rows = max(use.rows, receipt.rows)
+    for charge in job_spends(gov.engine, job_id):
+        use = _use(uses, charge.company_id)
+        use.epsilon = max(use.epsilon, charge.epsilon_job)
 
     approvals = [
         d

@@ -252,7 +252,9 @@ def test_a_high_tier_job_from_join_to_verified_rounds(
     receipts = http.get(f"/companies/{some_company}/receipts", headers=company_headers).json()
     assert {r["job_id"] for r in receipts["receipts"]} == {job_id}
     spend = http.get(f"/companies/{some_company}/privacy-spend", headers=company_headers).json()
-    assert [j["job_id"] for j in spend["jobs"]] == [job_id] and spend["jobs"][0]["rounds"] == 2
+    [used] = spend["jobs"]
+    assert used["job_id"] == job_id and used["runs"] == 2 and used["runs_unsettled"] == 0
+    assert 0 < used["epsilon"] <= cap and used["epsilon_receipted"] <= used["epsilon"] + 1e-9
 
     # The server shuts down cleanly: the app's shutdown runs, then uvicorn passes the signal on.
     process.send_signal(signal.SIGTERM)

@@ -3,6 +3,8 @@ keys, disable them, and activate a policy set the regulator signed."""
 
 from __future__ import annotations
 
+import dataclasses
+from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
@@ -64,12 +66,10 @@ def _policy_set(gov: Governance) -> PolicySetOut:
         ],
         tiers={
             name: {
-                "min_participants": t.min_participants,
-                "dp_epsilon_cap": str(t.dp_epsilon_cap),
-                "release_max_worst_company_gap": str(t.release_max_worst_company_gap),
-                "release_max_calibration_error": str(t.release_max_calibration_error),
+                key: str(value) if isinstance(value, Decimal) else value
+                for key, value in dataclasses.asdict(params).items()
             }
-            for name, t in active.tiers.tiers.items()
+            for name, params in active.tiers.tiers.items()
         },
     )
 

@@ -1,0 +1,128 @@
+"""Flower's deployment engine on this machine: how long `federation up` takes, how long one
+round (train + evaluate, a message exchange each) takes with N company nodes, and `down`.
+
+    python -m benchmarks.deployment [--companies 3] [--rounds 5] [--database-url URL]
+
+Real processes on loopback with TLS and node authentication, as `sandbox federation up`
+starts them. Writes benchmarks/results/deployment.{json,md}. The load average is recorded
+beside every figure: on a shared 2-core machine it moves them a lot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import isolated_home, machine, write_results
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def measure(companies: int, rounds: int, database_url: str | None) -> dict[str, Any]:
+    from sandbox.config import load_settings
+    from sandbox.data import census
+    from sandbox.db import get_engine
+    from sandbox.federation import jobs, local, processes
+    from sandbox.jobspec import JobSpec
+    from sandbox.onboarding import onboard_company
+    from sandbox.registry import service
+
+    with isolated_home("deployment"):
+        if database_url:
+            os.environ["SANDBOX_DATABASE_URL"] = database_url
+        settings = load_settings()
+        engine = get_engine(settings.database_url)
+        ids = []
+        for industry in census.industries()[:companies]:
+            company = census.slug(industry)
+            onboard_company(
+                engine,
+                settings.company_dir(company),
+                company,
+                industry,
+                census.company_table(industry, rows=300, seed=0),
+                purposes=("income-prediction",),
+            )
+            ids.append(company)
+        load_before = loadavg()
+        started = time.monotonic()
+        try:
+            state = local.up(settings, engine, ids, port=processes.free_port())
+            up_s = time.monotonic() - started
+            spec = JobSpec(
+                purpose="income-prediction",
+                companies=tuple(ids),
+                rounds=rounds,
+                local_epochs=1,
+                min_participants=companies,
+                round_timeout_s=300,
+            )
+            job = service.file_job(engine, spec, filed_by="benchmark")
+            cli = local.cli_for(settings, state.address)
+            outcome = jobs.run_job(engine, cli, job.id, timeout=3600)
+        finally:
+            down_started = time.monotonic()
+            report = local.down(settings)
+            down_s = time.monotonic() - down_started
+        records = service.job_rounds(engine, job.id)
+        per_round = [(r.ended_at - r.started_at).total_seconds() for r in records if r.ended_at]
+        first = min(r.started_at for r in records)
+        job_row = service.get_job(engine, job.id)
+        setup = (first - job_row.started_at).total_seconds() if job_row.started_at else None
+        return {
+            "companies": companies,
+            "rounds": rounds,
+            "database": "postgresql" if database_url else "sqlite",
+            "status": outcome.job_status,
+            "flower_status": outcome.flower_status,
+            "up_s": round(up_s, 1),
+            "job_s": outcome.seconds,
+            "setup_s": round(setup, 1) if setup is not None else None,
+            "round_s": [round(s, 1) for s in per_round],
+            "round_median_s": round(statistics.median(per_round), 1) if per_round else None,
+            "down_s": round(down_s, 1),
+            "down_clean": report.clean,
+            "loadavg_before": load_before,
+            "loadavg_after": loadavg(),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--companies", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    result = measure(args.companies, args.rounds, args.database_url)
+    document = {"machine": machine(), "result": result}
+    table = "\n".join(
+        [
+            "# Deployment engine on loopback (TLS, node authentication)",
+            "",
+            f"{result['companies']} company nodes, {result['rounds']} rounds, "
+            f"{result['database']}; load average {result['loadavg_before']} before, "
+            f"{result['loadavg_after']} after.",
+            "",
+            "| step | seconds |",
+            "|---|---|",
+            f"| `federation up` (certificates, SuperLink, registration, nodes online) | {result['up_s']} |",
+            f"| job start to round 1 (identify, feature statistics, local baselines) | {result['setup_s']} |",
+            f"| one round: train + evaluate (median of {len(result['round_s'])}) | {result['round_median_s']} |",
+            f"| each round | {', '.join(str(s) for s in result['round_s'])} |",
+            f"| whole `run` (submit to finished) | {result['job_s']} |",
+            f"| `federation down` | {result['down_s']} (clean: {result['down_clean']}) |",
+        ]
+    )
+    json_path, md_path = write_results("deployment", document, table)
+    print(table)
+    print(f"\nwritten: {json_path}, {md_path}")
+
+
+if __name__ == "__main__":
+    main()

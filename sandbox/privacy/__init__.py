@@ -1,0 +1,1 @@
+"""Privacy that is enforced: record-level DP accounting, budgets per company per purpose."""

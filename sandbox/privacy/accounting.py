@@ -1,0 +1,148 @@
+"""Record-level DP-SGD accounting, the same arithmetic at the company and at the coordinator.
+
+The job's ``epsilon`` is the total budget of one company for the whole job (all rounds).
+Each company calibrates its noise multiplier for its own sampling rate (Opacus' Poisson
+sampling: one expected batch of ``batch_size`` rows, ``ceil(rows / batch_size)`` steps per
+epoch), its steps per round and the job's rounds, so that the job's total stays within
+``epsilon`` at the company's ``delta``. The accountant is Rényi DP (Opacus' analysis of the
+subsampled Gaussian mechanism), composed over every training run the company made.
+
+A *run* is one round's local training at one company. The count of runs, not round numbers,
+drives the accounting: a round re-sent after a coordinator restart is a second run and is
+paid for again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+from opacus.accountants.analysis import rdp as rdp_analysis
+from opacus.accountants.rdp import RDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
+from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+from sandbox.jobspec import DifferentialPrivacySpec
+
+ORDERS: tuple[float, ...] = tuple(RDPAccountant.DEFAULT_ALPHAS)
+CALIBRATION_TOLERANCE = 0.01
+# Room for floating-point noise when a total is compared against its budget.
+EPSILON_SLACK = 1e-9
+
+
+class PrivacyBudgetExceeded(RuntimeError):
+    """A training run would take a company beyond the privacy budget it may spend."""
+
+
+def default_delta(rows: int, spec_delta: float | None = None) -> float:
+    """The company's delta: at most 1/(10 * rows), and at most the job's delta if it sets one."""
+    if rows <= 0:
+        raise ValueError("a company without training rows has no delta")
+    bound = 1.0 / (10.0 * rows)
+    return min(spec_delta, bound) if spec_delta is not None else bound
+
+
+def sample_rate(rows: int, batch_size: int) -> float:
+    """Opacus' Poisson rate for a DataLoader of ``batch_size``: 1 / (batches per epoch)."""
+    if rows <= 0 or batch_size <= 0:
+        raise ValueError("rows and batch size must be positive")
+    return 1.0 / math.ceil(rows / batch_size)
+
+
+def steps_per_epoch(rows: int, batch_size: int) -> int:
+    """How many Poisson-sampled batches Opacus draws per epoch (its sampler's length)."""
+    return len(
+        UniformWithReplacementSampler(num_samples=rows, sample_rate=sample_rate(rows, batch_size))
+    )
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run's mechanism: Gaussian noise ``noise_multiplier`` over ``steps``
+    Poisson-sampled steps at rate ``sample_rate``."""
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+
+
+def composed_epsilon(runs: Iterable[Run], delta: float) -> float:
+    """Epsilon at ``delta`` after all ``runs`` (RDP composition, then conversion)."""
+    runs = [r for r in runs if r.steps > 0]
+    if not runs:
+        return 0.0
+    rdp = sum(
+        rdp_analysis.compute_rdp(
+            q=r.sample_rate, noise_multiplier=r.noise_multiplier, steps=r.steps, orders=ORDERS
+        )
+        for r in runs
+    )
+    epsilon, _ = rdp_analysis.get_privacy_spent(orders=list(ORDERS), rdp=rdp, delta=delta)
+    return float(epsilon)
+
+
+@lru_cache(maxsize=1024)
+def _calibrate(epsilon: float, delta: float, rate: float, steps: int) -> float:
+    return float(
+        get_noise_multiplier(
+            target_epsilon=epsilon,
+            target_delta=delta,
+            sample_rate=rate,
+            steps=steps,
+            accountant="rdp",
+            epsilon_tolerance=CALIBRATION_TOLERANCE,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class DpSchedule:
+    """One company's DP-SGD plan for a whole job."""
+
+    target_epsilon: float
+    delta: float
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+    steps_per_round: int
+    rounds: int
+
+    @property
+    def run(self) -> Run:
+        return Run(self.noise_multiplier, self.sample_rate, self.steps_per_round)
+
+    def epsilon_after(self, runs: int) -> float:
+        """Epsilon spent after ``runs`` training runs of this schedule."""
+        return composed_epsilon(
+            [Run(self.noise_multiplier, self.sample_rate, self.steps_per_round * runs)], self.delta
+        )
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def plan_schedule(
+    dp: DifferentialPrivacySpec, rows: int, batch_size: int, epochs: int, rounds: int
+) -> DpSchedule:
+    """The noise multiplier that keeps ``rounds`` runs of ``epochs`` epochs over ``rows``
+    rows within the job's epsilon at the company's delta."""
+    delta = default_delta(rows, dp.delta)
+    rate = sample_rate(rows, batch_size)
+    per_round = epochs * steps_per_epoch(rows, batch_size)
+    sigma = _calibrate(dp.epsilon, delta, rate, per_round * rounds)
+    return DpSchedule(
+        target_epsilon=dp.epsilon,
+        delta=delta,
+        noise_multiplier=sigma,
+        max_grad_norm=dp.max_grad_norm,
+        sample_rate=rate,
+        steps_per_round=per_round,
+        rounds=rounds,
+    )
+
+
+def next_round_epsilon(schedule: DpSchedule, runs_done: int) -> float:
+    """What the next run costs: epsilon after ``runs_done + 1`` runs minus after ``runs_done``."""
+    return schedule.epsilon_after(runs_done + 1) - schedule.epsilon_after(runs_done)

@@ -1,0 +1,380 @@
+"""Flower's deployment engine end to end, with real processes, real TLS and PostgreSQL.
+
+``sandbox federation up`` starts a SuperLink and three company SuperNodes on loopback (TLS
+from the sandbox CA, node authentication with keys from the registry); a two-round job runs
+through ``sandbox federation run``; ``down`` must leave no process behind. The negative
+cases use the same federation: a node with an unregistered key, a node without the CA, a
+node running code other than the filed code bundle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sandbox import pki
+from sandbox.bundle import bundle_of, code_root, package_folders, running_bundle
+from sandbox.config import Settings, load_settings
+from sandbox.db import dispose_engines, get_engine
+from sandbox.federation import APP_DIR, local, processes
+from sandbox.jobspec import JobSpec
+from sandbox.locallog import HashChainLog
+from sandbox.node import NodeHome
+from sandbox.registry import service
+from tests.conftest import fresh_postgres_database
+from tests.test_federated import join
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.deployment]
+
+INDUSTRIES = ["Construction", "Education", "Retail trade"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+NEGATIVE_WAIT_S = 90.0
+
+
+@dataclass
+class Federation:
+    settings: Settings
+    env: dict[str, str]
+    companies: list[str]
+    port: int
+    timings: dict[str, object]
+
+    @property
+    def state(self) -> local.FederationState:
+        state = local.FederationState.load(local.FederationPaths.of(self.settings).state)
+        assert state is not None
+        return state
+
+    def sandbox(self, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
+        """The ``sandbox`` command, as a separate process running this checkout's code."""
+        return subprocess.run(
+            [sys.executable, "-m", "sandbox.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def ours(settings: Settings, ports: list[int]) -> list[processes.FlowerProcess]:
+    running = processes.flower_processes()
+    root = local.FederationPaths.of(settings).root
+    found = {p.pid: p for p in processes.naming_ports(running, ports)}
+    found.update({p.pid: p for p in processes.flwr_home_under(running, root)})
+    return list(found.values())
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    home = tmp_path_factory.mktemp("deployment") / "home"
+    with fresh_postgres_database() as url, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SANDBOX_HOME", str(home))
+        patch.setenv("SANDBOX_DATABASE_URL", url)
+        settings = load_settings()
+        engine = get_engine(settings.database_url)
+        companies = join(settings, engine, INDUSTRIES, rows=200)
+        env = {**os.environ, "PYTHONPATH": str(code_root())}
+        fed = Federation(settings, env, companies, processes.free_port(), {})
+        ports: list[int] = [fed.port]
+        try:
+            started = time.monotonic()
+            done = fed.sandbox("federation", "up", "--port", str(fed.port), timeout=400)
+            fed.timings["up_s"] = round(time.monotonic() - started, 1)
+            assert done.returncode == 0, done.stdout + done.stderr
+            ports = fed.state.ports
+            yield fed
+        finally:
+            stopped = fed.sandbox("federation", "down", timeout=300)
+            time.sleep(1.0)
+            left = ours(settings, ports)
+            dispose_engines()
+            ARTIFACTS.mkdir(exist_ok=True)
+            (ARTIFACTS / "deployment-timing.json").write_text(json.dumps(fed.timings, indent=2))
+            # The last test has taken the federation down already; `down` again is harmless.
+            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+            assert left == [], f"left behind: {left}"
+            assert [p for p in ports if processes.port_open("127.0.0.1", p)] == []
+
+
+def test_up_starts_three_authenticated_nodes_with_registry_keys(federation: Federation) -> None:
+    engine = get_engine(federation.settings.database_url)
+    state = federation.state
+    assert sorted(state.nodes) == sorted(federation.companies)
+    status = federation.sandbox("federation", "status")
+    assert status.returncode == 0
+    for company_id, record in state.nodes.items():
+        key = service.get_node_key(engine, company_id)
+        # The registry's key is the one the node folder holds and the one registered.
+        node = NodeHome(federation.settings.company_dir(company_id))
+        assert pki.read_node_private_key_public_line(node.node_auth_key_path) == key.public_key
+        assert key.flower_node_id == record.node_id and key.superlink == state.address
+        assert f"{company_id}" in status.stdout and "online" in status.stdout
+        # Each node runs this checkout's code, without access to the database.
+        environ = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
+        assert f"PYTHONPATH={code_root()}".encode() in [e.split(b":")[0] for e in environ]
+        assert not any(e.startswith(b"SANDBOX_DATABASE_URL=") for e in environ)
+    # The SuperLink speaks TLS with a certificate from the sandbox CA, for loopback.
+    tls = local.FederationPaths.of(federation.settings).tls
+    ca_pem = local.ca_cert_path(federation.settings).read_bytes()
+    pki.verify_server_certificate(ca_pem, tls.cert.read_bytes(), "127.0.0.1")
+    assert (federation.settings.keys_dir / pki.CA_KEY).stat().st_mode & 0o077 == 0
+
+
+def test_a_two_round_job_runs_end_to_end_on_postgres(federation: Federation) -> None:
+    engine = get_engine(federation.settings.database_url)
+    spec = JobSpec(
+        purpose="income-prediction",
+        companies=tuple(federation.companies),
+        rounds=2,
+        local_epochs=1,
+        min_participants=3,
+        round_timeout_s=180,
+    )
+    job = service.file_job(engine, spec, filed_by="engineer")
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    started = time.monotonic()
+    done = federation.sandbox("federation", "run", job.id, "--timeout", "900", timeout=1000)
+    seconds = round(time.monotonic() - started, 1)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Job {job.id}: completed" in " ".join(done.stdout.split())
+
+    job = service.get_job(engine, job.id)
+    assert job.status == "completed" and job.rounds_completed == 2
+    assert job.bundle_hash == running_bundle().digest and job.spec_hash == spec.spec_hash
+    rounds = service.job_rounds(engine, job.id)
+    assert [r.number for r in rounds] == [1, 2]
+    for record in rounds:
+        assert record.status == "completed"
+        assert record.took_part == sorted(federation.companies)
+        assert record.missing == [] and record.rejected == []
+        assert set(record.metrics["evaluation"]["companies"]) == set(federation.companies)
+    assert 0.5 < job.result["mean_auc"]["federated"] <= 1.0
+    assert (federation.settings.runs_dir / job.id / "model.npz").exists()
+
+    # What each company recorded of the job: its own hash-chained log verifies, and holds
+    # one allowed decision and one use per task the coordinator reports it served.
+    for company_id in federation.companies:
+        log = HashChainLog(NodeHome(federation.settings.company_dir(company_id)).local_log_path)
+        check = log.verify()
+        assert check.ok, check
+        uses = [
+            line.event
+            for line in log.read()
+            if line.event.get("kind") == "data-use" and line.event.get("job") == job.id
+        ]
+        tasks = sorted((u["task"], u["round"]) for u in uses)
+        assert tasks == sorted(
+            [
+                ("feature-stats", 0),
+                ("local-baseline", 0),
+                ("train", 1),
+                ("train", 2),
+                ("evaluate", 0),
+                ("evaluate", 0),
+            ]
+        )
+        decisions = {
+            line.event.get("decision_id")
+            for line in log.read()
+            if line.event.get("kind") == "decision" and line.event.get("allowed")
+        }
+        assert {u["decision"] for u in uses} <= decisions
+
+    federation.timings.update(
+        {
+            "job_run_command_s": seconds,
+            "loadavg_at_start": load,
+            "loadavg_at_end": Path("/proc/loadavg").read_text().split()[:3],
+            "rounds_s": [
+                round((r.ended_at - r.started_at).total_seconds(), 1)
+                for r in rounds
+                if r.ended_at is not None
+            ],
+            "round_contents": "train + evaluate (2 message exchanges) with 3 nodes",
+        }
+    )
+
+
+def _refused_node(
+    federation: Federation, name: str, argv_change: Callable[[list[str]], list[str]], tmp: Path
+) -> tuple[int | str, str]:
+    """Start a SuperNode that should be refused; (exit code, log) once it has exited."""
+    node_dir = tmp / name
+    node = NodeHome(node_dir)
+    node.folder.mkdir(parents=True)
+    pki.generate_node_auth_key(node.node_auth_key_path, name)
+    argv = local.supernode_argv(
+        federation.state.address,
+        local.ca_cert_path(federation.settings),
+        node,
+        name,
+        processes.free_port(),
+    )
+    argv = argv_change(argv)
+    log_path = tmp / f"{name}.log"
+    home = tmp / f"{name}-flwr"
+    home.mkdir()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=local.flower_env(home, database=False),
+            start_new_session=True,
+        )
+    try:
+        code: int | str = process.wait(timeout=NEGATIVE_WAIT_S)
+    except subprocess.TimeoutExpired:
+        code = "still running"
+    # The node's own SuperExec may outlive it: the whole session goes.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    for helper in processes.flwr_home_under(processes.flower_processes(), home):
+        os.kill(helper.pid, signal.SIGKILL)
+    return code, processes.log_tail(log_path, 200)
+
+
+def test_a_node_with_an_unregistered_key_is_refused(federation: Federation, tmp_path: Path) -> None:
+    cli = local.cli_for(federation.settings, federation.state.address)
+    before = cli.nodes()
+    code, log = _refused_node(federation, "rogue", lambda argv: argv, tmp_path)
+    assert code == 1, log
+    assert "Failed to activate SuperNode" in log and "2004" in log, log
+    assert cli.nodes() == before
+
+
+@pytest.mark.parametrize("trust", ["system roots", "another CA"])
+def test_a_node_without_the_sandbox_ca_is_refused(
+    federation: Federation, tmp_path: Path, trust: str
+) -> None:
+    pki.load_or_create_ca(tmp_path / "other-ca", "Some other CA")
+
+    def change(argv: list[str]) -> list[str]:
+        at = argv.index("--root-certificates")
+        if trust == "system roots":
+            return argv[:at] + argv[at + 2 :]
+        return [*argv[: at + 1], str(tmp_path / "other-ca" / pki.CA_CERT), *argv[at + 2 :]]
+
+    # TLS fails before any key is looked at: the node never reaches the SuperLink's API.
+    code, log = _refused_node(federation, "stranger", change, tmp_path)
+    assert code == 1, log
+    assert "CERTIFICATE_VERIFY_FAILED" in log, log
+    assert "2004" not in log, log
+
+
+def test_a_node_running_unfiled_code_is_refused_and_records_it(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """One company's node runs code that differs from the filed bundle by one line: it
+    refuses every task of the job and logs why; the job goes on with the other two."""
+    engine = get_engine(federation.settings.database_url)
+    altered_company = federation.companies[-1]
+    copy_root = tmp_path / "altered-code"
+    for name, folder in package_folders().items():
+        shutil.copytree(folder, copy_root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    work = copy_root / "clients" / "work.py"
+    work.write_text(work.read_text() + "\nUNFILED_CHANGE = True\n")
+    altered = bundle_of({n: copy_root / n for n in package_folders()})
+    assert altered.digest != running_bundle().digest
+
+    paths = local.FederationPaths.of(federation.settings)
+    state = federation.state
+    record = state.nodes[altered_company]
+    processes.stop_group(record.pid)
+    node = NodeHome(federation.settings.company_dir(altered_company))
+    home = paths.flwr_home(f"node-{altered_company}")
+    env = local.flower_env(home, database=False)
+    env["PYTHONPATH"] = str(copy_root)
+    record.pid = processes.spawn(
+        local.supernode_argv(
+            state.address,
+            local.ca_cert_path(federation.settings),
+            node,
+            altered_company,
+            record.port,
+        ),
+        env,
+        Path(record.log),
+        cwd=home,
+    )
+    state.save(paths.state)  # so that `down` stops the replacement too
+    cli = local.cli_for(federation.settings, state.address)
+    local.wait_online(cli, [n.node_id or "" for n in state.nodes.values()], 180)
+
+    spec = JobSpec(
+        purpose="income-prediction",
+        companies=tuple(federation.companies),
+        rounds=1,
+        local_epochs=1,
+        min_participants=2,
+        round_timeout_s=180,
+    )
+    job = service.file_job(engine, spec, filed_by="engineer")
+    done = federation.sandbox("federation", "run", job.id, "--timeout", "900", timeout=1000)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    (round_one,) = service.job_rounds(engine, job.id)
+    honest = sorted(set(federation.companies) - {altered_company})
+    assert round_one.took_part == honest
+    (missing,) = round_one.missing
+    assert missing["company"] == altered_company
+    assert "is not the code filed for job" in missing["reason"]
+
+    log = HashChainLog(node.local_log_path)
+    assert log.verify().ok
+    refusals = [
+        line.event
+        for line in log.read()
+        if line.event.get("kind") == "refused" and line.event.get("job") == job.id
+    ]
+    assert {r["task"] for r in refusals} == {"feature-stats", "local-baseline", "train"}
+    for refusal in refusals:
+        assert refusal["cause"] == "code-bundle"
+        assert refusal["filed"] == job.bundle_hash and refusal["running"] == altered.digest
+    assert not any(
+        line.event.get("kind") == "data-use" and line.event.get("job") == job.id
+        for line in log.read()
+    )
+
+
+def test_down_stops_a_run_in_flight_and_leaves_no_process(federation: Federation) -> None:
+    """A long job is running when `down` comes: its ServerApp lives in a detached session
+    of its own, and must go with everything else."""
+    engine = get_engine(federation.settings.database_url)
+    state = federation.state
+    spec = JobSpec(
+        purpose="income-prediction",
+        companies=tuple(federation.companies),
+        rounds=50,
+        local_epochs=1,
+        min_participants=2,
+    )
+    job = service.file_job(engine, spec, filed_by="engineer")
+    cli = local.cli_for(federation.settings, state.address)
+    run_id = cli.run(APP_DIR, {"job-id": job.id})
+    processes.wait_until(
+        lambda: any(p.program == "flwr-serverapp" for p in ours(federation.settings, state.ports)),
+        180,
+        "the run's ServerApp process",
+        step=1.0,
+    )
+    assert not cli.status(run_id).finished
+    done = federation.sandbox("federation", "down", timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no process left" in done.stdout and f"run {run_id}: stop sent" in done.stdout
+    assert ours(federation.settings, state.ports) == []
+    assert [p for p in state.ports if processes.port_open("127.0.0.1", p)] == []
+    assert not local.FederationPaths.of(federation.settings).state.exists()

@@ -1,0 +1,211 @@
+"""Record-level DP-SGD: the accountant against Opacus' own, the company's run log, and the
+training loop (noise that the plan cannot predict, FedProx kept under DP)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from opacus import PrivacyEngine
+from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
+from torch.utils.data import DataLoader, TensorDataset
+
+from clients import work
+from sandbox.data import census
+from sandbox.jobspec import DifferentialPrivacySpec
+from sandbox.learning.dp import train_dp
+from sandbox.learning.encoding import FeatureSpec
+from sandbox.learning.models import build_model, get_weights
+from sandbox.learning.train import TrainConfig
+from sandbox.node import NodeHome
+from sandbox.onboarding import onboard_company
+from sandbox.privacy.accounting import (
+    PrivacyBudgetExceeded,
+    Run,
+    composed_epsilon,
+    default_delta,
+    next_round_epsilon,
+    plan_schedule,
+)
+from sandbox.protocol import TrainingPlan
+from tests.helpers import tiny_plan
+
+
+def opacus_rate_and_steps(rows: int, batch_size: int) -> tuple[float, int]:
+    """What Opacus itself derives from a DataLoader of ``rows`` rows."""
+    loader = DataLoader(TensorDataset(torch.zeros(rows, 2), torch.zeros(rows)), batch_size)
+    model = torch.nn.Linear(2, 1)
+    with pytest.warns(UserWarning):
+        engine = PrivacyEngine()
+    _, _, dp_loader = engine.make_private(
+        module=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        data_loader=loader,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+    )
+    return 1 / len(loader), len(dp_loader)
+
+
+@pytest.mark.parametrize(
+    ("rows", "batch", "epochs", "rounds", "epsilon"),
+    [(375, 64, 5, 40, 8.0), (375, 512, 2, 20, 1.0), (39, 64, 1, 10, 4.0)],
+)
+def test_epsilon_matches_opacus_accountant(
+    rows: int, batch: int, epochs: int, rounds: int, epsilon: float
+) -> None:
+    schedule = plan_schedule(DifferentialPrivacySpec(epsilon=epsilon), rows, batch, epochs, rounds)
+    rate, per_epoch = opacus_rate_and_steps(rows, batch)
+    delta = 1 / (10 * rows)
+    assert schedule.delta == pytest.approx(delta)
+    assert schedule.sample_rate == rate
+    assert schedule.steps_per_round == epochs * per_epoch
+    # Opacus' own calibration for the whole job gives the same noise multiplier.
+    sigma = get_noise_multiplier(
+        target_epsilon=epsilon,
+        target_delta=delta,
+        sample_rate=rate,
+        steps=rounds * epochs * per_epoch,
+        accountant="rdp",
+    )
+    assert schedule.noise_multiplier == pytest.approx(sigma)
+    # Opacus' RDP accountant, stepped once per optimiser step, agrees after every round.
+    accountant = RDPAccountant()
+    for done in range(1, rounds + 1):
+        for _ in range(schedule.steps_per_round):
+            accountant.step(noise_multiplier=sigma, sample_rate=rate)
+        if done in (1, rounds // 2, rounds):
+            assert schedule.epsilon_after(done) == pytest.approx(
+                accountant.get_epsilon(delta), rel=1e-9
+            )
+    total = schedule.epsilon_after(rounds)
+    assert epsilon - 0.05 < total <= epsilon
+    # An independent method (PRV) gives a tighter, not a larger, epsilon: RDP is an upper bound.
+    prv = PRVAccountant()
+    prv.history = [(sigma, rate, rounds * schedule.steps_per_round)]
+    assert prv.get_epsilon(delta, eps_error=0.01) <= total + 0.02
+    # Increments add up to the total.
+    steps = [next_round_epsilon(schedule, done) for done in range(rounds)]
+    assert sum(steps) == pytest.approx(total)
+    assert all(s > 0 for s in steps)
+
+
+def test_delta_is_at_most_one_over_ten_times_the_rows() -> None:
+    assert default_delta(400) == pytest.approx(1 / 4000)
+    assert default_delta(400, 1e-5) == 1e-5
+    assert default_delta(400, 1e-3) == pytest.approx(1 / 4000)
+    with pytest.raises(ValueError):
+        default_delta(0)
+
+
+def test_composition_of_different_runs_is_the_sum_of_their_rdp() -> None:
+    runs = [Run(1.2, 0.1, 30), Run(2.0, 0.2, 10)]
+    accountant = RDPAccountant()
+    accountant.history = [(r.noise_multiplier, r.sample_rate, r.steps) for r in runs]
+    assert composed_epsilon(runs, 1e-5) == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-9)
+    assert composed_epsilon([], 1e-5) == 0.0
+
+
+# --------------------------------------------------------------------- the company's side
+def census_plan(
+    node: NodeHome, job_id: str, dp: DifferentialPrivacySpec, rounds: int
+) -> TrainingPlan:
+    manifest = node.vault("census").manifest
+    encoding = FeatureSpec.from_manifests([manifest])
+    moments = encoding.moments(node.vault("census").read("train"))
+    return tiny_plan(job_id=job_id, encoding=encoding.with_moments(moments), dp=dp, rounds=rounds)
+
+
+@pytest.fixture
+def node(sandbox_home, engine) -> NodeHome:  # type: ignore[no-untyped-def]
+    industry = "Construction"
+    folder = sandbox_home.company_dir("construction")
+    onboard_company(
+        engine, folder, "construction", industry, census.company_table(industry, rows=200, seed=0)
+    )
+    return NodeHome(folder)
+
+
+def test_each_run_reports_what_opacus_accounted_and_the_log_survives_a_restart(
+    node: NodeHome,
+) -> None:
+    rounds = 3
+    plan = census_plan(node, "job-dp", DifferentialPrivacySpec(epsilon=2.0), rounds)
+    rows = len(work.encoded(node, plan).x_train)
+    schedule = work.dp_schedule(plan, rows)
+    weights = get_weights(build_model("logreg", plan.encoding.input_dim))
+    accountant = RDPAccountant()
+    reports = []
+    for number in range(1, rounds + 1):
+        weights, stats, report = work.local_training(node, plan, weights, number)
+        assert report is not None and stats.steps == schedule.steps_per_round
+        for _ in range(stats.steps):
+            accountant.step(
+                noise_multiplier=schedule.noise_multiplier, sample_rate=schedule.sample_rate
+            )
+        assert report.epsilon_job == pytest.approx(accountant.get_epsilon(schedule.delta), rel=1e-9)
+        assert report.delta == schedule.delta == pytest.approx(1 / (10 * rows))
+        assert report.noise_multiplier == schedule.noise_multiplier
+        reports.append(report)
+    assert sum(r.epsilon for r in reports) == pytest.approx(reports[-1].epsilon_job)
+    assert reports[-1].epsilon_job <= 2.0
+    # The log is in the node folder: a restarted node (a fresh read) knows every run, and a
+    # fourth run (a round re-sent after a restart) would exceed the job's epsilon: refused.
+    saved = json.loads(node.privacy_path("job-dp").read_text())
+    assert [r["round"] for r in saved["runs"]] == [1, 2, 3]
+    with pytest.raises(PrivacyBudgetExceeded, match="beyond the job's 2"):
+        work.local_training(node, plan, weights, rounds)
+    assert len(json.loads(node.privacy_path("job-dp").read_text())["runs"]) == 3
+
+
+def test_a_job_cannot_change_its_privacy_terms_midway(node: NodeHome) -> None:
+    plan = census_plan(node, "job-terms", DifferentialPrivacySpec(epsilon=4.0), 3)
+    weights = get_weights(build_model("logreg", plan.encoding.input_dim))
+    work.local_training(node, plan, weights, 1)
+    looser = plan.model_copy(update={"dp": DifferentialPrivacySpec(epsilon=8.0)})
+    with pytest.raises(PrivacyBudgetExceeded, match="privacy terms"):
+        work.local_training(node, looser, weights, 2)
+
+
+def test_the_node_refuses_a_job_id_that_is_not_an_identifier(node: NodeHome) -> None:
+    with pytest.raises(ValueError):
+        node.privacy_path("../../escape")
+
+
+def test_dp_noise_cannot_be_predicted_from_the_plan() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.float32)
+    config = TrainConfig(epochs=1, batch_size=32, learning_rate=0.5, seed=7)
+    outcomes = []
+    for _ in range(2):
+        model = build_model("logreg", 6, seed=0)
+        train_dp(model, x, y, config, noise_multiplier=1.0, max_grad_norm=1.0)
+        outcomes.append(get_weights(model)["0.weight"])
+    assert not np.allclose(outcomes[0], outcomes[1])
+
+
+def test_fedprox_term_is_kept_under_dp() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 6)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.float32)
+    distances = {}
+    for mu in (0.0, 5.0):
+        model = build_model("logreg", 6, seed=0)
+        start = torch.cat([p.detach().clone().ravel() for p in model.parameters()])
+        config = TrainConfig(epochs=5, batch_size=300, learning_rate=0.5, proximal_mu=mu)
+        train_dp(model, x, y, config, noise_multiplier=0.01, max_grad_norm=10.0)
+        end = torch.cat([p.detach().ravel() for p in model.parameters()])
+        distances[mu] = float((end - start).norm())
+    assert distances[5.0] < 0.7 * distances[0.0]
+
+
+def test_poisson_batches_may_be_empty_and_are_still_accounted() -> None:
+    x = np.ones((3, 2), dtype=np.float32)
+    y = np.array([0, 1, 1], dtype=np.float32)
+    stats = train_dp(build_model("logreg", 2), x, y, TrainConfig(epochs=30, batch_size=1), 1.0, 1.0)
+    assert stats.steps == 90 and stats.sample_rate == pytest.approx(1 / 3)
+    assert np.isfinite(stats.loss)

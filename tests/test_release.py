@@ -1,0 +1,396 @@
+"""The release gate: the assessment from the companies' metrics, the verdict per tier, the
+export only on allow, the record either way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from benchmarks.contribution import Setting, initial_weights, plan_for, run_fedavg
+from clients import assess, work
+from coordinator.governed import PolicyGate
+from coordinator.release import (
+    RegistryRecorder,
+    ReleaseThresholds,
+    build_assessment,
+    conclude_release,
+    privacy_summary,
+    release_decision,
+)
+from coordinator.runner import load_weights, model_hash, save_weights
+from sandbox.config import Settings
+from sandbox.data import census
+from sandbox.jobspec import JobSpec
+from sandbox.learning.encoding import CategoricalFeature, FeatureSpec, NumericFeature
+from sandbox.learning.metrics import calibration_bins, expected_calibration_error
+from sandbox.learning.robustness import RobustnessSettings
+from sandbox.node import NodeHome
+from sandbox.onboarding import onboard_company
+from sandbox.privacy.budget import shipped_tiers
+from sandbox.registry import service
+
+ENCODING = FeatureSpec(
+    target="y",
+    numeric=(NumericFeature(name="age"), NumericFeature(name="hours")),
+    categorical=(CategoricalFeature(name="sector", vocabulary=("private", "public", "self")),),
+)
+HIGH = ReleaseThresholds("high", 0.05, 0.05, 0.10, require_every_company=True)
+LOW = ReleaseThresholds("low", 0.15, 0.15, 0.20)
+
+
+def company_reply(
+    auc: float, rows: int, y: np.ndarray, score: np.ndarray, **perturbed: float
+) -> dict[str, float]:
+    """Metrics as a company's ``assess`` reply carries them."""
+    metrics = {
+        "num-examples": float(rows),
+        "positives": float(y.sum()),
+        "clean/auc": auc,
+        "clean/balanced-accuracy": auc - 0.1,
+        "clean/ece": float(expected_calibration_error(y, score)),  # type: ignore[arg-type]
+        "clean/loss": 0.3,
+    }
+    for kind in ("noise", "missing", "shift"):
+        metrics[f"{kind}/auc"] = perturbed.get(kind, auc)
+    metrics["missing/feature"] = 1.0
+    metrics["shift/category"] = 2.0
+    for part, values in zip(("count", "score", "label"), calibration_bins(y, score), strict=True):
+        metrics.update({f"calibration/{part}/{b}": float(v) for b, v in enumerate(values)})
+    return metrics
+
+
+def assessment_of(local: dict[str, float], federated: dict[str, float], **extra: Any):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    parts = {}
+    for company in federated:
+        score = rng.uniform(0.02, 0.6, 3000)  # calibrated: labels drawn at the score
+        parts[company] = ((rng.random(3000) < score).astype(float), score)
+    replies = {
+        c: company_reply(auc, 3000, *parts[c], **extra.get(c, {})) for c, auc in federated.items()
+    }
+    baselines = {c: {"auc": a, "balanced-accuracy": a - 0.1} for c, a in local.items()}
+    return (
+        build_assessment(
+            sorted({*local, *federated}),
+            replies,
+            baselines,
+            {},
+            ENCODING,
+            RobustnessSettings(),
+        ),
+        parts,
+    )
+
+
+# ------------------------------------------------------------------ assessment
+def test_the_assessment_sets_each_company_beside_its_local_model() -> None:
+    assessment, parts = assessment_of(
+        local={"a": 0.80, "b": 0.90, "c": 0.70, "gone": 0.8},
+        federated={"a": 0.85, "b": 0.86, "c": 0.69},
+        b={"noise": 0.80, "missing": 0.70},
+    )
+    rows = {r.company: r for r in assessment.companies}
+    assert rows["a"].auc_gap == pytest.approx(-0.05)
+    assert assessment.worst_company == "b" and assessment.worst_company_gap == pytest.approx(0.04)
+    assert assessment.worst_balanced_accuracy_gap == pytest.approx(0.04)
+    assert assessment.not_assessed == {"gone": "no assessment received"}
+    # Calibration over all companies' test rows, exactly, from the summed bins.
+    y = np.concatenate([parts[c][0] for c in "abc"])
+    score = np.concatenate([parts[c][1] for c in "abc"])
+    assert assessment.calibration_error == pytest.approx(expected_calibration_error(y, score))
+    # Robustness: AUC drop per perturbation, weighted by test rows (equal here).
+    assert assessment.robustness_drop["noise"] == pytest.approx(0.06 / 3)
+    assert assessment.robustness_drop["missing"] == pytest.approx(0.16 / 3)
+    assert assessment.worst_robustness_drop == ("missing", pytest.approx(0.16 / 3))
+    assert rows["b"].perturbed["missing"]["feature"] == "hours"
+    assert rows["b"].perturbed["shift"]["category"] == "self"
+    assert assessment.robustness["shift_column"] == "sector"
+    json.dumps(assessment.to_json())
+
+
+def test_a_high_tier_release_is_denied_below_its_thresholds() -> None:
+    assessment, _ = assessment_of(local={"a": 0.80, "b": 0.90}, federated={"a": 0.85, "b": 0.82})
+    high = release_decision(assessment, HIGH)
+    assert not high.allowed and high.tier == "high"
+    assert any(
+        "worst-company gap 0.080 exceeds the high-tier limit 0.050" in r and "at b" in r
+        for r in high.reasons
+    ), high.reasons
+    assert [c.name for c in high.checks if not c.passed] == ["worst_company_gap"]
+    # The same model at the low tier: every threshold met.
+    low = release_decision(assessment, LOW)
+    assert low.allowed and low.reasons == ["every low-tier release threshold is met"]
+
+
+def test_each_threshold_can_deny_on_its_own() -> None:
+    fine, _ = assessment_of(local={"a": 0.8, "b": 0.8}, federated={"a": 0.82, "b": 0.81})
+    assert release_decision(fine, HIGH).allowed
+    fragile, _ = assessment_of(
+        local={"a": 0.8, "b": 0.8},
+        federated={"a": 0.82, "b": 0.81},
+        a={"shift": 0.55},
+        b={"shift": 0.60},
+    )
+    verdict = release_decision(fragile, HIGH)
+    assert not verdict.allowed and "mean AUC drop under shift 0.240" in verdict.reasons[0]
+    strict = ReleaseThresholds("high", 0.05, fine.calibration_error * 0.9)  # type: ignore[operator]
+    assert [c.name for c in release_decision(fine, strict).checks if not c.passed] == [
+        "calibration_error"
+    ]
+    absent, _ = assessment_of(local={"a": 0.8, "b": 0.8, "c": 0.8}, federated={"a": 0.82})
+    verdict = release_decision(absent, HIGH)
+    assert not verdict.allowed
+    assert any(
+        "needs every company assessed" in r and "c (no assessment" in r for r in verdict.reasons
+    )
+    assert release_decision(absent, LOW).allowed  # the low tier does not require it
+    # A gap that cannot be measured is not a gap that passes.
+    unmeasured, _ = assessment_of(local={}, federated={"a": 0.82})
+    assert not release_decision(unmeasured, LOW).allowed
+
+
+def test_the_tier_and_its_thresholds_are_the_policy_sets() -> None:
+    tiers = shipped_tiers()
+    assert tiers.risk_tier(["Retail trade", "Construction"], ["general"]) == "low"
+    for industry in ("Hospital services", "Medical except hospital"):
+        assert tiers.risk_tier(["Retail trade", industry], ["general"]) == "high"
+    assert tiers.risk_tier(["Finance insurance and real estate"], ["general"]) == "high"
+    assert tiers.risk_tier(["Retail trade"], ["important"]) == "medium"
+    assert tiers.risk_tier(["Retail trade"], ["core"]) == "high"
+    assert ReleaseThresholds.of("high") == HIGH
+    assert ReleaseThresholds.of("low") == LOW
+
+
+# ------------------------------------------ the gate on real companies, without Flower
+INDUSTRIES = ("Construction", "Finance insurance and real estate", "Education")
+
+
+def companies_with_plan(settings: Settings, engine):  # type: ignore[no-untyped-def]
+    setting = Setting(industries=INDUSTRIES, rows=(240,) * 3, shuffled=None, rounds=2)
+    for industry in INDUSTRIES:
+        onboard_company(
+            engine,
+            settings.company_dir(census.slug(industry)),
+            census.slug(industry),
+            industry,
+            census.company_table(industry, rows=240, seed=0),
+            purposes=("income-prediction",),
+        )
+    nodes = {c: NodeHome(settings.company_dir(c)) for c in setting.companies}
+    return nodes, plan_for(nodes, setting)
+
+
+def assess_at_companies(nodes, plan, weights):  # type: ignore[no-untyped-def]
+    """What the runner gathers: each company's assess reply and local baseline."""
+    robustness = RobustnessSettings()
+    replies = {c: assess.assessment(n, plan, weights, robustness) for c, n in nodes.items()}
+    baselines = {c: work.local_baseline(n, plan).as_metrics() for c, n in nodes.items()}
+    return build_assessment(sorted(nodes), replies, baselines, {}, plan.encoding, robustness)
+
+
+def conclude(settings, engine, job, plan, nodes, weights, assessment, verdict):  # type: ignore[no-untyped-def]
+    """What the runner does once the verdict is in, for a model saved where it saves it."""
+    run_dir = settings.runs_dir / job.id
+    save_weights(run_dir / "model.npz", weights)
+    digest = model_hash(weights)
+    spec = service.job_spec(job)
+    outcome = conclude_release(
+        job=job,
+        spec=spec,
+        plan=plan,
+        datasets=[service.get_dataset(engine, c, "census") for c in nodes],
+        run_dir=run_dir,
+        model_hash=digest,
+        rounds_completed=plan.rounds,
+        assessment=assessment,
+        verdict=verdict,
+        contributions=None,
+        privacy=privacy_summary(spec, []),
+        recorder=RegistryRecorder(engine),
+    )
+    return run_dir, digest, outcome
+
+
+def test_a_denied_release_is_recorded_and_nothing_is_exported(
+    sandbox_home: Settings, engine
+) -> None:
+    nodes, plan = companies_with_plan(sandbox_home, engine)
+    job = service.file_job(
+        engine, JobSpec(purpose="income-prediction", companies=tuple(nodes)), filed_by="engineer"
+    )
+    tier = shipped_tiers().risk_tier(
+        [service.get_dataset(engine, c, "census").industry for c in nodes], ["general"]
+    )
+    assert tier == "high"  # finance takes part
+
+    # An untrained model: far below every company's local-only model.
+    weights = initial_weights(plan)
+    assessment = assess_at_companies(nodes, plan, weights)
+    verdict = PolicyGate(engine, job, service.job_spec(job)).decide(job.id, tier, assessment)
+    assert not verdict.allowed
+    assert any("worst-served company" in r and "(high: 0.05)" in r for r in verdict.reasons), (
+        verdict.reasons
+    )
+    assert verdict.decided_by.startswith("policy set ")
+    run_dir, digest, outcome = conclude(
+        sandbox_home, engine, job, plan, nodes, weights, assessment, verdict
+    )
+    assert outcome.exported_to is None
+    assert not (run_dir / "release").exists()
+    assert model_hash(load_weights(run_dir / "model.npz")) == digest  # kept, not exported
+    [record] = service.job_releases(engine, job.id)
+    assert not record.allowed and record.tier == "high" and record.model_hash == digest
+    assert record.reasons == verdict.reasons and record.exported_to is None
+    assert record.assessment["worst_company_gap"] == assessment.worst_company_gap
+    kept = json.loads((run_dir / "release-assessment.json").read_text())
+    assert kept["release"]["allowed"] is False
+
+    # A trained model that meets the thresholds it is held to is exported with its card.
+    trained = run_fedavg(sorted(nodes), nodes, plan)
+    assessment = assess_at_companies(nodes, plan, trained)
+    lenient = release_decision(assessment, ReleaseThresholds("low", 1.0, 1.0, 1.0))
+    run_dir, digest, outcome = conclude(
+        sandbox_home, engine, job, plan, nodes, trained, assessment, lenient
+    )
+    folder = run_dir / "release"
+    assert outcome.exported_to == folder
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "model-card.json",
+        "model-card.md",
+        "model.npz",
+    ]
+    assert model_hash(load_weights(folder / "model.npz")) == digest
+    card = json.loads((folder / "model-card.json").read_text())
+    assert card["model"]["sha256"] == digest and card["release"]["allowed"] is True
+    assert {d["company"] for d in card["data_sources"]} == set(nodes)
+    assert {d["grade"] for d in card["data_sources"]} == {"general"}
+    assert card["privacy"]["differential_privacy"] is None
+    markdown = (folder / "model-card.md").read_text()
+    for heading in ("Data sources", "Training", "Privacy", "Assessment", "Limits"):
+        assert f"## {heading}" in markdown
+    assert digest in markdown and "**allowed**" in markdown
+
+    # Denied again (say, under stricter thresholds): the earlier export is withdrawn.
+    denied = release_decision(assessment, ReleaseThresholds("high", -1.0, 1.0))
+    conclude(sandbox_home, engine, job, plan, nodes, trained, assessment, denied)
+    assert not folder.exists()
+    assert [r.allowed for r in service.job_releases(engine, job.id)] == [False, True, False]
+
+
+def test_the_company_side_assessment_sends_only_allowed_scalars(
+    sandbox_home: Settings, engine, tmp_path: Path
+) -> None:
+    from flwr.app import MetricRecord, RecordDict
+
+    from sandbox.protocol import TASK_ASSESS, check_reply
+
+    nodes, plan = companies_with_plan(sandbox_home, engine)
+    node = next(iter(nodes.values()))
+    metrics = assess.assessment(
+        node, plan, run_fedavg(sorted(nodes), nodes, plan), RobustnessSettings()
+    )
+    assert check_reply(TASK_ASSESS, RecordDict({"metrics": MetricRecord(metrics)})) == []
+    assert {"clean/auc", "noise/auc", "missing/auc", "missing/feature"} <= set(metrics)
+    assert metrics["num-examples"] == 60 and metrics["calibration/count/0"] >= 0
+    assert sum(metrics[f"calibration/count/{b}"] for b in range(10)) == 60
+
+
+# ------------------------------------------------------------- through Flower, end to end
+@pytest.mark.slow
+def test_a_job_ends_with_assessment_release_and_contributions(
+    sandbox_home: Settings, engine
+) -> None:
+    """Five census companies, one with shuffled labels, one real Flower job. The product
+    path's contribution estimate is checked against exact Shapley values of retraining all
+    31 coalitions in-process (ground truth) from the same vaults and the job's own plan."""
+    from scipy.stats import spearmanr
+
+    from benchmarks.contribution import INDUSTRIES as FIVE
+    from benchmarks.contribution import company_table, ground_truth
+    from coordinator.simulation import run_on_simulation
+    from sandbox.protocol import TrainingPlan
+
+    setting = Setting()  # 5 companies x 300 rows, manufacturing-durable-goods shuffled
+    for industry, rows in zip(FIVE, setting.rows, strict=True):
+        onboard_company(
+            engine,
+            sandbox_home.company_dir(census.slug(industry)),
+            census.slug(industry),
+            industry,
+            company_table(industry, rows, setting),
+            purposes=("income-prediction",),
+            seed=setting.seed,
+        )
+    spec = JobSpec(
+        purpose="income-prediction",
+        companies=tuple(setting.companies),
+        rounds=setting.rounds,
+        local_epochs=setting.local_epochs,
+        learning_rate=setting.learning_rate,
+        min_participants=3,
+        seed=setting.seed,
+    )
+    job = service.file_job(engine, spec, filed_by="engineer")
+    # The learning engine alone: no DP (its noise would make the job's model differ from
+    # the in-process ground truth), so no governance either (the policy requires DP here).
+    outcome = run_on_simulation(sandbox_home, job.id, governed=False)
+    assert outcome["status"] == "completed", outcome
+    result = outcome["result"]
+    run_dir = sandbox_home.runs_dir / job.id
+
+    # Contributions: from the stored updates, scored by the companies through Flower.
+    contributions = result["contributions"]
+    assert contributions["method"] == "exact per-round Shapley"
+    assert sorted(contributions["evaluators"]) == sorted(setting.companies)
+    assert sorted(int(p.stem[-4:]) for p in (run_dir / "updates").glob("round-*.npz")) == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
+    estimate = {c["company"]: c["shapley"] for c in contributions["companies"]}
+    share = {c["company"]: c["share"] for c in contributions["companies"]}
+    shuffled = census.slug(setting.shuffled)  # type: ignore[arg-type]
+    assert min(share, key=share.__getitem__) == shuffled
+    assert sum(share.values()) == pytest.approx(1.0)
+
+    # Ground truth with the job's own plan; its grand coalition is the job's model.
+    plan = TrainingPlan.model_validate(json.loads((run_dir / "state.json").read_text())["plan"])
+    nodes = {c: NodeHome(sandbox_home.company_dir(c)) for c in setting.companies}
+    federated = load_weights(run_dir / "model.npz")
+    in_process = run_fedavg(sorted(nodes), nodes, plan)
+    for name, value in federated.items():
+        assert np.allclose(value, in_process[name], atol=1e-5)
+    truth, _ = ground_truth(nodes, plan)
+    keys = sorted(truth)
+    rho = spearmanr([estimate[k] for k in keys], [truth[k] for k in keys]).statistic
+    assert min(truth, key=truth.__getitem__) == shuffled
+    assert round(rho, 9) >= 0.9, (truth, estimate)
+
+    # The release: finance takes part, so the high tier; the export follows the verdict.
+    release = result["release"]
+    assert release["tier"] == "high" and release["model_hash"] == result["model_hash"]
+    [record] = service.job_releases(engine, job.id)
+    assert (record.allowed, record.reasons) == (release["allowed"], release["reasons"])
+    assert (run_dir / "release").exists() == release["allowed"]
+    for check in release["checks"]:
+        value, limit = check["value"], check["limit"]
+        assert check["passed"] == (value is not None and value <= limit), check
+    # Filed without governance, the high-tier job was never approved by a regulator: the
+    # policy withholds its model whatever the figures say, and says why.
+    assert not release["allowed"]
+    assert any("no regulator approval" in r for r in release["reasons"]), release["reasons"]
+    assessment = result["assessment"]
+    assert {r["company"] for r in assessment["companies"]} == set(setting.companies)
+    assert assessment["not_assessed"] == {}
+    for row in assessment["companies"]:
+        assert set(row["perturbed"]) >= {"noise", "missing"}
+        assert row["local"]["auc"] is not None
+    for check in release["checks"]:
+        if not check["passed"]:
+            assert any("(high: " in r for r in release["reasons"]), release["reasons"]
