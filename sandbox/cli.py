@@ -449,6 +449,38 @@ def company_join_request(
     typer.echo(f"X-Sandbox-Signature: {signature}")
 
 
+@company_app.command("prepare-dataset")
+def company_prepare_dataset(
+    company_id: str = typer.Argument(..., help="Your company id"),
+    data: Path = typer.Option(..., "--data", help="CSV or Parquet file with the rows"),
+    manifest: Path = typer.Option(..., "--manifest", help="Manifest (.toml or .json)"),
+    node: Path | None = typer.Option(
+        None, "--node", help="Your node folder (default: <SANDBOX_HOME>/companies/<id>)"
+    ),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Put another dataset into your node's vault and print the path of its filled-in
+    manifest, the body of POST /companies/<id>/datasets. Rows stay here."""
+    from sandbox.data.byod import load_company_file
+    from sandbox.data.vault import VaultError, vault_path, write_vault
+    from sandbox.node import NodeHome
+
+    node_dir = node or load_settings().company_dir(company_id)
+    if not NodeHome(node_dir).info_path.exists():
+        fail(f"{node_dir} holds no company node; prepare it with `sandbox company join-request`")
+    try:
+        table = load_company_file(data, manifest)
+        filled = write_vault(node_dir, table.frame, table.manifest, seed=seed)
+    except DataValidationError as exc:
+        err.print("[bold red]The data cannot be prepared:[/]")
+        for problem in exc.problems:
+            err.print(f"  - {problem}")
+        raise typer.Exit(1) from exc
+    except (VaultError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(vault_path(node_dir, filled.name) / "manifest.json")
+
+
 consent_app = typer.Typer(help="A company's consents: grant, revoke, list.", no_args_is_help=True)
 company_app.add_typer(consent_app, name="consent")
 
