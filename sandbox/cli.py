@@ -8,7 +8,7 @@ import os
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -77,6 +77,14 @@ def progress_bar() -> Progress:
         TimeElapsedColumn(),
         console=console,
     )
+
+
+def data_problems(exc: DataValidationError, what: str) -> NoReturn:
+    """Name every problem of a company's data file, then exit 1."""
+    err.print(f"[bold red]The data cannot be {what}:[/]")
+    for problem in exc.problems:
+        err.print(f"  - {problem}")
+    raise typer.Exit(1) from exc
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -362,10 +370,7 @@ def company_join(
             seed=seed,
         )
     except DataValidationError as exc:
-        err.print("[bold red]The data cannot be registered:[/]")
-        for problem in exc.problems:
-            err.print(f"  - {problem}")
-        raise typer.Exit(1) from exc
+        data_problems(exc, "registered")
     except (RegistryError, ValueError) as exc:
         fail(str(exc))
     console.print(
@@ -433,10 +438,7 @@ def company_join_request(
         table = load_company_file(data, manifest)
         key, filled = prepare_node(node_dir, company_id, table, seed)
     except DataValidationError as exc:
-        err.print("[bold red]The data cannot be prepared:[/]")
-        for problem in exc.problems:
-            err.print(f"  - {problem}")
-        raise typer.Exit(1) from exc
+        data_problems(exc, "prepared")
     except (RegistryError, ValueError) as exc:
         fail(str(exc))
     body, signature = join_request(
@@ -472,10 +474,7 @@ def company_prepare_dataset(
         table = load_company_file(data, manifest)
         filled = write_vault(node_dir, table.frame, table.manifest, seed=seed)
     except DataValidationError as exc:
-        err.print("[bold red]The data cannot be prepared:[/]")
-        for problem in exc.problems:
-            err.print(f"  - {problem}")
-        raise typer.Exit(1) from exc
+        data_problems(exc, "prepared")
     except (VaultError, ValueError) as exc:
         fail(str(exc))
     typer.echo(vault_path(node_dir, filled.name) / "manifest.json")
