@@ -280,15 +280,30 @@ def _enrolment_records(
     return records
 
 
+def _company(gov: Governance, company_id: str, actor: Any) -> tuple[Company | None, Any, Any]:
+    """The company (None if it is not in the registry), its policy facts, and who acts: the
+    API's principal, or (the CLI) the company itself. For an id that is not in the registry
+    the facts describe a company that is not there, so that the policy still decides whether
+    the asker may learn that; the company itself, absent, cannot ask."""
+    with service.session_scope(gov.engine) as session:
+        company = session.get(Company, company_id)
+    if company is None:
+        if actor is None:
+            raise NotFound(f"no company {company_id!r}")
+        return None, CompanyFacts(id=company_id, industry="(not in the registry)"), actor
+    facts = company_facts(company)
+    return company, facts, actor or facts
+
+
 def register_dataset(
     gov: Governance, company_id: str, manifest: DatasetManifest, actor: Any = None
 ) -> Dataset:
     """Register the manifest of a dataset the company's node has prepared (never its rows)."""
-    company = service.get_company(gov.engine, company_id)
+    _, _, actor = _company(gov, company_id, actor)
     service.check_filled(manifest)
     authorize(
         gov,
-        actor or company_facts(company),
+        actor,
         "register_dataset",
         _new_dataset_facts(company_id, manifest),
         annotation=Annotation(owner=company_id, grade=manifest.grade),
@@ -317,14 +332,14 @@ def _consent_record(action: str, consent: Consent) -> LedgerRecord:
     )
 
 
-def _hidden(gov: Governance, actor: Any, company: Company, missing: str) -> Exception:
+def _hidden(gov: Governance, actor: Any, company: CompanyFacts, missing: str) -> Exception:
     """What to answer when a company's dataset or consent is not there: NotFound, but only to
     whom the policy lets read that company's data; anyone else is denied (and recorded), so
     that asking cannot reveal which datasets or consents another company holds."""
     decision = gov.decide(
         actor,
         "read_company_data",
-        company_facts(company),
+        company,
         annotation=Annotation(
             owner=company.id,
             resource_kind="company",
@@ -349,12 +364,11 @@ def grant_consent(
     check_id(purpose, "purpose")
     if valid_for <= timedelta(0):
         raise Invalid("a consent must be valid for a positive period")
-    row = service.get_company(gov.engine, company_id)
-    company = actor or company_facts(row)
+    _, facts, company = _company(gov, company_id, actor)
     with service.session_scope(gov.engine) as session:
         ds = session.get(Dataset, dataset_id(company_id, dataset))
     if ds is None:
-        raise _hidden(gov, company, row, f"company {company_id!r} has no dataset {dataset!r}")
+        raise _hidden(gov, company, facts, f"company {company_id!r} has no dataset {dataset!r}")
     consent_id = new_id("consent")
     facts = ConsentFacts(
         id=consent_id,
@@ -390,12 +404,13 @@ def revoke_consent(
 ) -> Consent:
     """Revoke consent: the next round of any job using it goes on without this company.
     ``actor`` is who asks (the API's principal); by default the company itself."""
-    row = service.get_company(gov.engine, company_id)
-    company = actor or company_facts(row)
+    _, facts, company = _company(gov, company_id, actor)
     with service.session_scope(gov.engine) as session:
         consent = session.get(Consent, consent_id)
     if consent is None or consent.company_id != company_id:
-        raise _hidden(gov, company, row, f"company {company_id!r} holds no consent {consent_id!r}")
+        raise _hidden(
+            gov, company, facts, f"company {company_id!r} holds no consent {consent_id!r}"
+        )
     ds = service.get_dataset(gov.engine, company_id, consent.dataset_id.split("/", 1)[1])
     decision = gov.decide(
         company,
@@ -611,7 +626,7 @@ def authorize_audit_read(
     from sandbox.governance import principal_facts
 
     who = principal_facts(role, principal, gov.engine)
-    scope_company = company_facts(service.get_company(gov.engine, company)) if company else None
+    scope_company = _company(gov, company, who)[1] if company else None
     scope_job = None
     entities: tuple[Any, ...] = ()
     if job:
@@ -767,14 +782,16 @@ def list_companies(gov: Governance, actor: Any) -> list[Company]:
 
 def company_data(gov: Governance, actor: Any, company_id: str, view: str) -> Company:
     """Decide a read of one company's data (profile, datasets, consents, receipts, spend)."""
-    company = service.get_company(gov.engine, company_id)
+    company, facts, actor = _company(gov, company_id, actor)
     authorize(
         gov,
         actor,
         "read_company_data",
-        company_facts(company),
+        facts,
         annotation=_view(view, owner=company_id, resource_kind="company", resource_id=company_id),
     )
+    if company is None:
+        raise NotFound(f"no company {company_id!r}")
     return company
 
 
@@ -815,7 +832,7 @@ def list_jobs(
     engineer lists the jobs they filed, a company those it takes part in."""
     scope = JobListScope(
         engineer=EngineerFacts(engineer) if engineer is not None else None,
-        company=company_facts(service.get_company(gov.engine, company)) if company else None,
+        company=_company(gov, company, actor)[1] if company else None,
     )
     authorize(
         gov, actor, "list_jobs", RegistryFacts(), scope, annotation=_view("jobs", owner=company)
@@ -886,14 +903,12 @@ def list_principals(gov: Governance, actor: Any) -> list[Principal]:
 
 def disable_principal(gov: Governance, actor: Any, principal_id: str) -> Principal:
     """Disable a principal: its tokens are revoked and it gets no new ones."""
-    found = principals.get_principal(gov.engine, principal_id)
-    account = AccountFacts(role=found.role, holder=found.id, status=found.status)
-    authorize(
-        gov,
-        actor,
-        "register_principal",
-        account,
-        annotation=Annotation(resource_kind="key", resource_id=account.id),
+    check_id(principal_id, "principal id")
+    with service.session_scope(gov.engine) as session:
+        found = session.get(Principal, principal_id)
+    # Only registered principals can be disabled; an unknown id is judged as an engineer's.
+    account = _decide_account(
+        gov, actor, "register_principal", found.role if found else "engineer", principal_id
     )
     disabled, revoked = principals.disable(gov.engine, principal_id)
     gov.record(_principal_record("principal.disabled", actor, account, tokens_revoked=revoked))
@@ -964,26 +979,46 @@ def open_session(gov: Governance, who: Who) -> None:
     )
 
 
-def list_tokens(gov: Governance, actor: Any, holder: Who) -> list[ApiToken]:
-    """The tokens ``holder`` was issued (never the tokens themselves)."""
+def _account(gov: Governance, role: str, principal_id: str) -> AccountFacts | None:
+    """The account of a principal, or None when there is no such principal."""
+    try:
+        return principals.resolve(gov.engine, role, principal_id).account
+    except NotFound:
+        return None
+
+
+def _decide_account(
+    gov: Governance, actor: Any, action: str, role: str, principal_id: str
+) -> AccountFacts:
+    """Decide ``action`` on a principal's account. An account that does not exist is judged as
+    if it did (active): whether it exists is told only to whom the policy would allow."""
+    account = _account(gov, role, principal_id)
+    judged = account or AccountFacts(role=role, holder=principal_id)
     authorize(
         gov,
         actor,
-        "manage_tokens",
-        holder.account,
-        annotation=Annotation(resource_kind="key", resource_id=holder.account.id),
+        action,
+        judged,
+        annotation=Annotation(resource_kind="key", resource_id=judged.id),
     )
-    return principals.list_tokens(gov.engine, holder.role, holder.id)
+    if account is None:
+        raise NotFound(f"no {role} {principal_id!r}")
+    return account
+
+
+def list_tokens(gov: Governance, actor: Any, role: str, principal_id: str) -> list[ApiToken]:
+    """The tokens a principal was issued (never the tokens themselves)."""
+    principals.check_role(role)
+    _decide_account(gov, actor, "manage_tokens", role, principal_id)
+    return principals.list_tokens(gov.engine, role, principal_id)
 
 
 def revoke_token(gov: Governance, actor: Any, token_id: str) -> ApiToken:
     """Revoke a token: one's own, or (the operator) anyone's."""
     token = principals.get_token(gov.engine, token_id)
-    try:
-        holder = principals.resolve(gov.engine, token.role, token.principal_id)
-        account = holder.account
-    except NotFound:
-        account = AccountFacts(role=token.role, holder=token.principal_id, status="removed")
+    account = _account(gov, token.role, token.principal_id) or AccountFacts(
+        role=token.role, holder=token.principal_id, status="removed"
+    )
     authorize(
         gov,
         actor,

@@ -204,3 +204,21 @@ def test_asking_for_what_is_not_there_reveals_nothing_to_others(world: World) ->
         headers=world.headers("other_company"),
     )
     assert probe.status_code == 403
+
+
+def test_whether_something_exists_is_told_only_to_whom_the_policy_allows(world: World) -> None:
+    """Ids that name nothing: a principal the policy would deny learns nothing (403, recorded);
+    one it would allow is told there is nothing (404)."""
+    cases = [
+        ("GET", "/companies/globex", None, "other_company", "regulator"),
+        ("GET", "/companies/globex/receipts", None, "engineer", "regulator"),
+        ("POST", "/companies/globex/consents", {"purpose": "churn"}, "other_company", None),
+        ("GET", "/auth/tokens?role=engineer&principal_id=nobody", None, "company", "operator"),
+        ("POST", "/operator/principals/nobody/disable", None, "company", "operator"),
+    ]
+    for method, path, body, denied, allowed in cases:
+        refused = world.client.request(method, path, json=body, headers=world.headers(denied))
+        assert refused.status_code == 403, (path, refused.text)
+        if allowed is not None:
+            told = world.client.request(method, path, json=body, headers=world.headers(allowed))
+            assert told.status_code == 404, (path, told.text)

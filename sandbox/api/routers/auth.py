@@ -60,10 +60,7 @@ def list_tokens(
 ) -> Me:
     """Who you are and the tokens you (or, for the operator, anyone) hold; never the tokens
     themselves. Policy action: `manage_tokens`."""
-    holder = me.who
-    if role is not None or principal_id is not None:
-        holder = principals.resolve(gov.engine, role or me.who.role, principal_id or me.who.id)
-    tokens = operations.list_tokens(gov, me.facts, holder)
+    tokens = operations.list_tokens(gov, me.facts, role or me.who.role, principal_id or me.who.id)
     return Me(
         role=me.who.role,
         principal_id=me.who.id,
