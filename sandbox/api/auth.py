@@ -10,6 +10,7 @@ authenticated by the cookie that changes something must come from this server's 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
@@ -46,7 +47,8 @@ class Caller:
     via: str
 
     @property
-    def facts(self):  # type: ignore[no-untyped-def]
+    def facts(self) -> Any:
+        """The principal's policy facts (the ``actor`` of the governed operations)."""
         return self.who.facts
 
 

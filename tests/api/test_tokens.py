@@ -30,6 +30,7 @@ def test_a_signed_request_gets_a_token_that_works(world: World) -> None:
     assert response.status_code == 201, response.text
     issued = response.json()
     assert issued["token_type"] == "Bearer" and issued["principal_id"] == "eve"
+    assert response.headers["cache-control"] == "no-store"
     me = world.client.get("/auth/tokens", headers=bearer(issued["token"]))
     assert me.status_code == 200
     assert me.json()["principal_id"] == "eve" and me.json()["token_id"] == issued["token_id"]

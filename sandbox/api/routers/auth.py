@@ -29,7 +29,9 @@ TokenId = Annotated[str, Path(pattern=r"^tok-[0-9a-f]{12}$", description="a toke
 
 
 @router.post("/token", status_code=201, response_model=TokenIssued)
-def issue_token(body: TokenRequest, gov: Governance = Depends(governance)) -> TokenIssued:
+def issue_token(
+    body: TokenRequest, response: Response, gov: Governance = Depends(governance)
+) -> TokenIssued:
     """Get a bearer token by proving possession of your Ed25519 key: sign
     `sandbox-api-token-request/v1\\n<role>\\n<principal_id>\\n<timestamp>\\n<nonce>`
     (`sandbox token sign-request` does it). Policy action: `manage_tokens`."""
@@ -42,6 +44,7 @@ def issue_token(body: TokenRequest, gov: Governance = Depends(governance)) -> To
         body.signature,
         timedelta(seconds=body.ttl_seconds),
     )
+    response.headers["Cache-Control"] = "no-store"  # a credential: no cache may keep it
     return TokenIssued(
         token=issued.token,
         token_id=issued.record.id,
@@ -91,6 +94,7 @@ def open_session(
     who, record = principals.authenticate(gov.engine, body.token)
     operations.open_session(gov, who)
     expires = as_utc(record.expires_at)
+    response.headers["Cache-Control"] = "no-store"
     response.set_cookie(
         SESSION_COOKIE,
         body.token,
