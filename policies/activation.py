@@ -32,7 +32,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from policies.engine import Decision, PolicyDecisionPoint, Recorder
-from policies.facts import OperatorFacts, PolicySetFacts
+from policies.facts import OperatorFacts, PolicySetFacts, Principal
 from policies.policyset import (
     DEFAULT_POLICY_DIR,
     LoadedPolicySet,
@@ -90,10 +90,11 @@ def activate(
     signature: str | None,
     regulator_public_key: str,
     *,
-    operator: OperatorFacts = DEFAULT_OPERATOR,
+    operator: Principal = DEFAULT_OPERATOR,
     bootstrap: bool = False,
 ) -> ActivationResult:
     """Try to make the policy set in ``candidate`` (a folder, or its files by name) active.
+    ``operator`` is who asks; the policy decides whether that principal may.
 
     The attempt is decided by the active set's ``activate_policy`` rules (by the candidate's
     own rules when nothing is active yet, i.e. at bootstrap) and recorded. Only an allowed

@@ -15,7 +15,7 @@ Dataset, Consent, Job, PolicySet) and the fields of the matching class in
 :mod:`policies.facts`. A context is either plain values (decimals as strings, e.g.
 ``"0.05"``; facts objects where the schema wants an entity) or a typed context:
 ``{"type": "RoundContext", "round": 2, "epsilon_spent": "1.0", "epsilon_next": "0.5"}``,
-likewise ``ReleaseContext``, ``AuditScope`` and ``DatasetReadContext``.
+likewise ``ReleaseContext``, ``AuditScope``, ``DatasetReadContext`` and ``JobListScope``.
 
 A case file (``policies/tests/*.json``) adds a library of named facts and a list of cases::
 
@@ -52,6 +52,7 @@ from policies.facts import (
     AuditScope,
     DatasetReadContext,
     FactsError,
+    JobListScope,
     ReleaseContext,
     RoundContext,
     facts_from_dict,
@@ -64,6 +65,7 @@ _CONTEXT_TYPES = {
     "ReleaseContext": ReleaseContext,
     "AuditScope": AuditScope,
     "DatasetReadContext": DatasetReadContext,
+    "JobListScope": JobListScope,
 }
 
 

@@ -48,6 +48,13 @@ ACTIONS = (
     "read_audit",
     "export_audit",
     "activate_policy",
+    "read_registry",
+    "read_company_data",
+    "list_jobs",
+    "read_job",
+    "start_job",
+    "register_principal",
+    "manage_tokens",
 )
 NO_POLICY_SET = "(none)"
 

@@ -158,6 +158,34 @@ class JobFacts:
                 raise FactsError(f"job {self.id}: dp_epsilon must be above 0 (or None: no DP)")
 
 
+ACCOUNT_HOLDERS = {
+    "company": "Company",
+    "engineer": "Engineer",
+    "regulator": "Regulator",
+    "operator": "Operator",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFacts:
+    """A principal's account with the API, the resource of ``register_principal`` and
+    ``manage_tokens``. It lies within its holder (``Sandbox::Engineer::"eve"`` holds
+    ``Sandbox::Account::"engineer:eve"``), so a policy can say "the principal's own account"."""
+
+    KIND: ClassVar[str] = "Account"
+    role: str
+    holder: str
+    status: str = "active"
+
+    def __post_init__(self) -> None:
+        if self.role not in ACCOUNT_HOLDERS:
+            raise FactsError(f"account role {self.role!r} is not one of {tuple(ACCOUNT_HOLDERS)}")
+
+    @property
+    def id(self) -> str:
+        return f"{self.role}:{self.holder}"
+
+
 @dataclass(frozen=True, slots=True)
 class PolicySetFacts:
     """A candidate policy set, the resource of ``activate_policy``."""
@@ -182,6 +210,7 @@ Resource = (
     | JobFacts
     | PolicySetFacts
     | CompanyFacts
+    | AccountFacts
 )
 Facts = Principal | Resource
 FACT_TYPES: dict[str, type] = {
@@ -197,6 +226,7 @@ FACT_TYPES: dict[str, type] = {
         ConsentFacts,
         JobFacts,
         PolicySetFacts,
+        AccountFacts,
     )
 }
 
@@ -265,6 +295,23 @@ class AuditScope:
             scope["company"] = self.company
         if self.job is not None:
             scope["job"] = self.job
+        return scope
+
+
+@dataclass(frozen=True, slots=True)
+class JobListScope:
+    """Context of ``list_jobs``: the jobs one engineer filed, the jobs one company takes part
+    in, or (neither given) all jobs."""
+
+    engineer: EngineerFacts | None = None
+    company: CompanyFacts | None = None
+
+    def as_context(self) -> dict[str, Any]:
+        scope: dict[str, Any] = {}
+        if self.engineer is not None:
+            scope["engineer"] = self.engineer
+        if self.company is not None:
+            scope["company"] = self.company
         return scope
 
 
@@ -447,6 +494,9 @@ def _entity(
             "validated": facts.validated,
             "bootstrap": facts.bootstrap,
         }
+    elif isinstance(facts, AccountFacts):
+        parents = [uid(ACCOUNT_HOLDERS[facts.role], facts.holder)]
+        attrs = {"role": facts.role, "status": facts.status}
     elif isinstance(facts, EngineerFacts | RegulatorFacts | OperatorFacts | AuditLogFacts):
         attrs = {}
     else:

@@ -9,7 +9,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -29,12 +29,21 @@ from sandbox.registry.errors import RegistryError
 app = typer.Typer(help="The regulatory data sandbox.", no_args_is_help=True, add_completion=False)
 company_app = typer.Typer(help="Companies: join, datasets, consents.", no_args_is_help=True)
 job_app = typer.Typer(help="Engineers: file, run and inspect training jobs.", no_args_is_help=True)
+principal_app = typer.Typer(
+    help="The operator: principals of the API (engineers, regulators, operators) and their keys.",
+    no_args_is_help=True,
+)
+token_app = typer.Typer(
+    help="API tokens: issue, revoke, sign a token request.", no_args_is_help=True
+)
 app.add_typer(company_app, name="company")
 app.add_typer(job_app, name="job")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 app.add_typer(db_app, name="db")
 app.add_typer(federation_app, name="federation")
+app.add_typer(principal_app, name="principal")
+app.add_typer(token_app, name="token")
 
 # Piped output (logs, CI) gets a wide page so that tables keep their columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -70,6 +79,14 @@ def progress_bar() -> Progress:
         TimeElapsedColumn(),
         console=console,
     )
+
+
+def data_problems(exc: DataValidationError, what: str) -> NoReturn:
+    """Name every problem of a company's data file, then exit 1."""
+    err.print(f"[bold red]The data cannot be {what}:[/]")
+    for problem in exc.problems:
+        err.print(f"  - {problem}")
+    raise typer.Exit(1) from exc
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -355,10 +372,7 @@ def company_join(
             seed=seed,
         )
     except DataValidationError as exc:
-        err.print("[bold red]The data cannot be registered:[/]")
-        for problem in exc.problems:
-            err.print(f"  - {problem}")
-        raise typer.Exit(1) from exc
+        data_problems(exc, "registered")
     except (RegistryError, ValueError) as exc:
         fail(str(exc))
     console.print(
@@ -399,6 +413,73 @@ def company_join_census(
     except (RegistryError, ValueError) as exc:
         fail(str(exc))
     console.print(f"[green]{company_id} joined[/] with {done.dataset.row_count} rows")
+
+
+@company_app.command("join-request")
+def company_join_request(
+    company_id: str = typer.Argument(..., help="Short id, e.g. acme-insurance"),
+    data: Path = typer.Option(..., "--data", help="CSV or Parquet file with the company's rows"),
+    manifest: Path = typer.Option(..., "--manifest", help="Manifest (.toml or .json)"),
+    out: Path = typer.Option(..., "--out", help="Write the request body here"),
+    name: str | None = typer.Option(None, "--name"),
+    purpose: list[str] = typer.Option([], "--purpose", help="Consent to this purpose"),
+    valid_days: int = typer.Option(365, "--valid-days", min=1, max=3650),
+    node: Path | None = typer.Option(
+        None, "--node", help="Your node folder (default: <SANDBOX_HOME>/companies/<id>)"
+    ),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Prepare your node here (key, vault) and write a signed join request for the API:
+    POST it to /companies with the printed X-Sandbox-Signature header. Rows stay here."""
+    from sandbox.data.byod import load_company_file
+    from sandbox.onboarding import prepare_node
+    from sandbox.principals import join_request
+
+    node_dir = node or load_settings().company_dir(company_id)
+    try:
+        table = load_company_file(data, manifest)
+        key, filled = prepare_node(node_dir, company_id, table, seed)
+    except DataValidationError as exc:
+        data_problems(exc, "prepared")
+    except (RegistryError, ValueError) as exc:
+        fail(str(exc))
+    body, signature = join_request(
+        key, company_id, name or company_id, filled.industry, filled, tuple(purpose), valid_days
+    )
+    out.write_bytes(body)
+    err.print(
+        f"Node prepared at {node_dir}; request body written to {out} (sign-time bound: 5 min)"
+    )
+    typer.echo(f"X-Sandbox-Signature: {signature}")
+
+
+@company_app.command("prepare-dataset")
+def company_prepare_dataset(
+    company_id: str = typer.Argument(..., help="Your company id"),
+    data: Path = typer.Option(..., "--data", help="CSV or Parquet file with the rows"),
+    manifest: Path = typer.Option(..., "--manifest", help="Manifest (.toml or .json)"),
+    node: Path | None = typer.Option(
+        None, "--node", help="Your node folder (default: <SANDBOX_HOME>/companies/<id>)"
+    ),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Put another dataset into your node's vault and print the path of its filled-in
+    manifest, the body of POST /companies/<id>/datasets. Rows stay here."""
+    from sandbox.data.byod import load_company_file
+    from sandbox.data.vault import VaultError, vault_path, write_vault
+    from sandbox.node import NodeHome
+
+    node_dir = node or load_settings().company_dir(company_id)
+    if not NodeHome(node_dir).info_path.exists():
+        fail(f"{node_dir} holds no company node; prepare it with `sandbox company join-request`")
+    try:
+        table = load_company_file(data, manifest)
+        filled = write_vault(node_dir, table.frame, table.manifest, seed=seed)
+    except DataValidationError as exc:
+        data_problems(exc, "prepared")
+    except (VaultError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(vault_path(node_dir, filled.name) / "manifest.json")
 
 
 consent_app = typer.Typer(help="A company's consents: grant, revoke, list.", no_args_is_help=True)
@@ -622,6 +703,159 @@ def job_show(job_id: str = typer.Argument(...)) -> None:
             f"{release.decided_at:%Y-%m-%d %H:%M} UTC): {'; '.join(release.reasons)}"
             + (f"; exported to {release.exported_to}" if release.exported_to else "")
         )
+
+
+# -------------------------------------------------------------------------- serve
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Serve the HTTP API (OpenAPI documentation at /docs; GET /health for health checks)."""
+    from sandbox.api.server import serve as run_server
+
+    run_server(host, port, load_settings(), log_level)
+
+
+# --------------------------------------------------------------------- principals
+def _public_key_of(public_key: str | None, key_file: Path | None, new_key: Path | None) -> str:
+    from sandbox import identity
+
+    given = [v for v in (public_key, key_file, new_key) if v is not None]
+    if len(given) != 1:
+        fail("give exactly one of --public-key, --key-file or --new-key")
+    if public_key is not None:
+        return public_key
+    if key_file is not None:
+        try:
+            return identity.public_b64(identity.read_private_key(key_file))
+        except identity.KeyFileError as exc:
+            fail(str(exc))
+    assert new_key is not None
+    if new_key.exists():
+        fail(f"{new_key} exists already; choose a new path for the new private key")
+    key = identity.generate_key()
+    identity.write_private_key(new_key, key)
+    console.print(f"New private key written to {new_key} (0600); keep it to yourself.")
+    return identity.public_b64(key)
+
+
+@principal_app.command("add")
+def principal_add(
+    principal_id: str = typer.Argument(..., help="Short id, e.g. reg-anna"),
+    role: str = typer.Option(..., "--role", help="engineer, regulator or operator"),
+    public_key: str | None = typer.Option(None, "--public-key", help="base64 Ed25519 key"),
+    key_file: Path | None = typer.Option(None, "--key-file", help="the principal's PEM key"),
+    new_key: Path | None = typer.Option(
+        None, "--new-key", help="make a new key pair; write the private key here"
+    ),
+    organisation: str | None = typer.Option(None, "--organisation"),
+) -> None:
+    """Register a principal with its public key, as the operator (decided and recorded)."""
+    from policies.facts import OperatorFacts
+    from sandbox.governance import get_governance
+    from sandbox.operations import register_principal
+    from sandbox.principals import OPERATOR_ID, ensure_operator
+
+    settings = load_settings()
+    gov = get_governance(settings)
+    ensure_operator(gov.engine, settings.keys_dir)
+    key = _public_key_of(public_key, key_file, new_key)
+    try:
+        added = register_principal(
+            gov, OperatorFacts(OPERATOR_ID), principal_id, role, key, organisation
+        )
+    except (RegistryError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"{added.role} [bold]{added.id}[/] registered with key {key}")
+
+
+@principal_app.command("list")
+def principal_list() -> None:
+    """The registered principals (companies are principals by joining)."""
+    from sandbox.principals import list_principals
+
+    table = Table("principal", "role", "organisation", "status", "public key")
+    for p in list_principals(get_engine(load_settings().database_url)):
+        table.add_row(p.id, p.role, p.organisation or "", p.status, p.public_key)
+    console.print(table)
+
+
+@principal_app.command("disable")
+def principal_disable(principal_id: str = typer.Argument(...)) -> None:
+    """Disable a principal and revoke its tokens, as the operator."""
+    from policies.facts import OperatorFacts
+    from sandbox.governance import get_governance
+    from sandbox.operations import disable_principal
+    from sandbox.principals import OPERATOR_ID
+
+    try:
+        disabled = disable_principal(get_governance(), OperatorFacts(OPERATOR_ID), principal_id)
+    except (RegistryError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"{disabled.role} {disabled.id} disabled; its tokens are revoked")
+
+
+# ------------------------------------------------------------------------- tokens
+@token_app.command("issue")
+def token_issue(
+    principal_id: str = typer.Argument(..., help="A principal or company id"),
+    role: str = typer.Option(..., "--role", help="company, engineer, regulator or operator"),
+    ttl_hours: float = typer.Option(8.0, "--ttl-hours", min=0.01, max=720),
+) -> None:
+    """Issue a token on the sandbox's own machine (tests, demos); it is printed once."""
+    from sandbox.governance import get_governance
+    from sandbox.operations import issue_token_locally
+    from sandbox.principals import ensure_operator
+
+    settings = load_settings()
+    gov = get_governance(settings)
+    ensure_operator(gov.engine, settings.keys_dir)
+    try:
+        issued = issue_token_locally(gov, role, principal_id, timedelta(hours=ttl_hours))
+    except (RegistryError, ValueError) as exc:
+        fail(str(exc))
+    err.print(
+        f"token {issued.record.id} for {role} {principal_id}, expires {issued.record.expires_at:%Y-%m-%d %H:%M} UTC"
+    )
+    typer.echo(issued.token)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str = typer.Argument(..., help="The token's id (tok-...)")) -> None:
+    """Revoke a token, as the operator."""
+    from policies.facts import OperatorFacts
+    from sandbox.governance import get_governance
+    from sandbox.operations import revoke_token
+    from sandbox.principals import OPERATOR_ID
+
+    try:
+        revoke_token(get_governance(), OperatorFacts(OPERATOR_ID), token_id)
+    except (RegistryError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"token {token_id} revoked")
+
+
+@token_app.command("sign-request")
+def token_sign_request(
+    key_file: Path = typer.Option(..., "--key", help="your Ed25519 private key (PEM)"),
+    principal_id: str = typer.Option(..., "--id"),
+    role: str = typer.Option(..., "--role"),
+    ttl_hours: float = typer.Option(8.0, "--ttl-hours", min=0.02, max=720),
+) -> None:
+    """Print a signed token request, the body of POST /auth/token (valid for 5 minutes)."""
+    import json
+
+    from sandbox import identity
+    from sandbox.principals import sign_token_request
+
+    try:
+        key = identity.read_private_key(key_file)
+    except identity.KeyFileError as exc:
+        fail(str(exc))
+    body = sign_token_request(key, role, principal_id)
+    typer.echo(json.dumps({**body, "ttl_seconds": int(ttl_hours * 3600)}))
 
 
 def main() -> None:

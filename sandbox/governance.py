@@ -59,6 +59,7 @@ _RESOURCE_KINDS = {
     "AuditLog": "ledger",
     "PolicySet": "policy_set",
     "Registry": "company",
+    "Account": "key",
 }
 
 

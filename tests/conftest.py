@@ -37,6 +37,13 @@ def fresh_postgres_database() -> Iterator[str]:
     The server is the one named by ``SANDBOX_TEST_POSTGRES_URL`` (an admin connection). An
     unreachable server fails the test, unless ``SANDBOX_SKIP_POSTGRES=1`` asks to skip.
     """
+    with postgres_database() as url:
+        yield url
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty Postgres database for as long as the block runs (see ``pg_url``)."""
     import psycopg
     from psycopg import sql
 
@@ -81,6 +88,26 @@ def tmp_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Se
     monkeypatch.delenv("SANDBOX_LEDGER_ORIGIN", raising=False)
     yield load_settings()
     dispose_engines()
+
+
+@contextmanager
+def isolated_home(home: Path) -> Iterator[Settings]:
+    """Settings pointing at ``home`` and a new database (SQLite, or Postgres when
+    ``SANDBOX_TEST_DATABASE=postgres``), the environment restored afterwards. For fixtures of
+    wider scope than a test; a test's own fixture is ``sandbox_home``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SANDBOX_HOME", str(home))
+        patch.delenv("SANDBOX_LEDGER_ORIGIN", raising=False)
+        if use_postgres():
+            with postgres_database() as url:
+                patch.setenv("SANDBOX_DATABASE_URL", url)
+                yield load_settings()
+        else:
+            patch.setenv("SANDBOX_DATABASE_URL", f"sqlite:///{home / 'sandbox.db'}")
+            try:
+                yield load_settings()
+            finally:
+                dispose_engines()
 
 
 @pytest.fixture

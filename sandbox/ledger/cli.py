@@ -172,11 +172,7 @@ def proof(
     """
     ledger = _open_ledger()
     try:
-        latest = ledger.latest_checkpoint()
-        if latest is None or latest.size <= index:
-            latest = ledger.checkpoint()
-        inclusion = ledger.inclusion_proof(index, latest.size)
-        entry = ledger.entry(index)
+        entry, inclusion, latest = ledger.prove(index)
     except LedgerIntegrityError as exc:
         _fail(str(exc), EXIT_FAILED)
     except LedgerError as exc:

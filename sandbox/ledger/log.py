@@ -469,6 +469,15 @@ class Ledger:
             leaf, *hashes = span_hashes(conn, spans)
         return InclusionProof(index, tree_size, leaf, tuple(hashes))
 
+    def prove(self, index: int) -> tuple[LedgerEntry, InclusionProof, SignedCheckpoint]:
+        """Entry ``index``, its inclusion proof and the signed checkpoint the proof leads to:
+        the latest one, or a new one signed now if the latest does not cover the entry."""
+        latest = self.latest_checkpoint()
+        if latest is None or latest.size <= index:
+            latest = self.checkpoint()
+        proof = self.inclusion_proof(index, latest.size)
+        return self.entry(index), proof, latest
+
     def consistency_proof(self, old_size: int, new_size: int) -> ConsistencyProof:
         """Proof that the tree of ``old_size`` entries is a prefix of that of ``new_size``."""
         if not 0 <= old_size <= new_size:

@@ -24,5 +24,15 @@ class Invalid(RegistryError):
 
 
 class Forbidden(RegistryError):
+    """A policy decision denied the request; ``decision_id`` names it in the ledger and
+    ``reasons`` say why, as the policies put it."""
+
     status = 403
     title = "Denied by policy"
+
+    def __init__(
+        self, message: str, decision_id: str | None = None, reasons: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.decision_id = decision_id
+        self.reasons = reasons

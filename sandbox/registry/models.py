@@ -1,5 +1,6 @@
 """The registry's tables: companies, their node keys, datasets, consents, jobs, rounds,
-receipts, the privacy spent by each company, policy decisions' readable side, releases.
+receipts, the privacy spent by each company, policy decisions' readable side, releases; the
+principals of the API and their tokens.
 
 Only manifests are stored here, never rows. JSON columns hold documents that are already
 validated by their pydantic schema (the manifest, the job spec, round metrics).
@@ -197,3 +198,36 @@ class Release(SQLModel, table=True):
     contributions: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     exported_to: str | None = Field(default=None, sa_column=Column(Text))
     decided_at: datetime = Field(default_factory=utcnow)
+
+
+class Principal(SQLModel, table=True):
+    """An engineer, regulator or operator who acts through the API, with the Ed25519 public key
+    that proves it. Companies are principals through the company table: their id and the key
+    they joined with."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    role: str = Field(max_length=16, index=True)
+    organisation: str | None = Field(default=None, max_length=64)
+    public_key: str = Field(max_length=64, description="Ed25519 public key, base64 raw bytes")
+    status: str = Field(default="active", max_length=16)
+    registered_by: str = Field(max_length=64)
+    registered_at: datetime = Field(default_factory=utcnow)
+    disabled_at: datetime | None = None
+
+
+class ApiToken(SQLModel, table=True):
+    """An API bearer token. Only the SHA-256 of the token is stored; the token itself is shown
+    once, when it is issued. ``proof_sha256`` is the digest of the signed request it was issued
+    for, unique, so that a signed request cannot be replayed for a second token."""
+
+    __tablename__ = "api_token"
+
+    id: str = Field(primary_key=True, max_length=40)
+    role: str = Field(max_length=16)
+    principal_id: str = Field(max_length=64, index=True)
+    token_sha256: str = Field(max_length=64, unique=True, index=True)
+    proof_sha256: str | None = Field(default=None, max_length=64, unique=True)
+    channel: str = Field(max_length=16)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    revoked_at: datetime | None = None

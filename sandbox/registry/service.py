@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -23,6 +26,8 @@ from sandbox.registry.models import (
     Dataset,
     Job,
     NodeKey,
+    PolicyDecision,
+    PrivacySpend,
     Receipt,
     Release,
     Round,
@@ -30,6 +35,23 @@ from sandbox.registry.models import (
 )
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+# The largest count a registry column holds on every database (a 32-bit INTEGER in PostgreSQL).
+MAX_COUNT = 2**31 - 1
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+"""Ids that the registry, the policies and the ledger all accept: of companies, principals and
+purposes given through the API."""
+_ID = re.compile(ID_PATTERN)
+
+
+def check_id(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise Invalid(
+            f"{what} {value!r} must start with a letter or digit and hold only letters, digits, "
+            "'_' or '-' (at most 64 characters)"
+        )
+    return value
 
 
 def as_utc(value: datetime) -> datetime:
@@ -65,10 +87,26 @@ def join_company(
         return company
 
 
-def register_dataset(engine: Engine, company_id: str, manifest: DatasetManifest) -> Dataset:
-    """Register a manifest that the company's vault has filled in (counts and hash)."""
+def check_filled(manifest: DatasetManifest) -> None:
+    """A manifest that a company's vault preparation filled in: a row count, and a content
+    hash of SHA-256 hex; counts that every database holds."""
     if manifest.row_count is None or manifest.content_hash is None:
         raise Invalid("the manifest lacks its row count and content hash; prepare the vault first")
+    if not _SHA256.fullmatch(manifest.content_hash):
+        raise Invalid(
+            "content_hash must be the SHA-256 of the vault files, 64 lower-case hex digits"
+        )
+    for name in ("row_count", "train_rows", "test_rows"):
+        value = getattr(manifest, name)
+        if value is not None and not 0 <= value <= MAX_COUNT:
+            raise Invalid(f"{name} must be between 0 and {MAX_COUNT}, not {value}")
+    if manifest.row_count < 1:
+        raise Invalid("row_count must be at least 1: a dataset without rows serves no job")
+
+
+def register_dataset(engine: Engine, company_id: str, manifest: DatasetManifest) -> Dataset:
+    """Register a manifest that the company's vault has filled in (counts and hash)."""
+    check_filled(manifest)
     with session_scope(engine) as session:
         company = session.get(Company, company_id)
         if company is None:
@@ -180,9 +218,11 @@ def file_job(
     filed_by: str,
     job_id: str | None = None,
     bundle_hash: str | None = None,
+    **fields: object,
 ) -> Job:
     """Store a validated spec with its hash, and file the code bundle that will run it (by
-    default the code of this process); every named company must have the dataset."""
+    default the code of this process); every named company must have the dataset. ``fields``
+    (status, risk tier, admission decision) are stored with it, in one step."""
     bundle = bundle_hash if bundle_hash is not None else running_bundle().digest
     with session_scope(engine) as session:
         missing = []
@@ -198,6 +238,8 @@ def file_job(
             spec_hash=spec.spec_hash,
             filed_by=filed_by,
         )
+        for key, value in fields.items():
+            setattr(job, key, value)
         session.add(job)
         _file_algorithm(session, job, bundle, spec.spec_hash)
         return job
@@ -262,6 +304,24 @@ def job_rounds(engine: Engine, job_id: str) -> list[Round]:
         )
 
 
+def new_grants(
+    company_id: str, dataset: str, purposes: Iterable[str], valid_for: timedelta
+) -> list[Consent]:
+    """Consents of a joining company's dataset, one per purpose, from now for ``valid_for``."""
+    now = utcnow()
+    return [
+        Consent(
+            id=new_id("consent"),
+            company_id=company_id,
+            dataset_id=dataset_id(company_id, dataset),
+            purpose=purpose,
+            granted_at=now,
+            expires_at=now + valid_for,
+        )
+        for purpose in purposes
+    ]
+
+
 def enrol_company(
     engine: Engine,
     company: Company,
@@ -275,8 +335,7 @@ def enrol_company(
         decode_public_key_b64(company.public_key)
     except ValueError as exc:
         raise Invalid(f"public_key: {exc}") from exc
-    if manifest.row_count is None or manifest.content_hash is None:
-        raise Invalid("the manifest lacks its row count and content hash; prepare the vault first")
+    check_filled(manifest)
     with session_scope(engine) as session:
         if session.get(Company, company.id) is not None:
             raise Conflict(f"a company with id {company.id!r} has already joined")
@@ -318,6 +377,68 @@ def record_round(engine: Engine, record: Round, completed: bool) -> Round:
         return record
 
 
+def begin_run(engine: Engine, job_id: str, from_statuses: Iterable[str]) -> bool:
+    """Mark a job running if it is in one of ``from_statuses``, atomically: of two callers
+    that start the same job at once, exactly one gets True."""
+    table = Job.__table__  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(table)
+            .where(table.c.id == job_id, table.c.status.in_(list(from_statuses)))
+            .values(status="running", started_at=func.coalesce(table.c.started_at, utcnow()))
+        )
+        return result.rowcount == 1
+
+
+def list_jobs(
+    engine: Engine,
+    filed_by: str | None = None,
+    company: str | None = None,
+    status: str | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> list[Job]:
+    """Jobs, newest first, filtered by who filed them, a participating company and status."""
+    query = select(Job)
+    if filed_by is not None:
+        query = query.where(Job.filed_by == filed_by)
+    if status is not None:
+        query = query.where(Job.status == status)
+    query = query.order_by(Job.filed_at.desc(), Job.id)  # type: ignore[attr-defined]
+    with session_scope(engine) as session:
+        if company is None:
+            return list(session.exec(query.offset(offset).limit(limit)).all())
+        # Participants live in the spec document; a company takes part in few jobs.
+        taking_part = [j for j in session.exec(query).all() if company in j.spec["companies"]]
+    return taking_part[offset : offset + limit]
+
+
+def company_consents(engine: Engine, company_id: str) -> list[Consent]:
+    with session_scope(engine) as session:
+        return list(
+            session.exec(
+                select(Consent)
+                .where(Consent.company_id == company_id)
+                .order_by(Consent.granted_at, Consent.id)  # type: ignore[arg-type]
+            ).all()
+        )
+
+
+def company_receipts(
+    engine: Engine, company_id: str, after_id: int = 0, limit: int = 100
+) -> list[Receipt]:
+    """The company's receipts in the order they arrived, after receipt ``after_id``."""
+    with session_scope(engine) as session:
+        return list(
+            session.exec(
+                select(Receipt)
+                .where(Receipt.company_id == company_id, Receipt.id > after_id)  # type: ignore[operator]
+                .order_by(Receipt.id)  # type: ignore[arg-type]
+                .limit(limit)
+            ).all()
+        )
+
+
 def job_receipts(engine: Engine, job_id: str) -> list[Receipt]:
     with session_scope(engine) as session:
         return list(
@@ -325,6 +446,66 @@ def job_receipts(engine: Engine, job_id: str) -> list[Receipt]:
                 select(Receipt).where(Receipt.job_id == job_id).order_by(Receipt.round)
             ).all()
         )
+
+
+@dataclass(frozen=True)
+class JobSpend:
+    """What one job cost one company in privacy: what the coordinator charged (write-ahead,
+    never below what the company reported) and what the company's own signed receipts state."""
+
+    job_id: str
+    purpose: str
+    budget: float | None
+    epsilon: float
+    epsilon_receipted: float
+    delta: float | None
+    runs: int
+    runs_unsettled: int
+    receipts: int
+
+
+def company_spend(engine: Engine, company_id: str) -> list[JobSpend]:
+    """The company's privacy spend per job, oldest job first."""
+    with session_scope(engine) as session:
+        charges = session.exec(
+            select(PrivacySpend)
+            .where(PrivacySpend.company_id == company_id)
+            .order_by(PrivacySpend.id)  # type: ignore[arg-type]
+        ).all()
+        receipts = session.exec(
+            select(Receipt).where(Receipt.company_id == company_id).order_by(Receipt.id)  # type: ignore[arg-type]
+        ).all()
+        job_ids = list(dict.fromkeys([c.job_id for c in charges] + [r.job_id for r in receipts]))
+        jobs = {
+            j.id: j
+            for j in session.exec(select(Job).where(Job.id.in_(job_ids))).all()  # type: ignore[attr-defined]
+        }
+    spends = []
+    for job_id in job_ids:
+        job = jobs[job_id]
+        charged = [c for c in charges if c.job_id == job_id]
+        signed = [r for r in receipts if r.job_id == job_id]
+        dp = (job.spec.get("privacy") or {}).get("dp") or {}
+        spends.append(
+            JobSpend(
+                job_id=job_id,
+                purpose=job.purpose,
+                budget=dp.get("epsilon"),
+                epsilon=max((c.epsilon_job for c in charged), default=0.0),
+                epsilon_receipted=sum(r.epsilon or 0.0 for r in signed if r.task == "train"),
+                delta=max((c.delta for c in charged), default=None),
+                runs=len(charged),
+                runs_unsettled=sum(1 for c in charged if c.status != "reported"),
+                receipts=len(signed),
+            )
+        )
+    return spends
+
+
+def policy_decision(engine: Engine, decision_id: str) -> PolicyDecision | None:
+    """The readable side of a recorded decision (its reasons), if any."""
+    with session_scope(engine) as session:
+        return session.get(PolicyDecision, decision_id)
 
 
 def record_release(engine: Engine, release: Release) -> Release:

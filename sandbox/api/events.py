@@ -1,0 +1,158 @@
+"""A job's progress as server-sent events (``text/event-stream``).
+
+The stream polls the registry: the job's status and each round the coordinator records, so
+it follows a run whatever engine runs it. Events:
+
+- ``status``: the job's status, rounds completed and reason, whenever one of them changes;
+- ``round``: one recorded round (who took part, who was missing and why, its metrics); its
+  event id is the round number, so a client that reconnects with ``Last-Event-ID`` gets only
+  the rounds after it;
+- ``end``: the last event: the job ended (completed, failed, stopped, denied, rejected), or
+  the stream reached its time limit or the server is shutting down (``reason`` says which;
+  reconnect to follow on).
+
+Everything is bounded: a stream lives at most ``max_seconds``, a comment line keeps idle
+connections open every ``keepalive`` seconds, and a server holds at most ``max_streams`` at
+once (more are refused with 429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from sandbox.api.schemas import RoundOut
+from sandbox.registry import service
+from sandbox.registry.errors import RegistryError
+from sandbox.registry.models import Job
+from sandbox.registry.service import as_utc
+
+ENDED = ("completed", "failed", "stopped", "denied", "rejected")
+
+
+class TooManyStreams(RegistryError):
+    status = 429
+    title = "Too many event streams"
+
+
+@dataclass
+class StreamLimits:
+    poll_seconds: float = 1.0
+    keepalive: float = 15.0
+    max_seconds: float = 4 * 3600.0
+    max_streams: int = 32
+
+
+class StreamSlots:
+    """Counts open streams; a slot is released once, whichever way the stream ends."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> _Slot:
+        with self._lock:
+            if self._open >= self.limit:
+                raise TooManyStreams(
+                    f"this server holds at most {self.limit} event streams at once; close one "
+                    "or retry in a minute"
+                )
+            self._open += 1
+        return _Slot(self)
+
+    def _give_back(self) -> None:
+        with self._lock:
+            self._open -= 1
+
+
+class _Slot:
+    def __init__(self, slots: StreamSlots) -> None:
+        self._slots = slots
+        self._held = True
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._held:
+                return
+            self._held = False
+        self._slots._give_back()
+
+
+def event(name: str, data: dict[str, Any], event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _status(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "status": job.status,
+        "rounds_completed": job.rounds_completed,
+        "rounds_planned": int(job.spec.get("rounds", 0)),
+        "reason": job.status_reason,
+        "model_hash": job.model_hash,
+        "ended_at": as_utc(job.ended_at).isoformat() if job.ended_at else None,
+    }
+
+
+def _snapshot(engine: Any, job_id: str, after_round: int) -> tuple[Job, list[RoundOut]]:
+    job = service.get_job(engine, job_id)
+    rounds = [RoundOut.of(r) for r in service.job_rounds(engine, job_id) if r.number > after_round]
+    return job, rounds
+
+
+async def job_events(
+    engine: Any,
+    job_id: str,
+    slot: _Slot,
+    limits: StreamLimits,
+    stopping: threading.Event,
+    after_round: int = 0,
+) -> AsyncIterator[str]:
+    """The event stream of one job (see the module docstring)."""
+    started = last_sent = time.monotonic()
+    sent_round = after_round
+    last_status: dict[str, Any] | None = None
+    try:
+        while True:
+            job, rounds = await run_in_threadpool(_snapshot, engine, job_id, sent_round)
+            for record in rounds:
+                yield event("round", record.model_dump(mode="json"), record.number)
+                sent_round = record.number
+                last_sent = time.monotonic()
+            status = _status(job)
+            if status != last_status:
+                yield event("status", status)
+                last_status = status
+                last_sent = time.monotonic()
+            if job.status in ENDED:
+                yield event("end", {**status, "why": "the job ended"})
+                return
+            if stopping.is_set():
+                yield event("end", {**status, "why": "the server is shutting down; reconnect"})
+                return
+            if time.monotonic() - started > limits.max_seconds:
+                yield event("end", {**status, "why": "the stream's time limit; reconnect"})
+                return
+            if time.monotonic() - last_sent >= limits.keepalive:
+                yield ": keep-alive\n\n"
+                last_sent = time.monotonic()
+            await asyncio.sleep(limits.poll_seconds)
+    finally:
+        slot.release()
+
+
+def last_event_id(request: Request) -> int:
+    """The round a reconnecting client has seen (its ``Last-Event-ID``), or 0."""
+    raw = request.headers.get("last-event-id", "")
+    return int(raw) if raw.isdigit() and len(raw) <= 9 else 0

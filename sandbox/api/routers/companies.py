@@ -1,0 +1,195 @@
+"""Companies: join, register dataset manifests, grant and revoke consent, and see every use
+of their data (receipts) and the privacy budget spent, per job."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+
+from sandbox import operations, principals
+from sandbox.api.auth import Caller, caller, governance
+from sandbox.api.schemas import (
+    CompanyOut,
+    ConsentIn,
+    ConsentOut,
+    DatasetOut,
+    JobSpendOut,
+    JoinRequest,
+    JoinResult,
+    ReceiptOut,
+    ReceiptPage,
+    RevocationIn,
+    SpendOut,
+)
+from sandbox.data.manifest import DatasetManifest
+from sandbox.governance import Governance
+from sandbox.registry.service import ID_PATTERN
+
+router = APIRouter(prefix="/companies", tags=["companies"])
+
+CompanyId = Annotated[str, Path(pattern=ID_PATTERN, description="the company's id")]
+ConsentId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")]
+
+
+async def raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+@router.post("", status_code=201, response_model=JoinResult)
+def join(
+    body: JoinRequest,
+    request: Request,
+    signature: Annotated[
+        str | None,
+        Header(
+            alias="X-Sandbox-Signature",
+            max_length=200,
+            description="base64 Ed25519 signature by the joining company's key over "
+            "'sandbox-api-join/v1\\n' + the exact body bytes",
+        ),
+    ] = None,
+    raw: bytes = Depends(raw_body),
+    gov: Governance = Depends(governance),
+) -> JoinResult:
+    """Join the sandbox. Needs no token: the request is signed with the key it registers.
+    Policy actions: `join`, `register_dataset` (with a manifest), `grant_consent` (each
+    purpose)."""
+    principals.verify_join(body.public_key, body.signed_at, raw, signature)
+    done = operations.enrol(
+        gov,
+        body.company_id,
+        body.name,
+        body.industry,
+        body.public_key,
+        body.manifest,
+        tuple(body.purposes),
+        timedelta(days=body.valid_days),
+        node_dir=gov.settings.company_dir(body.company_id),
+    )
+    return JoinResult(
+        company=CompanyOut.of(done.company),
+        dataset=DatasetOut.of(done.dataset) if done.dataset else None,
+        consents=[ConsentOut.of(c) for c in done.consents],
+    )
+
+
+@router.get("", response_model=list[CompanyOut])
+def list_companies(
+    me: Caller = Depends(caller), gov: Governance = Depends(governance)
+) -> list[CompanyOut]:
+    """The companies in the registry. Policy action: `read_registry`."""
+    return [CompanyOut.of(c) for c in operations.list_companies(gov, me.facts)]
+
+
+@router.get("/{company_id}", response_model=CompanyOut)
+def company(
+    company_id: CompanyId, me: Caller = Depends(caller), gov: Governance = Depends(governance)
+) -> CompanyOut:
+    """A company's profile. Policy action: `read_company_data`."""
+    return CompanyOut.of(operations.company_data(gov, me.facts, company_id, "profile"))
+
+
+@router.get("/{company_id}/datasets", response_model=list[DatasetOut])
+def datasets(
+    company_id: CompanyId, me: Caller = Depends(caller), gov: Governance = Depends(governance)
+) -> list[DatasetOut]:
+    """A company's dataset manifests. Policy action: `read_company_data`."""
+    return [DatasetOut.of(d) for d in operations.company_datasets(gov, me.facts, company_id)]
+
+
+@router.post("/{company_id}/datasets", status_code=201, response_model=DatasetOut)
+def register_dataset(
+    company_id: CompanyId,
+    manifest: DatasetManifest,
+    me: Caller = Depends(caller),
+    gov: Governance = Depends(governance),
+) -> DatasetOut:
+    """Register a dataset's manifest, as the company's node filled it in when it prepared its
+    vault (row counts, content hash). Never rows. Policy action: `register_dataset`."""
+    return DatasetOut.of(operations.register_dataset(gov, company_id, manifest, actor=me.facts))
+
+
+@router.get("/{company_id}/consents", response_model=list[ConsentOut])
+def consents(
+    company_id: CompanyId, me: Caller = Depends(caller), gov: Governance = Depends(governance)
+) -> list[ConsentOut]:
+    """A company's consents, live, expired and revoked. Policy action: `read_company_data`."""
+    return [ConsentOut.of(c) for c in operations.company_consents(gov, me.facts, company_id)]
+
+
+@router.post("/{company_id}/consents", status_code=201, response_model=ConsentOut)
+def grant_consent(
+    company_id: CompanyId,
+    body: ConsentIn,
+    me: Caller = Depends(caller),
+    gov: Governance = Depends(governance),
+) -> ConsentOut:
+    """Grant consent of one dataset to one purpose. Policy action: `grant_consent`."""
+    consent = operations.grant_consent(
+        gov,
+        company_id,
+        body.dataset,
+        body.purpose,
+        timedelta(days=body.valid_days),
+        node_dir=gov.settings.company_dir(company_id),
+        actor=me.facts,
+    )
+    return ConsentOut.of(consent)
+
+
+@router.post("/{company_id}/consents/{consent_id}/revoke", response_model=ConsentOut)
+def revoke_consent(
+    company_id: CompanyId,
+    consent_id: ConsentId,
+    body: RevocationIn,
+    me: Caller = Depends(caller),
+    gov: Governance = Depends(governance),
+) -> ConsentOut:
+    """Revoke a consent: jobs using it go on without this company from their next round.
+    Policy action: `revoke_consent`."""
+    consent = operations.revoke_consent(
+        gov,
+        company_id,
+        consent_id,
+        body.reason,
+        node_dir=gov.settings.company_dir(company_id),
+        actor=me.facts,
+    )
+    return ConsentOut.of(consent)
+
+
+@router.get("/{company_id}/receipts", response_model=ReceiptPage)
+def receipts(
+    company_id: CompanyId,
+    after: int = Query(0, ge=0, le=2**53 - 1, description="receipts after this receipt id"),
+    limit: int = Query(100, ge=1, le=1000),
+    me: Caller = Depends(caller),
+    gov: Governance = Depends(governance),
+) -> ReceiptPage:
+    """Every use of the company's data: the receipts its node signed, in order. Policy
+    action: `read_company_data`."""
+    found = operations.company_receipts(gov, me.facts, company_id, after, limit)
+    return ReceiptPage(
+        receipts=[ReceiptOut.of(r) for r in found],
+        next_after=found[-1].id if len(found) == limit else None,
+    )
+
+
+@router.get("/{company_id}/privacy-spend", response_model=SpendOut)
+def privacy_spend(
+    company_id: CompanyId, me: Caller = Depends(caller), gov: Governance = Depends(governance)
+) -> SpendOut:
+    """The privacy budget (epsilon) the company has spent, per job and per purpose, as its own
+    signed receipts state. Policy action: `read_company_data`."""
+    spends = operations.company_spend(gov, me.facts, company_id)
+    by_purpose: dict[str, float] = {}
+    for spend in spends:
+        by_purpose[spend.purpose] = by_purpose.get(spend.purpose, 0.0) + spend.epsilon
+    return SpendOut(
+        company_id=company_id,
+        jobs=[JobSpendOut(**vars(s)) for s in spends],
+        by_purpose=by_purpose,
+        total_epsilon=sum(by_purpose.values()),
+    )

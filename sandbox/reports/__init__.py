@@ -1,0 +1,1 @@
+"""Compliance reports built from the registry and the ledger."""

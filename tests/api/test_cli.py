@@ -1,0 +1,114 @@
+"""The CLI's side of the API, as the README uses it: registering principals, issuing and
+signing for tokens, preparing a company's node and its signed join, another dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from sandbox.api import create_app
+from sandbox.cli import app
+from sandbox.config import Settings
+from sandbox.data import census
+
+runner = CliRunner()
+
+
+def run(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def company_files(tmp_path: Path, name: str, rows: int = 80) -> tuple[Path, Path]:
+    data, manifest = tmp_path / f"{name}.csv", tmp_path / f"{name}.json"
+    census.industry_frame("Construction", rows=rows, seed=4).to_csv(data, index=False)
+    document = census.manifest_for("Construction").model_dump(mode="json", exclude_none=True)
+    document["name"] = name
+    manifest.write_text(json.dumps(document))
+    return data, manifest
+
+
+def test_the_readme_flows(sandbox_home: Settings, tmp_path: Path) -> None:
+    client = TestClient(create_app(sandbox_home, run_capacity=0))
+
+    key = tmp_path / "eve.pem"
+    assert "registered" in run(
+        "principal", "add", "eve", "--role", "engineer", "--new-key", str(key)
+    )
+    assert "eve" in run("principal", "list")
+
+    issued = run("token", "issue", "eve", "--role", "engineer").strip().splitlines()[-1]
+    me = client.get("/auth/tokens", headers={"Authorization": f"Bearer {issued}"})
+    assert me.status_code == 200 and me.json()["principal_id"] == "eve"
+
+    body = json.loads(
+        run("token", "sign-request", "--key", str(key), "--id", "eve", "--role", "engineer")
+    )
+    signed = client.post("/auth/token", json=body)
+    assert signed.status_code == 201, signed.text
+
+    data, manifest = company_files(tmp_path, "census")
+    out = tmp_path / "join.json"
+    header = run(
+        "company",
+        "join-request",
+        "acme",
+        "--data",
+        str(data),
+        "--manifest",
+        str(manifest),
+        "--purpose",
+        "fraud-model",
+        "--out",
+        str(out),
+    ).strip()
+    name, _, signature = header.partition(": ")
+    assert name == "X-Sandbox-Signature"
+    joined = client.post(
+        "/companies",
+        content=out.read_bytes(),
+        headers={"Content-Type": "application/json", name: signature},
+    )
+    assert joined.status_code == 201, joined.text
+    assert joined.json()["consents"][0]["purpose"] == "fraud-model"
+
+    company_key = sandbox_home.company_dir("acme") / "keys" / "company.key"
+    acme = client.post(
+        "/auth/token",
+        json=json.loads(
+            run(
+                "token",
+                "sign-request",
+                "--key",
+                str(company_key),
+                "--id",
+                "acme",
+                "--role",
+                "company",
+            )
+        ),
+    ).json()["token"]
+    data2, manifest2 = company_files(tmp_path, "claims_2025", rows=50)
+    path = run(
+        "company", "prepare-dataset", "acme", "--data", str(data2), "--manifest", str(manifest2)
+    ).strip()
+    registered = client.post(
+        "/companies/acme/datasets",
+        content=Path(path).read_bytes(),
+        headers={"Authorization": f"Bearer {acme}", "Content-Type": "application/json"},
+    )
+    assert registered.status_code == 201, registered.text
+    assert registered.json()["row_count"] == 50
+
+    token_id = me.json()["token_id"]
+    run("token", "revoke", token_id)
+    assert (
+        client.get("/auth/tokens", headers={"Authorization": f"Bearer {issued}"}).status_code == 401
+    )
+    assert "disabled" in run("principal", "disable", "eve")
+    refused = runner.invoke(app, ["token", "issue", "eve", "--role", "engineer"])
+    assert refused.exit_code == 1 and "not active" in refused.output
