@@ -237,7 +237,9 @@ def run(
 ) -> None:
     """Run a filed job on the federation, follow its rounds, and check how it ended."""
     from sandbox.federation.jobs import run_job
+    from sandbox.governance import get_governance
     from sandbox.jobspec import JobSpecError, load_job_spec
+    from sandbox.operations import check_runnable, file_job
     from sandbox.registry import service
 
     if (job_id is None) == (spec is None):
@@ -247,14 +249,19 @@ def run(
     cli = _connection(superlink, ca)
     try:
         if spec is not None:
-            job = service.file_job(engine, load_job_spec(spec), filed_by=filed_by)
+            filed = file_job(get_governance(settings), load_job_spec(spec), engineer=filed_by)
+            job = filed.job
             console.print(
                 f"Job [bold]{job.id}[/] filed: spec {job.spec_hash[:16]}…, "
-                f"code bundle {job.bundle_hash and job.bundle_hash[:16]}…"
+                f"code bundle {job.bundle_hash and job.bundle_hash[:16]}…; {job.status}"
             )
+            if not filed.allowed:
+                fail("admission denied: " + " ".join(filed.reasons))
             job_id = job.id
         assert job_id is not None
-        rounds = service.job_spec(service.get_job(engine, job_id)).rounds
+        job = service.get_job(engine, job_id)
+        check_runnable(job)
+        rounds = service.job_spec(job).rounds
     except JobSpecError as exc:
         fail("; ".join(exc.problems))
     except RegistryError as exc:
