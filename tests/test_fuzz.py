@@ -6,6 +6,7 @@ schemathesis test of the service."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -27,8 +28,9 @@ from sandbox.registry.errors import RegistryError
 from sandbox.registry.models import Company, Dataset
 from tests.ledger.helpers import make_record
 
+# ``SANDBOX_FUZZ_EXAMPLES`` raises the count for longer runs (benchmarks/reliability.py).
 FUZZ = settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("SANDBOX_FUZZ_EXAMPLES", "60")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
