@@ -8,6 +8,7 @@ deployment a company's node folder lives on the company's own premises.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,12 @@ def quiet_flower_environment(home: Path) -> dict[str, str]:
         "FLWR_HOME": str(home / "flwr"),
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_DEDUP_LOGS": "0",
-        "RAY_TMPDIR": str(Path(os.environ.get("TMPDIR", "/tmp")) / "sandbox-ray"),
+        # One Ray folder per sandbox home, so that two installations (or test runs) on one
+        # machine never meet in a shared session; short, since Ray's sockets live inside it.
+        "RAY_TMPDIR": str(
+            Path(os.environ.get("TMPDIR", "/tmp"))
+            / f"sandbox-ray-{hashlib.sha256(str(home).encode()).hexdigest()[:10]}"
+        ),
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
     }
