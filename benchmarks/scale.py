@@ -9,12 +9,16 @@ is fixed and only the count of companies changes. Per size: seconds per round (m
 rounds), peak resident memory of the whole process tree (the coordinator and Ray's workers),
 ledger entries per round. The growth exponent is the slope of log(cost) against
 log(companies) between the smallest and the largest size: 1 is linear, 2 is quadratic.
+Two arms per size, side by side: ``governed`` (the product) and ``bare`` (the same spec,
+DP-SGD and SecAgg+ alike, without policy decisions, gates, receipts or ledger), so that the
+report separates what governance costs from what the learning and Flower's engine cost.
 Writes benchmarks/results/scale.json and scale.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -43,24 +47,49 @@ class RoundClock:
         self.last = now
 
 
-def run_size(count: int, rows: int, rounds: int, seed: int) -> dict[str, Any]:
+def run_size(
+    count: int, rows: int, rounds: int, seed: int, governed: bool = True
+) -> dict[str, Any]:
+    """One size, one arm. The governed arm runs the job as the product does (admission,
+    approval, Cedar selection each round, the companies' gates, signed receipts, the
+    ledger). The bare arm runs the same spec (DP-SGD and SecAgg+ alike) with none of that,
+    so that the difference between the arms is what governance costs at each size."""
+    from functools import partial
+
+    from clients.app import make_client_app
     from coordinator.simulation import run_on_simulation
     from sandbox.config import load_settings
     from sandbox.data import census
+    from sandbox.db import get_engine
     from sandbox.governance import get_governance
     from sandbox.jobspec import JobSpec
+    from sandbox.onboarding import onboard_company
     from sandbox.operations import approve_job, file_job, join
+    from sandbox.registry import service
 
-    with isolated_home(f"scale-{count}"):
+    with isolated_home(f"scale-{count}-{'gov' if governed else 'bare'}"):
         settings = load_settings()
         gov = get_governance(settings)
+        engine = get_engine(settings.database_url)
         started = time.monotonic()
         companies = []
+        total_rows = 0
         for company_id, industry, table in census.firms(count, rows=rows, seed=seed):
-            join(gov, settings.company_dir(company_id), company_id, industry, table, (PURPOSE,))
+            if governed:
+                join(gov, settings.company_dir(company_id), company_id, industry, table, (PURPOSE,))
+            else:
+                onboard_company(
+                    engine,
+                    settings.company_dir(company_id),
+                    company_id,
+                    industry,
+                    table,
+                    (PURPOSE,),
+                )
             companies.append(company_id)
+            total_rows += len(table.frame)
         joined_s = time.monotonic() - started
-        datasets = [d for c in companies for d in [_dataset(gov, c)]]
+        datasets = [_dataset(engine, c) for c in companies]
         tier = gov.job_tier(datasets)
         cap = float(gov.tiers.tiers[tier].dp_epsilon_cap)
         spec = JobSpec.model_validate(
@@ -74,16 +103,27 @@ def run_size(count: int, rows: int, rounds: int, seed: int) -> dict[str, Any]:
                 "privacy": {"secure_aggregation": tier == "high", "dp": {"epsilon": cap}},
             }
         )
-        filed = file_job(gov, spec, engineer="engineer")
-        if not filed.allowed:
-            raise RuntimeError(f"{count} companies: not admitted: {filed.reasons}")
-        if filed.job.status == "awaiting_approval":
-            approve_job(gov, "regulator", filed.job.id, "scale benchmark")
+        if governed:
+            filed = file_job(gov, spec, engineer="engineer")
+            if not filed.allowed:
+                raise RuntimeError(f"{count} companies: not admitted: {filed.reasons}")
+            job_id = filed.job.id
+            if filed.job.status == "awaiting_approval":
+                approve_job(gov, "regulator", job_id, "scale benchmark")
+        else:
+            job_id = service.file_job(engine, spec, filed_by="engineer").id
+            service.set_job_status(engine, job_id, "admitted")
         entries_before = gov.ledger.size
         clock = RoundClock()
         with PeakMemory() as memory:
             run_started = time.monotonic()
-            outcome = run_on_simulation(settings, filed.job.id, progress=clock)
+            outcome = run_on_simulation(
+                settings,
+                job_id,
+                progress=clock,
+                governed=governed,
+                client_app=None if governed else partial(make_client_app, gate=False),
+            )
             run_s = time.monotonic() - run_started
         if outcome["status"] != "completed":
             raise RuntimeError(f"{count} companies: {outcome['status']}: {outcome['reason']}")
@@ -96,7 +136,8 @@ def run_size(count: int, rows: int, rounds: int, seed: int) -> dict[str, Any]:
         seconds = [clock.seconds[r] for r in sorted(clock.seconds)]
         return {
             "companies": count,
-            "rows": sum(len(t.frame) for _, _, t in census.firms(count, rows=rows, seed=seed)),
+            "arm": "governed" if governed else "bare",
+            "rows": total_rows,
             "tier": tier,
             "secure_aggregation": tier == "high",
             "join_seconds": round(joined_s, 1),
@@ -109,41 +150,89 @@ def run_size(count: int, rows: int, rounds: int, seed: int) -> dict[str, Any]:
         }
 
 
-def _dataset(gov: Any, company: str) -> Any:
+def _dataset(engine: Any, company: str) -> Any:
     from sandbox.registry import service
 
-    return service.get_dataset(gov.engine, company, "census")
+    return service.get_dataset(engine, company, "census")
 
 
 def exponent(points: list[dict[str, Any]], key: str) -> float | None:
     """Slope of log(key) against log(companies) between the smallest and largest size."""
-    first, last = points[0], points[-1]
+    return _slope(points[0], points[-1], key)
+
+
+def _slope(first: dict[str, Any], last: dict[str, Any], key: str) -> float | None:
     if first[key] <= 0 or last[key] <= 0 or first["companies"] == last["companies"]:
         return None
     return math.log(last[key] / first[key]) / math.log(last["companies"] / first["companies"])
 
 
-def table(results: dict[str, Any]) -> str:
-    points = results["sizes"]
-    lines = [
-        "| companies | rows | tier | s per round (median) | peak memory (MiB) | ledger entries per round | s per round per company |",
-        "|---|---|---|---|---|---|---|",
+def governance_cost(governed: list[dict[str, Any]], bare: list[dict[str, Any]]) -> list[dict]:
+    """Seconds per round that governance adds at each size both arms ran."""
+    by_size = {p["companies"]: p for p in bare}
+    return [
+        {
+            "companies": g["companies"],
+            "seconds": round(
+                g["median_seconds_per_round"] - by_size[g["companies"]]["median_seconds_per_round"],
+                2,
+            ),
+        }
+        for g in governed
+        if g["companies"] in by_size
     ]
-    for p in points:
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| arm | companies | rows | tier | s per round (median) | peak memory (MiB) | ledger entries per round | s per round per company |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in results["sizes"]:
         lines.append(
-            f"| {p['companies']} | {p['rows']:,} | {p['tier']}{' + SecAgg+' if p['secure_aggregation'] else ''} "
+            f"| {p.get('arm', 'governed')} | {p['companies']} | {p['rows']:,} "
+            f"| {p['tier']}{' + SecAgg+' if p['secure_aggregation'] else ''} "
             f"| {p['median_seconds_per_round']} | {p['peak_memory_mib']:.0f} "
             f"| {p['median_ledger_entries_per_round']:.0f} "
             f"| {p['median_seconds_per_round'] / p['companies']:.3f} |"
         )
-    growth = results["growth_exponent"]
     lines.append("")
     lines.append(
-        "Growth exponent (slope of log cost against log companies, smallest to largest size; "
-        "1 = linear, 2 = quadratic): "
-        + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in growth.items())
+        "Growth exponents (slope of log cost against log companies; 1 = linear, 2 = quadratic), "
+        "smallest to largest size and between neighbouring sizes:"
     )
+    lines.append("")
+    for arm, growth in results["growth_exponent"].items():
+        lines.append(
+            f"- {arm}: "
+            + ", ".join(
+                f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in growth.items()
+            )
+        )
+    if results.get("governance_seconds_per_round"):
+        lines.append("")
+        lines.append(
+            "Governance (governed minus bare, seconds per round): "
+            + ", ".join(
+                f"{g['companies']} companies {g['seconds']:+.2f}"
+                for g in results["governance_seconds_per_round"]
+            )
+        )
     return "\n".join(lines)
+
+
+def growth(points: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "seconds_per_round": exponent(points, "median_seconds_per_round"),
+        "peak_memory": exponent(points, "peak_memory_mib"),
+        "ledger_entries_per_round": exponent(points, "median_ledger_entries_per_round"),
+    }
+    steps = [
+        f"{a['companies']}->{b['companies']} {_slope(a, b, 'median_seconds_per_round'):.2f}"
+        for a, b in itertools.pairwise(points)
+    ]
+    out["seconds_per_round_by_step"] = "; ".join(steps)
+    return out
 
 
 def main() -> None:
@@ -154,22 +243,28 @@ def main() -> None:
     parser.add_argument("--rows-per-company", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--arms", nargs="+", choices=("governed", "bare"), default=["governed", "bare"]
+    )
     args = parser.parse_args()
-    points = []
+    arms: dict[str, list[dict[str, Any]]] = {arm: [] for arm in args.arms}
     for count in sorted(args.companies):
-        print(f"scale: {count} companies ...", flush=True)
-        points.append(run_size(count, args.rows_per_company, args.rounds, args.seed))
-        print(json.dumps(points[-1]), flush=True)
-    results = {
+        # Both arms of one size side by side, so that machine load hits them alike.
+        for arm in args.arms:
+            print(f"scale: {count} companies, {arm} ...", flush=True)
+            point = run_size(
+                count, args.rows_per_company, args.rounds, args.seed, arm == "governed"
+            )
+            arms[arm].append(point)
+            print(json.dumps(point), flush=True)
+    results: dict[str, Any] = {
         "machine": machine(),
         "settings": vars(args),
-        "sizes": points,
-        "growth_exponent": {
-            "seconds_per_round": exponent(points, "median_seconds_per_round"),
-            "peak_memory": exponent(points, "peak_memory_mib"),
-            "ledger_entries_per_round": exponent(points, "median_ledger_entries_per_round"),
-        },
+        "sizes": [p for arm in args.arms for p in arms[arm]],
+        "growth_exponent": {arm: growth(points) for arm, points in arms.items()},
     }
+    if "governed" in arms and "bare" in arms:
+        results["governance_seconds_per_round"] = governance_cost(arms["governed"], arms["bare"])
     text = table(results)
     paths = write_results("scale", results, text)
     print(text)
