@@ -667,9 +667,10 @@ def audit_entries(
     allowed: bool | None = None,
 ) -> list[Any]:
     """Ledger entries in index order, filtered; ``company`` and ``job`` are also the scope the
-    policy judges (a company reads the entries about itself, an engineer those of their jobs)."""
+    policy judges (a company reads the entries about itself, an engineer those of their jobs).
+    Entries are served as stored: one that was changed carries its ``problem``."""
     authorize_audit_read(gov, who.role, who.id, company=company, job=job)
-    return gov.ledger.entries(
+    return gov.ledger.stored_entries(
         after_index=after_index,
         limit=limit,
         since=since,
@@ -686,19 +687,28 @@ def audit_entry(
     gov: Governance, who: Who, index: int, company: str | None = None, job: str | None = None
 ) -> tuple[Any, Any, Any]:
     """One entry with its inclusion proof against the latest signed checkpoint (signed now if
-    the latest does not cover the entry yet): ``(entry, proof, checkpoint)``."""
-    from sandbox.ledger import EntryNotFound
+    the latest does not cover the entry yet): ``(entry, proof, checkpoint)``.
+
+    The entry is served as stored, even when it no longer matches its leaf hash: the proof
+    comes from the stored tree, so whoever recomputes the leaf from the bytes sees the failure.
+    When no signed checkpoint covers the entry and the log cannot sign one (it fails its
+    integrity check), the read is refused as a conflict, with the reason."""
+    from sandbox.ledger import EntryNotFound, LedgerIntegrityError
 
     authorize_audit_read(gov, who.role, who.id, company=company, job=job)
-    found = gov.ledger.entries(after_index=index - 1, limit=1, company=company, job_id=job)
+    found = gov.ledger.stored_entries(after_index=index - 1, limit=1, company=company, job_id=job)
     if not found or found[0].index != index:
         scope = " about company " + company if company else ""
         scope += " of job " + job if job else ""
         raise NotFound(f"no ledger entry at index {index}{scope}")
     try:
-        return gov.ledger.prove(index)
+        return gov.ledger.prove_stored(index)
     except EntryNotFound as exc:
         raise NotFound(str(exc)) from exc
+    except LedgerIntegrityError as exc:
+        raise Conflict(
+            f"no signed checkpoint covers entry {index} and the log refuses to sign one: {exc}"
+        ) from exc
 
 
 def audit_checkpoint(gov: Governance, who: Who) -> Any:
