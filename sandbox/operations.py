@@ -744,6 +744,16 @@ def compliance_summary(gov: Governance, who: Who, job_id: str) -> Any:
     return job_summary(gov, job_id)
 
 
+def compliance_report(gov: Governance, role: str, principal: str, job_id: str) -> Any:
+    """A job's full compliance report (record of processing, data use, every decision, the
+    release assessment, each line with its ledger index and covering checkpoint): an export
+    of the job's audit entries, decided and recorded as such."""
+    from sandbox.reports.document import build_report
+
+    authorize_audit_read(gov, role, principal, job=job_id, export=True)
+    return build_report(gov, job_id)
+
+
 # ------------------------------------------------------------------------ starting jobs
 def start_job(gov: Governance, actor: Any, job_id: str, launch: Callable[[str], None]) -> Job:
     """Start a job's run: decided by policy (who, and whether the job is approved where its
