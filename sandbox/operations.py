@@ -850,14 +850,26 @@ def list_jobs(
 ) -> list[Job]:
     """Jobs, newest first. ``engineer`` and ``company`` are the scope the policy judges: an
     engineer lists the jobs they filed, a company those it takes part in."""
+    _authorize_job_list(gov, actor, engineer, company, "jobs")
+    return service.list_jobs(gov.engine, engineer, company, status, offset, limit)
+
+
+def job_counts(gov: Governance, actor: Any) -> dict[str, int]:
+    """How many jobs are in each status: a listing of all jobs, decided as one."""
+    _authorize_job_list(gov, actor, None, None, "job_counts")
+    return service.count_jobs_by_status(gov.engine)
+
+
+def _authorize_job_list(
+    gov: Governance, actor: Any, engineer: str | None, company: str | None, view: str
+) -> None:
     scope = JobListScope(
         engineer=EngineerFacts(engineer) if engineer is not None else None,
         company=_company(gov, company, actor)[1] if company else None,
     )
     authorize(
-        gov, actor, "list_jobs", RegistryFacts(), scope, annotation=_view("jobs", owner=company)
+        gov, actor, "list_jobs", RegistryFacts(), scope, annotation=_view(view, owner=company)
     )
-    return service.list_jobs(gov.engine, engineer, company, status, offset, limit)
 
 
 def read_job(gov: Governance, actor: Any, job_id: str, view: str) -> Job:

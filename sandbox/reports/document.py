@@ -170,10 +170,13 @@ def _drops(value: Any) -> dict[str, float | None]:
     return {} if value is None else {"overall": value}
 
 
-def build_report(gov: Governance, job_id: str) -> ComplianceReport:
+def build_report(
+    gov: Governance, job_id: str, summary: ComplianceSummary | None = None
+) -> ComplianceReport:
     """The report of ``job_id`` as the registry and the ledger hold it now (no policy check:
-    call :func:`sandbox.operations.compliance_report`, which decides and records the read)."""
-    summary = job_summary(gov, job_id)
+    call :func:`sandbox.operations.compliance_report`, which decides and records the read).
+    ``summary``: the job's compliance summary when the caller has read it already."""
+    summary = summary or job_summary(gov, job_id)
     job = service.get_job(gov.engine, job_id)
     spec = service.job_spec(job)
     gov.ledger.checkpoint()  # so that every index cited below is covered by a signed tree
