@@ -25,7 +25,11 @@ document.addEventListener("DOMContentLoaded", () => {
         credentials: "same-origin",
       });
       if (response.ok) {
-        window.location.assign(form.dataset.next || "/console");
+        const who = await response.json();
+        // A company's console is its own page; the rest starts at the overview.
+        const home = who.role === "company" ? `/console/companies/${encodeURIComponent(who.principal_id)}` : "/console";
+        const next = form.dataset.next;
+        window.location.assign(next && next !== "/console" ? next : home);
       } else {
         error.textContent = "Sign-in failed: " + (await problemText(response));
         error.hidden = false;
