@@ -286,7 +286,11 @@ def build_report(
     release = None
     if releases:
         last = releases[-1]
-        index = (summary.ledger.by_action.get("model.released") or [None])[-1]
+        verdicts = sorted(
+            summary.ledger.by_action.get("model.released", [])
+            + summary.ledger.by_action.get("model.withheld", [])
+        )
+        index = verdicts[-1] if verdicts else None
         release = ReleaseLine(
             allowed=last.allowed,
             tier=last.tier,
