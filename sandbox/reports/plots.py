@@ -14,7 +14,7 @@ from html import escape
 from markupsafe import Markup
 
 WIDTH, HEIGHT = 560, 240
-LEFT, RIGHT, TOP, BOTTOM = 56, 16, 28, 44
+LEFT, RIGHT, TOP, BOTTOM = 56, 16, 40, 44
 COLOURS = ("#1f5f99", "#c0582b", "#3b8049", "#7a4a9e")
 _counter = 0
 
@@ -167,10 +167,10 @@ def grouped_bars(
         words.append(f"{name}: " + ", ".join(said))
     if len(series) > 1:
         for s, key in enumerate(series):
-            x = WIDTH - RIGHT - 110 * (len(series) - s)
+            x = LEFT + 110 * s
             body.append(
-                f'<rect x="{x}" y="6" width="10" height="10" fill="{COLOURS[s % 4]}"/>'
-                f'<text x="{x + 14}" y="15" fill="#222">{escape(key)}</text>'
+                f'<rect x="{x}" y="22" width="10" height="10" fill="{COLOURS[s % 4]}"/>'
+                f'<text x="{x + 14}" y="31" fill="#222">{escape(key)}</text>'
             )
     return _frame(title, "; ".join(words) or "no values", body)
 
