@@ -315,16 +315,19 @@ class ReleaseGate(Protocol):
 
 # ------------------------------------------------------------------ model card
 def privacy_summary(spec: JobSpec, receipts: Sequence[Receipt]) -> dict[str, Any]:
-    """What the job promised and what the companies' signed receipts say was spent."""
+    """What the job promised and what the companies' signed receipts say was spent.
+
+    Each training receipt states the epsilon of its own run (the increase of the company's
+    composed total in the job), so a company's spend in the job is the sum over its runs."""
     spent: dict[str, float] = {}
     for receipt in receipts:
         if receipt.epsilon is not None:
-            spent[receipt.company_id] = max(spent.get(receipt.company_id, 0.0), receipt.epsilon)
+            spent[receipt.company_id] = spent.get(receipt.company_id, 0.0) + receipt.epsilon
     dp = spec.privacy.dp
     if dp is None:
         note = "no differential privacy in this job: no privacy budget was spent or guaranteed"
     elif spent:
-        note = "epsilon spent per company, the largest its signed receipts state"
+        note = "epsilon spent per company: the sum over its runs of what its signed receipts state"
     else:
         note = "differential privacy was requested but no receipt states the epsilon spent"
     return {

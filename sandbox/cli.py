@@ -705,6 +705,33 @@ def job_show(job_id: str = typer.Argument(...)) -> None:
         )
 
 
+# -------------------------------------------------------------------------- report
+@app.command()
+def report(
+    job_id: str = typer.Argument(..., help="The job's id"),
+    out: Path = typer.Option(Path("."), "--out", help="Folder for the HTML and JSON files"),
+    regulator: str = typer.Option("regulator", "--as", help="The regulator exporting it"),
+) -> None:
+    """Write a job's compliance report: one self-contained HTML file and the same facts as
+    JSON, every line with its ledger index and signed checkpoint (an audit export, decided by
+    policy and recorded)."""
+    from sandbox.governance import get_governance
+    from sandbox.ledger import LedgerError
+    from sandbox.operations import compliance_report
+    from sandbox.reports.document import write_report
+
+    try:
+        made = compliance_report(get_governance(), "regulator", regulator, job_id)
+    except (RegistryError, LedgerError) as exc:
+        fail(str(exc))
+    html, data = write_report(made, out)
+    console.print(f"Compliance report of job {job_id}: {html} and {data}")
+    console.print(
+        f"{len(made.facts)} statements, each with its ledger index; check any with "
+        "`sandbox audit proof INDEX`"
+    )
+
+
 # -------------------------------------------------------------------------- serve
 @app.command()
 def serve(

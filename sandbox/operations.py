@@ -667,9 +667,10 @@ def audit_entries(
     allowed: bool | None = None,
 ) -> list[Any]:
     """Ledger entries in index order, filtered; ``company`` and ``job`` are also the scope the
-    policy judges (a company reads the entries about itself, an engineer those of their jobs)."""
+    policy judges (a company reads the entries about itself, an engineer those of their jobs).
+    Entries are served as stored: one that was changed carries its ``problem``."""
     authorize_audit_read(gov, who.role, who.id, company=company, job=job)
-    return gov.ledger.entries(
+    return gov.ledger.stored_entries(
         after_index=after_index,
         limit=limit,
         since=since,
@@ -686,19 +687,28 @@ def audit_entry(
     gov: Governance, who: Who, index: int, company: str | None = None, job: str | None = None
 ) -> tuple[Any, Any, Any]:
     """One entry with its inclusion proof against the latest signed checkpoint (signed now if
-    the latest does not cover the entry yet): ``(entry, proof, checkpoint)``."""
-    from sandbox.ledger import EntryNotFound
+    the latest does not cover the entry yet): ``(entry, proof, checkpoint)``.
+
+    The entry is served as stored, even when it no longer matches its leaf hash: the proof
+    comes from the stored tree, so whoever recomputes the leaf from the bytes sees the failure.
+    When no signed checkpoint covers the entry and the log cannot sign one (it fails its
+    integrity check), the read is refused as a conflict, with the reason."""
+    from sandbox.ledger import EntryNotFound, LedgerIntegrityError
 
     authorize_audit_read(gov, who.role, who.id, company=company, job=job)
-    found = gov.ledger.entries(after_index=index - 1, limit=1, company=company, job_id=job)
+    found = gov.ledger.stored_entries(after_index=index - 1, limit=1, company=company, job_id=job)
     if not found or found[0].index != index:
         scope = " about company " + company if company else ""
         scope += " of job " + job if job else ""
         raise NotFound(f"no ledger entry at index {index}{scope}")
     try:
-        return gov.ledger.prove(index)
+        return gov.ledger.prove_stored(index)
     except EntryNotFound as exc:
         raise NotFound(str(exc)) from exc
+    except LedgerIntegrityError as exc:
+        raise Conflict(
+            f"no signed checkpoint covers entry {index} and the log refuses to sign one: {exc}"
+        ) from exc
 
 
 def audit_checkpoint(gov: Governance, who: Who) -> Any:
@@ -732,6 +742,16 @@ def compliance_summary(gov: Governance, who: Who, job_id: str) -> Any:
 
     authorize_audit_read(gov, who.role, who.id, job=job_id)
     return job_summary(gov, job_id)
+
+
+def compliance_report(gov: Governance, role: str, principal: str, job_id: str) -> Any:
+    """A job's full compliance report (record of processing, data use, every decision, the
+    release assessment, each line with its ledger index and covering checkpoint): an export
+    of the job's audit entries, decided and recorded as such."""
+    from sandbox.reports.document import build_report
+
+    authorize_audit_read(gov, role, principal, job=job_id, export=True)
+    return build_report(gov, job_id)
 
 
 # ------------------------------------------------------------------------ starting jobs
@@ -830,14 +850,26 @@ def list_jobs(
 ) -> list[Job]:
     """Jobs, newest first. ``engineer`` and ``company`` are the scope the policy judges: an
     engineer lists the jobs they filed, a company those it takes part in."""
+    _authorize_job_list(gov, actor, engineer, company, "jobs")
+    return service.list_jobs(gov.engine, engineer, company, status, offset, limit)
+
+
+def job_counts(gov: Governance, actor: Any) -> dict[str, int]:
+    """How many jobs are in each status: a listing of all jobs, decided as one."""
+    _authorize_job_list(gov, actor, None, None, "job_counts")
+    return service.count_jobs_by_status(gov.engine)
+
+
+def _authorize_job_list(
+    gov: Governance, actor: Any, engineer: str | None, company: str | None, view: str
+) -> None:
     scope = JobListScope(
         engineer=EngineerFacts(engineer) if engineer is not None else None,
         company=_company(gov, company, actor)[1] if company else None,
     )
     authorize(
-        gov, actor, "list_jobs", RegistryFacts(), scope, annotation=_view("jobs", owner=company)
+        gov, actor, "list_jobs", RegistryFacts(), scope, annotation=_view(view, owner=company)
     )
-    return service.list_jobs(gov.engine, engineer, company, status, offset, limit)
 
 
 def read_job(gov: Governance, actor: Any, job_id: str, view: str) -> Job:

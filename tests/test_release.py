@@ -165,6 +165,33 @@ def test_the_tier_and_its_thresholds_are_the_policy_sets() -> None:
     assert ReleaseThresholds.of("low") == LOW
 
 
+def test_the_privacy_summary_sums_each_companys_runs_over_the_job() -> None:
+    """Each receipt states one run's epsilon; a job that ran twice (stopped and resumed)
+    spent the sum at each company, not the largest run."""
+    from sandbox.registry.models import Receipt
+
+    spec = JobSpec.model_validate(
+        {"purpose": "p", "companies": ["a", "b"], "privacy": {"dp": {"epsilon": 3.0}}}
+    )
+
+    def receipt(company: str, round_: int, epsilon: float | None, task: str = "train") -> Receipt:
+        return Receipt(
+            job_id="job-1", round=round_, company_id=company, dataset_id=f"{company}/d",
+            task=task, rows=10, epsilon=epsilon, payload="{}", signature="s",
+        )  # fmt: skip
+
+    receipts = [
+        receipt("a", 1, 0.5),
+        receipt("a", 2, 0.25),
+        receipt("a", 2, None, task="evaluate"),
+        receipt("b", 1, 0.75),
+        receipt("a", 3, 1.0),  # the resumed run
+    ]
+    summary = privacy_summary(spec, receipts)
+    assert summary["epsilon_spent"] == {"a": 1.75, "b": 0.75}
+    assert "sum" in summary["note"]
+
+
 # ------------------------------------------ the gate on real companies, without Flower
 INDUSTRIES = ("Construction", "Finance insurance and real estate", "Education")
 

@@ -24,6 +24,7 @@ from sandbox.api.routers import auth, companies, jobs, operators, regulators
 from sandbox.api.runs import JobRuns
 from sandbox.api.schemas import Health
 from sandbox.config import Settings, load_settings
+from sandbox.console import mount as mount_console
 from sandbox.governance import get_governance
 from sandbox.principals import ensure_operator
 
@@ -80,6 +81,7 @@ def create_app(
     for router in (auth.router, companies.router, jobs.router, regulators.router):
         app.include_router(router)
     app.include_router(operators.router)
+    mount_console(app)
 
     @app.get("/health", response_model=Health, tags=["health"])
     def health(request: Request) -> Health:

@@ -486,7 +486,9 @@ class EntryOut(BaseModel):
     entry: str = Field(
         description="the entry's exact bytes (canonical JSON), which the leaf hashes"
     )
-    record: dict[str, Any]
+    record: dict[str, Any] = Field(description="the parsed record; empty if it does not parse")
+    intact: bool = Field(True, description="false: the stored bytes fail their leaf hash")
+    problem: str | None = Field(None, description="why the stored entry fails its check")
 
     @classmethod
     def of(cls, item: Any) -> EntryOut:
@@ -494,8 +496,15 @@ class EntryOut(BaseModel):
             index=item.index,
             leaf_hash=item.leaf_hash.hex(),
             entry=item.entry.decode("utf-8"),
-            record=item.record.model_dump(mode="json", exclude_none=True),
+            record=record_json(item.record),
+            intact=item.problem is None,
+            problem=item.problem,
         )
+
+
+def record_json(record: Any) -> dict[str, Any]:
+    """A ledger record as JSON; ``{}`` for a stored entry that no longer parses."""
+    return {} if record is None else record.model_dump(mode="json", exclude_none=True)
 
 
 class EntryPage(BaseModel):
@@ -523,8 +532,14 @@ class ProofOut(BaseModel):
     audit_path: list[Hex]
     root: Hex
     checkpoint: str
-    entry: str
-    record: dict[str, Any]
+    entry: str = Field(description="the entry's bytes as stored (canonical JSON)")
+    record: dict[str, Any] = Field(description="the parsed record; empty if it does not parse")
+    intact: bool = Field(
+        True,
+        description="false: the stored bytes no longer match the leaf hash the tree commits "
+        "to, so the proof will not verify from them",
+    )
+    problem: str | None = Field(None, description="why the stored entry fails its check")
 
 
 class ConsistencyOut(BaseModel):

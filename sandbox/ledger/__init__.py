@@ -27,6 +27,7 @@ from sandbox.ledger.log import (
     InclusionProof,
     Ledger,
     LedgerEntry,
+    StoredEntry,
 )
 from sandbox.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
 from sandbox.ledger.records import (
@@ -62,6 +63,7 @@ __all__ = [
     "RecordError",
     "Resource",
     "SignedCheckpoint",
+    "StoredEntry",
     "VerificationReport",
     "canonical_entry",
     "leaf_hash",

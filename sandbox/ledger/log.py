@@ -86,6 +86,24 @@ class LedgerEntry:
 
 
 @dataclass(frozen=True)
+class StoredEntry:
+    """An entry as the database holds it, read without trusting it: ``leaf_hash`` is the
+    stored leaf hash (what the tree commits to) and ``problem`` says why the stored bytes fail
+    their check (``record`` is None when they no longer parse). Evidence must show what is
+    there, tampered or not, so that a verifier can see the failure for itself."""
+
+    index: int
+    entry: bytes
+    leaf_hash: bytes
+    record: LedgerRecord | None
+    problem: str | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True)
 class InclusionProof:
     """Entry ``index`` is in the tree of ``tree_size`` leaves; ``hashes`` lead from its leaf
     hash to the root."""
@@ -405,8 +423,90 @@ class Ledger:
 
         ``since`` is inclusive and ``until`` exclusive (record time); ``company`` matches the
         actor's organisation, the data owner or a participant; ``allowed`` matches decisions.
-        Page on by passing the last index you got as ``after_index``.
+        Page on by passing the last index you got as ``after_index``. Raises
+        :class:`LedgerIntegrityError` on an entry whose bytes no longer match its leaf hash.
         """
+        query = self._query(
+            after_index,
+            limit,
+            since,
+            until,
+            principal,
+            company,
+            data_owner,
+            job_id,
+            action,
+            allowed,
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [self._entry(row) for row in rows]
+
+    def stored_entries(
+        self,
+        *,
+        after_index: int = -1,
+        limit: int = 100,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        principal: str | None = None,
+        company: str | None = None,
+        data_owner: str | None = None,
+        job_id: str | None = None,
+        action: str | None = None,
+        allowed: bool | None = None,
+    ) -> list[StoredEntry]:
+        """As :meth:`entries`, but a changed entry is returned as stored, with its problem,
+        instead of raising (for readers who show evidence: the audit API and console)."""
+        query = self._query(
+            after_index,
+            limit,
+            since,
+            until,
+            principal,
+            company,
+            data_owner,
+            job_id,
+            action,
+            allowed,
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [self._stored(row) for row in rows]
+
+    def stored_entry(self, index: int) -> StoredEntry:
+        """The entry at ``index`` as stored (see :meth:`stored_entries`)."""
+        found = self.stored_entries(after_index=index - 1, limit=1)
+        if not found or found[0].index != index:
+            raise EntryNotFound(f"no entry at index {index}")
+        return found[0]
+
+    @staticmethod
+    def _stored(row: Row[Any]) -> StoredEntry:
+        entry = row.entry.encode("utf-8")
+        problem = None
+        if leaf_hash(entry) != row.leaf_hash:
+            problem = f"entry {row.idx} does not match its leaf hash (changed)"
+        try:
+            record: LedgerRecord | None = _parse_record(entry)
+        except RecordError as exc:
+            record = None
+            problem = problem or f"entry {row.idx} does not parse: {exc}"
+        return StoredEntry(row.idx, entry, row.leaf_hash, record, problem)
+
+    @staticmethod
+    def _query(
+        after_index: int,
+        limit: int,
+        since: datetime | None,
+        until: datetime | None,
+        principal: str | None,
+        company: str | None,
+        data_owner: str | None,
+        job_id: str | None,
+        action: str | None,
+        allowed: bool | None,
+    ) -> Any:
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit is between 1 and {MAX_PAGE}")
         c = entry_table.c
@@ -427,10 +527,7 @@ class Ledger:
         if company is not None:
             involved = select(party_table.c.idx).where(party_table.c.company == company)
             query = query.where(c.idx.in_(involved))
-        query = query.order_by(c.idx).limit(limit)
-        with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [self._entry(row) for row in rows]
+        return query.order_by(c.idx).limit(limit)
 
     def iter_entries(self, *, start: int = 0, stop: int | None = None) -> Iterator[LedgerEntry]:
         """Every entry from ``start`` up to (not including) ``stop``, in index order."""
@@ -477,6 +574,17 @@ class Ledger:
             latest = self.checkpoint()
         proof = self.inclusion_proof(index, latest.size)
         return self.entry(index), proof, latest
+
+    def prove_stored(self, index: int) -> tuple[StoredEntry, InclusionProof, SignedCheckpoint]:
+        """As :meth:`prove`, for an entry that may have been changed: the stored bytes, the
+        proof from the stored tree and the latest checkpoint that covers the entry. When no
+        checkpoint covers it and none can be signed (the log fails its integrity check),
+        :class:`LedgerIntegrityError` is raised."""
+        latest = self.latest_checkpoint()
+        if latest is None or latest.size <= index:
+            latest = self.checkpoint()
+        proof = self.inclusion_proof(index, latest.size)
+        return self.stored_entry(index), proof, latest
 
     def consistency_proof(self, old_size: int, new_size: int) -> ConsistencyProof:
         """Proof that the tree of ``old_size`` entries is a prefix of that of ``new_size``."""

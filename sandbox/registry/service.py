@@ -413,6 +413,15 @@ def list_jobs(
     return taking_part[offset : offset + limit]
 
 
+def count_jobs_by_status(engine: Engine) -> dict[str, int]:
+    """How many jobs are in each status."""
+    from sqlalchemy import func
+
+    with session_scope(engine) as session:
+        rows = session.exec(select(Job.status, func.count()).group_by(Job.status)).all()
+    return {status: count for status, count in rows}
+
+
 def company_consents(engine: Engine, company_id: str) -> list[Consent]:
     with session_scope(engine) as session:
         return list(

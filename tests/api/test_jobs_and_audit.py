@@ -159,3 +159,41 @@ def test_two_checkpoints_are_consistent(world: World) -> None:
 def test_verify_now(world: World) -> None:
     report = world.client.post("/audit/verify", headers=world.headers("operator")).json()
     assert report["ok"] and report["size"] > 0 and report["problems"] == []
+
+
+def test_a_tampered_entry_is_served_as_stored_and_fails_to_verify(world: World) -> None:
+    """An entry changed in the database behind the ledger's back is still served (never a
+    5xx): its bytes, the proof from the stored tree and the checkpoint, marked not intact, so
+    that whoever verifies it sees the failure."""
+    from sqlalchemy import text
+
+    headers = world.headers("regulator")
+    world.admitted_job()
+    index = world.gov.ledger.entries(limit=1, action="job.filed")[0].index
+    before = world.client.get(f"/audit/entries/{index}", headers=headers).json()
+    assert before["intact"] is True and before["problem"] is None
+    with world.gov.ledger.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE ledger_entry SET entry = replace(entry, 'job.filed', 'job.fil3d') "
+                 "WHERE idx = :idx"),
+            {"idx": index},
+        )  # fmt: skip
+    try:
+        after = world.client.get(f"/audit/entries/{index}", headers=headers)
+        assert after.status_code == 200, after.text
+        proof = after.json()
+        assert proof["intact"] is False and "leaf hash" in proof["problem"]
+        assert "job.fil3d" in proof["entry"] and proof["leaf_hash"] == before["leaf_hash"]
+        head = verify_checkpoint(proof["checkpoint"], world.gov.ledger.public_key)
+        path = [bytes.fromhex(h) for h in proof["audit_path"]]
+        assert not verify_inclusion(
+            leaf_hash(proof["entry"].encode()), index, head.size, path, head.root
+        )
+        page = world.client.get(f"/audit/entries?after={index - 1}&limit=1", headers=headers)
+        assert page.status_code == 200 and page.json()["entries"][0]["intact"] is False
+    finally:
+        with world.gov.ledger.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE ledger_entry SET entry = :entry WHERE idx = :idx"),
+                {"entry": before["entry"], "idx": index},
+            )

@@ -29,6 +29,7 @@ from sandbox.api.schemas import (
     ProofOut,
     RejectionIn,
     VerificationOut,
+    record_json,
 )
 from sandbox.governance import Governance
 from sandbox.identity import public_b64
@@ -158,9 +159,9 @@ def entry(
 ) -> ProofOut:
     """One entry with its inclusion proof against the latest signed checkpoint (signed now if
     the latest does not cover it). Verify it with nothing but the log's public key. Policy
-    action: `read_audit`."""
+    action: `read_audit`. An entry changed in the database is served as stored, with
+    `intact: false`: it then fails to verify, as it should."""
     item, proof, checkpoint = operations.audit_entry(gov, me.who, index, company, job)
-    record = item.record.model_dump(mode="json", exclude_none=True)
     return ProofOut(
         index=item.index,
         tree_size=proof.tree_size,
@@ -169,7 +170,9 @@ def entry(
         root=checkpoint.root.hex(),
         checkpoint=checkpoint.note,
         entry=item.entry.decode("utf-8"),
-        record=record,
+        record=record_json(item.record),
+        intact=item.intact,
+        problem=item.problem,
     )
 
 
