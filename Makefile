@@ -26,11 +26,13 @@ demo: $(STAMP)
 	$(BIN)/sandbox demo
 
 test: $(STAMP)
+	scripts/ensure-chromium
 	$(BIN)/python -m pytest
 
 # The same suite with every database-backed test on a fresh PostgreSQL database. The
 # deployment tests are left out: they run on PostgreSQL in `make test` already.
 test-postgres: $(STAMP)
+	scripts/ensure-chromium
 	SANDBOX_TEST_DATABASE=postgres $(BIN)/python -m pytest -m "not deployment"
 
 lint: $(STAMP)
