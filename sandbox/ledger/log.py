@@ -426,7 +426,7 @@ class Ledger:
         Page on by passing the last index you got as ``after_index``. Raises
         :class:`LedgerIntegrityError` on an entry whose bytes no longer match its leaf hash.
         """
-        query = self._query(
+        rows = self._rows(
             after_index,
             limit,
             since,
@@ -438,8 +438,6 @@ class Ledger:
             action,
             allowed,
         )
-        with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
         return [self._entry(row) for row in rows]
 
     def stored_entries(
@@ -458,7 +456,7 @@ class Ledger:
     ) -> list[StoredEntry]:
         """As :meth:`entries`, but a changed entry is returned as stored, with its problem,
         instead of raising (for readers who show evidence: the audit API and console)."""
-        query = self._query(
+        rows = self._rows(
             after_index,
             limit,
             since,
@@ -470,9 +468,11 @@ class Ledger:
             action,
             allowed,
         )
-        with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
         return [self._stored(row) for row in rows]
+
+    def _rows(self, *filters: Any) -> list[Any]:
+        with self._engine.connect() as conn:
+            return list(conn.execute(self._query(*filters)).all())
 
     def stored_entry(self, index: int) -> StoredEntry:
         """The entry at ``index`` as stored (see :meth:`stored_entries`)."""
