@@ -196,9 +196,34 @@ def demo(
     print_assessment(report.get("assessment"))
     print_release(report.get("release"))
     print_contributions(report.get("contributions"))
+    print_ledger(report.get("ledger"), settings.home, report["job"]["id"])
     if json_path is not None:
         demo_mod.write_json(json_path, report)
         console.print(f"Results written to {json_path}")
+
+
+def print_ledger(ledger: dict[str, Any] | None, home: Path, job_id: str) -> None:
+    """The regulator's check at the end of the demo: what the ledger holds about the job."""
+    if not ledger:
+        return
+    held = ", ".join(f"{count} {action}" for action, count in sorted(ledger["job_entries"].items()))
+    verdict = "[green]verifies[/]" if ledger["verifies"] else "[red]FAILS[/]"
+    console.print(
+        f"Ledger: {ledger['size']} entries, {ledger['checkpoints']} signed checkpoints, {verdict} "
+        "(every hash recomputed, every checkpoint's signature checked)."
+    )
+    for problem in ledger["problems"]:
+        console.print(f"  [red]{problem}[/]")
+    console.print(f"  about this job: {held}")
+    refused = ledger["receipts_refused"]
+    console.print(
+        f"  {ledger['receipts']} signed receipts checked against the companies' public keys: "
+        + ("all verify" if not refused else f"[red]{len(refused)} do not[/]: {'; '.join(refused)}")
+    )
+    console.print(
+        f"  Check it yourself: SANDBOX_HOME={home} sandbox audit verify; "
+        f"the compliance report: sandbox report {job_id}"
+    )
 
 
 def print_demo_table(report: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from sandbox.learning.baselines import POOLED_LABEL, pooled_baseline
 from sandbox.learning.metrics import mean_defined
 from sandbox.operations import approve_job, file_job, join
 from sandbox.protocol import TrainingPlan
+from sandbox.receipts import ReceiptError, verify_receipt
 from sandbox.registry import service
 
 PURPOSE = "income-prediction"
@@ -204,6 +205,45 @@ def build_report(settings: Settings, job_id: str, options: DemoOptions) -> dict[
         "assessment": result.get("assessment"),
         "release": release_summary(engine, job_id, result),
         "contributions": result.get("contributions"),
+        "ledger": ledger_summary(settings, job_id) if options.governed else None,
+    }
+
+
+def ledger_summary(settings: Settings, job_id: str) -> dict[str, Any]:
+    """What the ledger holds about the job, checked as a regulator would: the whole log
+    recomputed against its signed checkpoints, and every receipt the coordinator stored
+    verified again against its company's registered public key."""
+    gov = get_governance(settings)
+    engine = get_engine(settings.database_url)
+    actions: dict[str, int] = {}
+    for entry in gov.ledger.iter_entries():
+        if entry.record.job_id == job_id:
+            actions[entry.record.action] = actions.get(entry.record.action, 0) + 1
+    keys = {c.id: c.public_key for c in service.list_companies(engine)}
+    receipts = service.job_receipts(engine, job_id)
+    refused = []
+    for receipt in receipts:
+        try:
+            verify_receipt(
+                receipt.payload,
+                receipt.signature,
+                keys[receipt.company_id],
+                company=receipt.company_id,
+                job=job_id,
+                round=receipt.round,
+                task=receipt.task,
+            )
+        except (ReceiptError, KeyError) as exc:
+            refused.append(f"{receipt.company_id} round {receipt.round}: {exc}")
+    report = gov.ledger.verify()
+    return {
+        "size": report.size,
+        "verifies": report.ok,
+        "problems": report.problems,
+        "checkpoints": report.checkpoints,
+        "job_entries": actions,
+        "receipts": len(receipts),
+        "receipts_refused": refused,
     }
 
 

@@ -240,3 +240,15 @@ def test_demo_quick_writes_the_table_as_json(
     assert contributions["method"] == "exact per-round Shapley"
     shares = [c["share"] for c in contributions["companies"]]
     assert all(s >= 0 for s in shares) and abs(sum(shares) - 1.0) < 1e-9
+
+    # ... and with the regulator's check of the ledger: it verifies, it holds the admission,
+    # each round's participation decisions, the receipts and the release decision, and every
+    # stored receipt verifies against its company's public key.
+    ledger = report["ledger"]
+    assert ledger["verifies"] and not ledger["problems"]
+    held = ledger["job_entries"]
+    assert held["decision.submit_job"] == 1 and held["decision.release_model"] == 1
+    assert held["decision.participate_in_round"] >= len(ids) * report["settings"]["rounds"]
+    assert held["receipt.recorded"] == ledger["receipts"] > 0
+    assert ledger["receipts_refused"] == []
+    assert "all verify" in output and "Ledger:" in output
