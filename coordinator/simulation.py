@@ -10,6 +10,7 @@ from typing import Any
 
 from flwr.clientapp import ClientApp
 
+from coordinator import linkstate
 from coordinator.app import build_server_app
 from coordinator.runner import Progress, ReplyObserver
 from coordinator.selection import ParticipantSelector, budget_selector
@@ -70,6 +71,7 @@ def run_jobs_on_simulation(
                 companies.append(company)
     node_dirs = [str(settings.company_dir(company)) for company in companies]
     _silence_flower()
+    linkstate.install()
     cpus = max(1, os.cpu_count() or 1)
     run_simulation(
         server_app=build_server_app(
