@@ -22,6 +22,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -130,6 +131,8 @@ def save_weights(path: Path, weights: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **weights)
+    with tmp.open("rb") as written:
+        os.fsync(written.fileno())
     tmp.replace(path)
 
 
@@ -545,6 +548,9 @@ class JobRunner:
             )
         if number % self.spec.evaluate_every == 0 or number == self.spec.rounds:
             metrics["evaluation"] = self.evaluate(plan, new_weights, exchange.took_part, number)
+        # The round's model is on disk before the round counts as completed: a coordinator
+        # killed in between resumes from the previous round and runs this one again.
+        save_weights(self._weights_path(number), new_weights)
         record = self._store_round(number, "completed", asked, exchange, metrics, started, sat_out)
         return new_weights, record
 
@@ -774,7 +780,6 @@ class JobRunner:
         for number in range(start + 1, self.spec.rounds + 1):
             self._stage(f"round {number} of {self.spec.rounds}")
             weights, record = self.run_round(number, state.plan, weights)
-            save_weights(self._weights_path(number), weights)
             if self.progress is not None:
                 self.progress.round_done(number, self.spec.rounds, record.metrics)
         return self.finish(state, weights)
