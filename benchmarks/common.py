@@ -118,3 +118,59 @@ class PeakMemory:
         self._stop.set()
         self._thread.join(timeout=5)
         self.peak = max(self.peak, tree_rss_mib())
+
+
+def onboard_census(
+    settings: Any,
+    engine: Any,
+    industries: list[str],
+    rows: int | None,
+    seed: int,
+    purposes: tuple[str, ...],
+) -> list[str]:
+    """One census company per industry, onboarded directly (no policy decision: the
+    benchmarks that measure the learning or the engine, not governance). Returns the ids."""
+    from sandbox.data import census
+    from sandbox.onboarding import onboard_company
+
+    ids = []
+    for industry in industries:
+        company = census.slug(industry)
+        onboard_company(
+            engine,
+            settings.company_dir(company),
+            company,
+            industry,
+            census.company_table(industry, rows=rows, seed=seed),
+            purposes=purposes,
+            seed=seed,
+        )
+        ids.append(company)
+    return ids
+
+
+def run_bare_or_governed(settings: Any, job_id: str, governed: bool, progress: Any) -> Any:
+    """Run a filed job on the simulation engine, under governance or bare (the same
+    learning, DP and SecAgg+, with no gates, receipts or ledger): the two arms that the
+    overhead and scale benchmarks set side by side."""
+    from functools import partial
+
+    from clients.app import make_client_app
+    from coordinator.simulation import run_on_simulation
+
+    return run_on_simulation(
+        settings,
+        job_id,
+        progress=progress,
+        governed=governed,
+        client_app=None if governed else partial(make_client_app, gate=False),
+    )
+
+
+def file_bare(engine: Any, spec: Any) -> str:
+    """File a job for the bare arm: admitted without the policy engine."""
+    from sandbox.registry import service
+
+    job_id = service.file_job(engine, spec, filed_by="engineer").id
+    service.set_job_status(engine, job_id, "admitted")
+    return job_id

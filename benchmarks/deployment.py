@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import isolated_home, machine, write_results
+from benchmarks.common import isolated_home, machine, onboard_census, write_results
 
 
 def loadavg() -> list[float]:
@@ -30,7 +30,6 @@ def measure(companies: int, rounds: int, database_url: str | None) -> dict[str, 
     from sandbox.db import get_engine
     from sandbox.federation import jobs, local, processes
     from sandbox.jobspec import JobSpec
-    from sandbox.onboarding import onboard_company
     from sandbox.registry import service
 
     with isolated_home("deployment"):
@@ -38,18 +37,9 @@ def measure(companies: int, rounds: int, database_url: str | None) -> dict[str, 
             os.environ["SANDBOX_DATABASE_URL"] = database_url
         settings = load_settings()
         engine = get_engine(settings.database_url)
-        ids = []
-        for industry in census.industries()[:companies]:
-            company = census.slug(industry)
-            onboard_company(
-                engine,
-                settings.company_dir(company),
-                company,
-                industry,
-                census.company_table(industry, rows=300, seed=0),
-                purposes=("income-prediction",),
-            )
-            ids.append(company)
+        ids = onboard_census(
+            settings, engine, census.industries()[:companies], 300, 0, ("income-prediction",)
+        )
         load_before = loadavg()
         started = time.monotonic()
         try:

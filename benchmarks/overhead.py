@@ -18,7 +18,14 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks.common import isolated_home, machine, write_results
+from benchmarks.common import (
+    file_bare,
+    isolated_home,
+    machine,
+    onboard_census,
+    run_bare_or_governed,
+    write_results,
+)
 
 PURPOSE = "income-prediction"
 # Low- and medium-tier industries: the comparison is about governance, not secure aggregation.
@@ -52,33 +59,18 @@ class Clock:
 
 
 def run_arm(governed: bool, companies: int, rows: int, rounds: int, seed: int) -> dict[str, float]:
-    from functools import partial
 
-    from clients.app import make_client_app
-    from coordinator.simulation import run_on_simulation
     from sandbox.config import load_settings
-    from sandbox.data import census
     from sandbox.governance import get_governance
     from sandbox.jobspec import JobSpec
-    from sandbox.onboarding import onboard_company
     from sandbox.operations import file_job
-    from sandbox.registry import service
 
     with isolated_home(f"overhead-{'gov' if governed else 'bare'}"):
         settings = load_settings()
         gov = get_governance(settings) if governed else None
-        ids = []
-        for industry in INDUSTRIES[:companies]:
-            company = census.slug(industry)
-            onboard_company(
-                gov.engine if gov else _engine(settings),
-                settings.company_dir(company),
-                company,
-                industry,
-                census.company_table(industry, rows=rows, seed=seed),
-                (PURPOSE,),
-            )
-            ids.append(company)
+        ids = onboard_census(
+            settings, _engine(settings), INDUSTRIES[:companies], rows, seed, (PURPOSE,)
+        )
         spec = JobSpec.model_validate(
             {
                 "purpose": PURPOSE,
@@ -95,18 +87,10 @@ def run_arm(governed: bool, companies: int, rows: int, rounds: int, seed: int) -
             assert filed.allowed, filed.reasons
             job_id = filed.job.id
         else:
-            engine = _engine(settings)
-            job_id = service.file_job(engine, spec, filed_by="engineer").id
-            service.set_job_status(engine, job_id, "admitted")
+            job_id = file_bare(_engine(settings), spec)
         clock = Clock()
         started = time.monotonic()
-        outcome = run_on_simulation(
-            settings,
-            job_id,
-            progress=clock,
-            governed=governed,
-            client_app=None if governed else partial(make_client_app, gate=False),
-        )
+        outcome = run_bare_or_governed(settings, job_id, governed, clock)
         total = time.monotonic() - started
         if outcome["status"] != "completed":
             raise RuntimeError(f"{'governed' if governed else 'bare'}: {outcome}")

@@ -30,7 +30,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, fmt, isolated_home, machine, median, write_results
+from benchmarks.common import (
+    RESULTS,
+    fmt,
+    isolated_home,
+    machine,
+    median,
+    onboard_census,
+    write_results,
+)
 
 PURPOSE = "income-prediction"
 DEFAULT_EPSILONS = (1.0, 2.0, 4.0, 8.0)
@@ -108,26 +116,15 @@ def run_seed(
     from sandbox.config import load_settings
     from sandbox.data import census
     from sandbox.db import get_engine
-    from sandbox.onboarding import onboard_company
     from sandbox.registry import service
 
     with isolated_home(f"privacy-{seed}"):
         settings = load_settings()
         engine = get_engine(settings.database_url)
         purposes = tuple(purpose_for(e) for e in [None, *epsilons])
-        companies = []
-        for industry in census.industries()[:industries]:
-            company = census.slug(industry)
-            onboard_company(
-                engine,
-                settings.company_dir(company),
-                company,
-                industry,
-                census.company_table(industry, rows=rows, seed=seed),
-                purposes=purposes,
-                seed=seed,
-            )
-            companies.append(company)
+        companies = onboard_census(
+            settings, engine, census.industries()[:industries], rows, seed, purposes
+        )
         plan: list[tuple[str, str, float | None]] = [
             ("non-private reference", "reference", None),
             ("non-private, DP training settings", "same-settings", None),

@@ -25,7 +25,14 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks.common import PeakMemory, isolated_home, machine, write_results
+from benchmarks.common import (
+    PeakMemory,
+    file_bare,
+    isolated_home,
+    machine,
+    run_bare_or_governed,
+    write_results,
+)
 
 PURPOSE = "income-prediction"
 
@@ -54,10 +61,7 @@ def run_size(
     approval, Cedar selection each round, the companies' gates, signed receipts, the
     ledger). The bare arm runs the same spec (DP-SGD and SecAgg+ alike) with none of that,
     so that the difference between the arms is what governance costs at each size."""
-    from functools import partial
 
-    from clients.app import make_client_app
-    from coordinator.simulation import run_on_simulation
     from sandbox.config import load_settings
     from sandbox.data import census
     from sandbox.db import get_engine
@@ -65,7 +69,6 @@ def run_size(
     from sandbox.jobspec import JobSpec
     from sandbox.onboarding import onboard_company
     from sandbox.operations import approve_job, file_job, join
-    from sandbox.registry import service
 
     with isolated_home(f"scale-{count}-{'gov' if governed else 'bare'}"):
         settings = load_settings()
@@ -111,19 +114,12 @@ def run_size(
             if filed.job.status == "awaiting_approval":
                 approve_job(gov, "regulator", job_id, "scale benchmark")
         else:
-            job_id = service.file_job(engine, spec, filed_by="engineer").id
-            service.set_job_status(engine, job_id, "admitted")
+            job_id = file_bare(engine, spec)
         entries_before = gov.ledger.size
         clock = RoundClock()
         with PeakMemory() as memory:
             run_started = time.monotonic()
-            outcome = run_on_simulation(
-                settings,
-                job_id,
-                progress=clock,
-                governed=governed,
-                client_app=None if governed else partial(make_client_app, gate=False),
-            )
+            outcome = run_bare_or_governed(settings, job_id, governed, clock)
             run_s = time.monotonic() - run_started
         if outcome["status"] != "completed":
             raise RuntimeError(f"{count} companies: {outcome['status']}: {outcome['reason']}")
