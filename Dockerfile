@@ -28,8 +28,8 @@ COPY deploy ./deploy
 # new volume the same owner: the sandbox's home, a company's node folder, the CA's private
 # folder, the SuperLink's TLS folder, the public CA certificate.
 RUN useradd --create-home --uid 10001 sandbox \
-    && mkdir -p /sandbox /company /ca /tls /ca-public \
-    && chown sandbox:sandbox /sandbox /company /ca /tls /ca-public
+    && mkdir -p /sandbox /company /ca /tls /ca-public /node-keys \
+    && chown sandbox:sandbox /sandbox /company /ca /tls /ca-public /node-keys
 USER sandbox
 WORKDIR /home/sandbox
 CMD ["sandbox", "--help"]

@@ -35,9 +35,12 @@ test-postgres: $(STAMP)
 	scripts/ensure-chromium
 	SANDBOX_TEST_DATABASE=postgres $(BIN)/python -m pytest -m "not deployment"
 
+# The house rules: style, the import contracts (pyproject.toml) and the types.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .sandbox build *.egg-info

@@ -128,16 +128,18 @@ def onboard_census(
     seed: int,
     purposes: tuple[str, ...],
 ) -> list[str]:
-    """One census company per industry, onboarded directly (no policy decision: the
-    benchmarks that measure the learning or the engine, not governance). Returns the ids."""
+    """One census company per industry joins (through the services, as in the product);
+    returns the ids."""
     from sandbox.data import census
-    from sandbox.onboarding import onboard_company
+    from sandbox.governance import get_governance
+    from sandbox.services.companies import join
 
+    gov = get_governance(settings)
     ids = []
     for industry in industries:
         company = census.slug(industry)
-        onboard_company(
-            engine,
+        join(
+            gov,
             settings.company_dir(company),
             company,
             industry,
@@ -150,27 +152,29 @@ def onboard_census(
 
 
 def run_bare_or_governed(settings: Any, job_id: str, governed: bool, progress: Any) -> Any:
-    """Run a filed job on the simulation engine, under governance or bare (the same
-    learning, DP and SecAgg+, with no gates, receipts or ledger): the two arms that the
-    overhead and scale benchmarks set side by side."""
+    """Run a filed job on the simulation engine, under governance (started through the
+    services, as the CLI does) or bare (the same learning, DP and SecAgg+, with no
+    decisions, gates, receipts or ledger): the two arms that the overhead and scale
+    benchmarks set side by side."""
     from functools import partial
 
     from clients.app import make_client_app
-    from coordinator.simulation import run_on_simulation
+    from sandbox.runtime.simulation import outcome_of, run_on_simulation, simulate
 
-    return run_on_simulation(
+    if governed:
+        return run_on_simulation(settings, job_id, progress=progress)
+    simulate(
         settings,
-        job_id,
+        [job_id],
         progress=progress,
-        governed=governed,
-        client_app=None if governed else partial(make_client_app, gate=False),
+        governed=False,
+        client_app=partial(make_client_app, gate=False),
     )
+    return outcome_of(settings, job_id)
 
 
-def file_bare(engine: Any, spec: Any) -> str:
-    """File a job for the bare arm: admitted without the policy engine."""
-    from sandbox.registry import service
+def file_bare(engine: Any, spec: Any, filed_by: str = "engineer") -> str:
+    """File a job for the bare arm: admitted without the policy engine (benchmarks only)."""
+    from sandbox.services.bare import file_unreviewed
 
-    job_id = service.file_job(engine, spec, filed_by="engineer").id
-    service.set_job_status(engine, job_id, "admitted")
-    return job_id
+    return file_unreviewed(engine, spec, filed_by).id

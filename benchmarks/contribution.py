@@ -11,7 +11,7 @@ ESTIMATE (the product's estimator): one FedAvg job over all companies stores its
 updates with ``UpdateStore`` exactly as the coordinator does; ``estimate_contributions``
 then reconstructs coalition models from them and has each company score them with
 ``clients.assess.evaluate_models``, the function the ``evaluate-models`` task runs. Only
-the transport (Flower) is left out; ``tests/test_release.py`` runs the same through Flower.
+the transport (Flower) is left out; ``tests/coordinator/test_release.py`` runs the same through Flower.
 Two variants over the same stored rounds: every coalition of every round enumerated
 ("exact OR", what a job of up to 6 companies gets), and permutation sampling with the
 product's default number of permutations ("GTG sampled", what larger jobs get).
@@ -55,11 +55,11 @@ from coordinator.contribution import (
 from sandbox.data import census
 from sandbox.data.validation import ValidatedTable, validate_frame
 from sandbox.data.vault import write_vault
-from sandbox.jobspec import ModelSpec
 from sandbox.learning.encoding import ColumnMoments, FeatureSpec
 from sandbox.learning.models import build_model, get_weights
-from sandbox.node import NodeHome
-from sandbox.protocol import TrainingPlan, TrainSettings, stack_models, unstack_models
+from sandbox.node.home import NodeHome
+from sandbox.protocol.jobspec import ModelSpec
+from sandbox.protocol.messages import TrainingPlan, TrainSettings, stack_models, unstack_models
 
 torch.set_num_threads(1)  # as a company's node does: tiny models run faster on one thread
 

@@ -25,12 +25,16 @@ def loadavg() -> list[float]:
 
 
 def measure(companies: int, rounds: int, database_url: str | None) -> dict[str, Any]:
+    from policies.facts import EngineerFacts
     from sandbox.config import load_settings
     from sandbox.data import census
     from sandbox.db import get_engine
-    from sandbox.federation import jobs, local, processes
-    from sandbox.jobspec import JobSpec
-    from sandbox.registry import service
+    from sandbox.governance import get_governance
+    from sandbox.protocol.jobspec import JobSpec
+    from sandbox.registry import jobs as job_store
+    from sandbox.registry.companies import datasets_of
+    from sandbox.runtime.federation import jobs, local, processes
+    from sandbox.services.jobs import file_job
 
     with isolated_home("deployment"):
         if database_url:
@@ -43,27 +47,42 @@ def measure(companies: int, rounds: int, database_url: str | None) -> dict[str, 
         load_before = loadavg()
         started = time.monotonic()
         try:
-            state = local.up(settings, engine, ids, port=processes.free_port())
+            gov = get_governance(settings)
+            state = local.up(settings, gov, ids, port=processes.free_port())
             up_s = time.monotonic() - started
-            spec = JobSpec(
-                purpose="income-prediction",
-                companies=tuple(ids),
-                rounds=rounds,
-                local_epochs=1,
-                min_participants=companies,
-                round_timeout_s=300,
+            tier = gov.job_tier([d for c in ids for d in datasets_of(engine, c)])
+            spec = JobSpec.model_validate(
+                {
+                    "purpose": "income-prediction",
+                    "companies": ids,
+                    "rounds": rounds,
+                    "local_epochs": 1,
+                    "min_participants": companies,
+                    "round_timeout_s": 300,
+                    # The privacy the companies' tier asks for (no DP: only the low tier).
+                    "privacy": {}
+                    if tier == "low"
+                    else {
+                        "secure_aggregation": tier == "high",
+                        "dp": {"epsilon": float(gov.tiers.tiers[tier].dp_epsilon_cap)},
+                    },
+                }
             )
-            job = service.file_job(engine, spec, filed_by="benchmark")
+            engineer = EngineerFacts("benchmark")
+            filed = file_job(gov, spec, engineer)
+            if not filed.allowed:
+                raise RuntimeError(f"the benchmark's job was not admitted: {filed.reasons}")
+            job = filed.job
             cli = local.cli_for(settings, state.address)
-            outcome = jobs.run_job(engine, cli, job.id, timeout=3600)
+            outcome = jobs.run_job(gov, engineer, cli, job.id, timeout=3600)
         finally:
             down_started = time.monotonic()
             report = local.down(settings)
             down_s = time.monotonic() - down_started
-        records = service.job_rounds(engine, job.id)
+        records = job_store.rounds_of(engine, job.id)
         per_round = [(r.ended_at - r.started_at).total_seconds() for r in records if r.ended_at]
         first = min(r.started_at for r in records)
-        job_row = service.get_job(engine, job.id)
+        job_row = job_store.get_job(engine, job.id)
         setup = (first - job_row.started_at).total_seconds() if job_row.started_at else None
         return {
             "companies": companies,

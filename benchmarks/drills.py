@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.faults import fails, failure_kind, faulty_client_app
+from policies.facts import EngineerFacts
 
 ROOT = Path(__file__).resolve().parents[1]
 PURPOSE = "income-prediction"
@@ -29,7 +30,7 @@ LOW_AND_MEDIUM = [
 
 RUNNER = """
 import sys
-from coordinator.simulation import run_on_simulation
+from sandbox.runtime.simulation import run_on_simulation
 from sandbox.config import load_settings
 run_on_simulation(load_settings(), sys.argv[1])
 """
@@ -38,7 +39,7 @@ run_on_simulation(load_settings(), sys.argv[1])
 def join(settings: Any, industries: list[str], rows: int) -> list[str]:
     from sandbox.data import census
     from sandbox.governance import get_governance
-    from sandbox.operations import join as join_company
+    from sandbox.services.companies import join as join_company
 
     gov = get_governance(settings)
     ids = []
@@ -58,8 +59,8 @@ def join(settings: Any, industries: list[str], rows: int) -> list[str]:
 
 def governed_job(settings: Any, companies: list[str], **fields: Any) -> str:
     from sandbox.governance import get_governance
-    from sandbox.jobspec import JobSpec
-    from sandbox.operations import file_job
+    from sandbox.protocol.jobspec import JobSpec
+    from sandbox.services.jobs import file_job
 
     spec = JobSpec.model_validate(
         {
@@ -70,7 +71,7 @@ def governed_job(settings: Any, companies: list[str], **fields: Any) -> str:
             **fields,
         }
     )
-    filed = file_job(get_governance(settings), spec, engineer="engineer")
+    filed = file_job(get_governance(settings), spec, EngineerFacts("engineer"))
     if not filed.allowed:
         raise RuntimeError(f"not admitted: {filed.reasons}")
     return filed.job.id
@@ -82,10 +83,10 @@ def dropout_drill(
     """Six companies; in each round a seeded ``fraction`` of them drops out (an error) or
     answers after the round's timeout. The job must go on while three remain, and every
     round's record must name exactly the companies that failed, and why."""
-    from coordinator.simulation import run_jobs_on_simulation
     from sandbox.db import get_engine
     from sandbox.governance import get_governance
-    from sandbox.registry import service
+    from sandbox.registry import jobs as job_store
+    from sandbox.runtime.simulation import run_jobs_on_simulation
 
     companies = join(settings, LOW_AND_MEDIUM, rows)
     # A late company keeps one of the simulation's workers asleep; four workers (half a CPU
@@ -100,7 +101,7 @@ def dropout_drill(
     started = time.monotonic()
     outcome = run_jobs_on_simulation(settings, [job], client_app=app, client_cpus=0.5)[job]
     seconds = time.monotonic() - started
-    records = service.job_rounds(get_engine(settings.database_url), job)
+    records = job_store.rounds_of(get_engine(settings.database_url), job)
     entries = [json.loads(e.entry) for e in get_governance(settings).ledger.iter_entries()]
     ledger_rounds = {r["round"]: r for r in entries if r["action"].startswith("round.")}
     stop_at = next((r for r in expected if len(companies) - len(expected[r]) < 3), None)
@@ -136,7 +137,7 @@ def kill_and_resume_drill(
     a new one resumes the job from its last completed round."""
     from sandbox.db import dispose_engines, get_engine
     from sandbox.governance import get_governance
-    from sandbox.registry import service
+    from sandbox.registry import jobs as job_store
 
     companies = join(settings, LOW_AND_MEDIUM[:4], rows)
     job = governed_job(settings, companies, rounds=rounds, local_epochs=1)
@@ -153,7 +154,7 @@ def kill_and_resume_drill(
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
-            if service.get_job(engine, job).rounds_completed >= kill_after:
+            if job_store.get_job(engine, job).rounds_completed >= kill_after:
                 break
             if first.poll() is not None:
                 raise RuntimeError("the coordinator ended before it could be killed")
@@ -163,7 +164,7 @@ def kill_and_resume_drill(
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the coordinator and its simulation, no warning
         first.wait(timeout=30)
-    killed = service.get_job(engine, job)
+    killed = job_store.get_job(engine, job)
     dispose_engines()
     started = time.monotonic()
     second = subprocess.run(
@@ -171,7 +172,7 @@ def kill_and_resume_drill(
     )
     resume_seconds = time.monotonic() - started
     engine = get_engine(settings.database_url)
-    final = service.get_job(engine, job)
+    final = job_store.get_job(engine, job)
     ledger = get_governance(settings).ledger
     entries = [json.loads(e.entry) for e in ledger.iter_entries()]
     completed = [r["round"] for r in entries if r["action"] == "round.completed"]
@@ -185,7 +186,7 @@ def kill_and_resume_drill(
         "resume_seconds": round(resume_seconds, 1),
         "final_status": final.status,
         "final_reason": final.status_reason,
-        "round_numbers": [r.number for r in service.job_rounds(engine, job)],
+        "round_numbers": [r.number for r in job_store.rounds_of(engine, job)],
         "ledger_completed_rounds": completed,
         "models_trained": [r["action"] for r in entries].count("model.trained"),
         "ledger_verifies": ledger.verify().ok,

@@ -20,8 +20,8 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from clients.app import make_client_app
-from sandbox.node import NodeHome
-from sandbox.protocol import CONFIG
+from sandbox.node.home import NodeHome
+from sandbox.protocol.messages import CONFIG
 
 FaultMode = Literal["drop", "timeout", "mixed"]
 

@@ -34,6 +34,8 @@ from typing import Any
 import httpx
 
 from benchmarks.common import isolated_home, machine, write_results
+from sandbox.services import companies as company_service
+from sandbox.services import principals as principal_service
 
 PROJECT = Path(__file__).resolve().parents[1]
 PURPOSE = "income-prediction"
@@ -58,18 +60,18 @@ class World:
 def prepare(home: Path, clients: int) -> tuple[list[str], list[str], list[str]]:
     """Companies, an engineer and a regulator, and a token per client and role."""
     from policies.facts import OperatorFacts
-    from sandbox import identity, operations
+    from sandbox import identity
     from sandbox.config import load_settings
     from sandbox.data import census
     from sandbox.governance import get_governance
-    from sandbox.principals import OPERATOR_ID
+    from sandbox.vocabulary import OPERATOR_ID
 
     settings = load_settings()
     gov = get_governance(settings)
     companies = []
     for industry in INDUSTRIES:
         company = census.slug(industry)
-        operations.join(
+        company_service.join(
             gov,
             settings.company_dir(company),
             company,
@@ -80,14 +82,14 @@ def prepare(home: Path, clients: int) -> tuple[list[str], list[str], list[str]]:
         companies.append(company)
     for principal, role in (("eve", "engineer"), ("reg", "regulator")):
         key = identity.generate_key()
-        operations.register_principal(
+        principal_service.register_principal(
             gov, OperatorFacts(OPERATOR_ID), principal, role, identity.public_b64(key)
         )
     engineers = [
-        operations.issue_token_locally(gov, "engineer", "eve").token for _ in range(clients)
+        principal_service.issue_token_locally(gov, "engineer", "eve").token for _ in range(clients)
     ]
     regulators = [
-        operations.issue_token_locally(gov, "regulator", "reg").token for _ in range(clients)
+        principal_service.issue_token_locally(gov, "regulator", "reg").token for _ in range(clients)
     ]
     return companies, engineers, regulators
 

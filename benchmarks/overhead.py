@@ -26,6 +26,7 @@ from benchmarks.common import (
     run_bare_or_governed,
     write_results,
 )
+from policies.facts import EngineerFacts
 
 PURPOSE = "income-prediction"
 # Low- and medium-tier industries: the comparison is about governance, not secure aggregation.
@@ -62,8 +63,8 @@ def run_arm(governed: bool, companies: int, rows: int, rounds: int, seed: int) -
 
     from sandbox.config import load_settings
     from sandbox.governance import get_governance
-    from sandbox.jobspec import JobSpec
-    from sandbox.operations import file_job
+    from sandbox.protocol.jobspec import JobSpec
+    from sandbox.services.jobs import file_job
 
     with isolated_home(f"overhead-{'gov' if governed else 'bare'}"):
         settings = load_settings()
@@ -83,7 +84,7 @@ def run_arm(governed: bool, companies: int, rows: int, rounds: int, seed: int) -
             }
         )
         if gov is not None:
-            filed = file_job(gov, spec, engineer="engineer")
+            filed = file_job(gov, spec, EngineerFacts("engineer"))
             assert filed.allowed, filed.reasons
             job_id = filed.job.id
         else:

@@ -34,7 +34,8 @@ from typing import Any
 
 import cedarpy
 
-from policies.engine import Decision, MemoryRecorder, PolicyDecisionPoint, canonical_json
+from policies.engine import Decision, MemoryRecorder, PolicyDecisionPoint
+from policies.entities import build_entities, context_mapping, uid
 from policies.facts import (
     AuditLogFacts,
     AuditScope,
@@ -48,11 +49,9 @@ from policies.facts import (
     RegulatorFacts,
     ReleaseContext,
     RoundContext,
-    build_entities,
-    context_mapping,
-    uid,
 )
 from policies.policyset import SCHEMA_FILE, LoadedPolicySet
+from sandbox.canonical import canonical_text as canonical_json
 
 RESULTS = Path(__file__).parent / "results"
 Request = tuple[Any, str, Any, Any, list[Any]]

@@ -32,6 +32,7 @@ from typing import Any
 
 from benchmarks.common import (
     RESULTS,
+    file_bare,
     fmt,
     isolated_home,
     machine,
@@ -50,7 +51,7 @@ def purpose_for(epsilon: float | None) -> str:
 
 def job_spec(companies: list[str], seed: int, kind: str, epsilon: float | None = None) -> Any:
     """The job of one benchmark row; DP jobs leave the training settings to the DP defaults."""
-    from sandbox.jobspec import DP_TRAINING_DEFAULTS, JobSpec
+    from sandbox.protocol.jobspec import DP_TRAINING_DEFAULTS, JobSpec
 
     raw: dict[str, Any] = {
         "purpose": purpose_for(epsilon),
@@ -70,20 +71,20 @@ def job_spec(companies: list[str], seed: int, kind: str, epsilon: float | None =
 
 
 def round_seconds(engine: Any, job_id: str) -> list[float]:
-    from sandbox.registry import service
+    from sandbox.registry import jobs as job_store
 
     return [
         (r.ended_at - r.started_at).total_seconds()
-        for r in service.job_rounds(engine, job_id)
+        for r in job_store.rounds_of(engine, job_id)
         if r.status == "completed" and r.ended_at is not None
     ]
 
 
 def describe(engine: Any, job_id: str, label: str, epsilon: float | None) -> dict[str, Any]:
+    from sandbox.registry import jobs as job_store
     from sandbox.registry import privacy as ledger
-    from sandbox.registry import service
 
-    job = service.get_job(engine, job_id)
+    job = job_store.get_job(engine, job_id)
     if job.status != "completed":
         raise RuntimeError(f"{label}: job {job.status}: {job.status_reason}")
     result = job.result or {}
@@ -112,11 +113,13 @@ def describe(engine: Any, job_id: str, label: str, epsilon: float | None) -> dic
 def run_seed(
     seed: int, rows: int, epsilons: list[float], industries: int | None, secagg: bool
 ) -> dict[str, Any]:
-    from coordinator.simulation import run_jobs_on_simulation
+    from functools import partial
+
+    from clients.app import make_client_app
     from sandbox.config import load_settings
     from sandbox.data import census
     from sandbox.db import get_engine
-    from sandbox.registry import service
+    from sandbox.runtime.simulation import simulate
 
     with isolated_home(f"privacy-{seed}"):
         settings = load_settings()
@@ -136,10 +139,17 @@ def run_seed(
         jobs = []
         for label, kind, epsilon in plan:
             spec = job_spec(companies, seed, kind, epsilon)
-            job = service.file_job(engine, spec, filed_by="benchmark")
-            jobs.append((job.id, label, kind, epsilon))
+            jobs.append((file_bare(engine, spec), label, kind, epsilon))
         started = time.monotonic()
-        run_jobs_on_simulation(settings, [j for j, *_ in jobs], progress=Printer(seed))
+        # The learning and privacy mechanisms alone (the bare arm): the non-private reference
+        # jobs are ones the policy would not admit over personal data.
+        simulate(
+            settings,
+            [j for j, *_ in jobs],
+            progress=Printer(seed),
+            governed=False,
+            client_app=partial(make_client_app, gate=False),
+        )
         seconds = time.monotonic() - started
         runs = [describe(engine, j, label, e) | {"kind": kind} for j, label, kind, e in jobs]
         out: dict[str, Any] = {"seed": seed, "seconds": round(seconds, 1), "runs": runs}
@@ -150,7 +160,7 @@ def run_seed(
 
 def secure_comparison(settings: Any, engine: Any, jobs: list[tuple]) -> dict[str, Any]:  # type: ignore[type-arg]
     from coordinator.runner import load_weights
-    from sandbox.registry import service
+    from sandbox.registry import jobs as job_store
 
     ids = {kind: job_id for job_id, _, kind, _ in jobs}
     plain, secure = ids["secagg-plain"], ids["secagg"]
@@ -159,13 +169,13 @@ def secure_comparison(settings: Any, engine: Any, jobs: list[tuple]) -> dict[str
     secure_s = round_seconds(engine, secure)[1:-1]
     stages = [
         r.metrics["secure_aggregation"]["seconds"]
-        for r in service.job_rounds(engine, secure)
+        for r in job_store.rounds_of(engine, secure)
         if r.status == "completed"
     ][1:-1]
     a = load_weights(settings.runs_dir / plain / "model.npz")
     b = load_weights(settings.runs_dir / secure / "model.npz")
     return {
-        "companies": len(service.job_spec(service.get_job(engine, plain)).companies),
+        "companies": len(job_store.job_spec(job_store.get_job(engine, plain)).companies),
         "rounds_timed": len(plain_s),
         "plain_round_s_median": median(plain_s),
         "secagg_round_s_median": median(secure_s),
@@ -173,7 +183,7 @@ def secure_comparison(settings: Any, engine: Any, jobs: list[tuple]) -> dict[str
         "overhead_s_median": median(secure_s) - median(plain_s),
         "secure_rounds_completed": sum(
             1
-            for r in service.job_rounds(engine, secure)
+            for r in job_store.rounds_of(engine, secure)
             if r.metrics.get("secure_aggregation", {}).get("completed")
         ),
         "max_abs_weight_difference": max(float(abs(a[k] - b[k]).max()) for k in a),

@@ -147,7 +147,15 @@ def fuzz(examples: int = 300) -> dict[str, Any]:
     env = dict(os.environ, SANDBOX_FUZZ_EXAMPLES=str(examples), PYTHONPATH=str(ROOT))
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fuzz.py"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/services/test_fuzz.py",
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

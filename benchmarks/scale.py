@@ -33,6 +33,7 @@ from benchmarks.common import (
     run_bare_or_governed,
     write_results,
 )
+from policies.facts import EngineerFacts, RegulatorFacts
 
 PURPOSE = "income-prediction"
 
@@ -62,13 +63,15 @@ def run_size(
     ledger). The bare arm runs the same spec (DP-SGD and SecAgg+ alike) with none of that,
     so that the difference between the arms is what governance costs at each size."""
 
+    from sandbox.onboarding import onboard_company
+
     from sandbox.config import load_settings
     from sandbox.data import census
     from sandbox.db import get_engine
     from sandbox.governance import get_governance
-    from sandbox.jobspec import JobSpec
-    from sandbox.onboarding import onboard_company
-    from sandbox.operations import approve_job, file_job, join
+    from sandbox.protocol.jobspec import JobSpec
+    from sandbox.services.companies import join
+    from sandbox.services.jobs import approve_job, file_job
 
     with isolated_home(f"scale-{count}-{'gov' if governed else 'bare'}"):
         settings = load_settings()
@@ -107,12 +110,12 @@ def run_size(
             }
         )
         if governed:
-            filed = file_job(gov, spec, engineer="engineer")
+            filed = file_job(gov, spec, EngineerFacts("engineer"))
             if not filed.allowed:
                 raise RuntimeError(f"{count} companies: not admitted: {filed.reasons}")
             job_id = filed.job.id
             if filed.job.status == "awaiting_approval":
-                approve_job(gov, "regulator", job_id, "scale benchmark")
+                approve_job(gov, RegulatorFacts("regulator"), job_id, "scale benchmark")
         else:
             job_id = file_bare(engine, spec)
         entries_before = gov.ledger.size
@@ -147,9 +150,9 @@ def run_size(
 
 
 def _dataset(engine: Any, company: str) -> Any:
-    from sandbox.registry import service
+    from sandbox.registry import companies as company_store
 
-    return service.get_dataset(engine, company, "census")
+    return company_store.get_dataset(engine, company, "census")
 
 
 def exponent(points: list[dict[str, Any]], key: str) -> float | None:

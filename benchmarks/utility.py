@@ -16,7 +16,14 @@ import os
 import time
 from typing import Any
 
-from benchmarks.common import fmt, isolated_home, machine, write_results
+from benchmarks.common import (
+    file_bare,
+    fmt,
+    isolated_home,
+    machine,
+    run_bare_or_governed,
+    write_results,
+)
 from sandbox.learning.metrics import mean_defined
 
 SETTINGS = {
@@ -28,9 +35,9 @@ SETTINGS = {
 
 
 def run_once(setting: str, seed: int) -> dict[str, Any]:
-    from coordinator.simulation import run_on_simulation
-    from sandbox import demo
     from sandbox.config import load_settings
+    from sandbox.db import get_engine
+    from sandbox.runtime import demo
 
     config = SETTINGS[setting]
     options = demo.DemoOptions(
@@ -38,20 +45,24 @@ def run_once(setting: str, seed: int) -> dict[str, Any]:
         rounds=config["rounds"],
         local_epochs=config["local_epochs"],
         seed=seed,
-        governed=False,  # the learning engine alone: no DP, no governance (see privacy.py)
     )
     with isolated_home(f"utility-{setting}-{seed}"):
         settings = load_settings()
         companies = demo.join_census_companies(settings, options)
-        filed = demo.file_demo_job(settings, demo.demo_spec(companies, options), options)
+        # The learning engine alone: no DP, no governance (see privacy.py): the bare arm.
+        job_id = file_bare(
+            get_engine(settings.database_url),
+            demo.demo_spec(companies, options),
+            filed_by=demo.DEMO_ENGINEER,
+        )
         started = time.monotonic()
-        outcome = run_on_simulation(settings, filed.job_id, governed=False)
+        outcome = run_bare_or_governed(settings, job_id, governed=False, progress=None)
         seconds = time.monotonic() - started
         if outcome["status"] != "completed":
             raise RuntimeError(
                 f"{setting} seed {seed}: job {outcome['status']}: {outcome['reason']}"
             )
-        report = demo.build_report(settings, filed.job_id, options)
+        report = demo.build_report(settings, job_id, options)
     report["seconds_federated"] = round(seconds, 1)
     return report
 

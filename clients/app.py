@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients import assess, work
@@ -20,8 +20,8 @@ from clients.gate import make_gate
 from clients.secure import secure_aggregation_mod, secure_update_mod
 from sandbox import identity
 from sandbox.learning.robustness import RobustnessSettings
-from sandbox.node import NodeHome
-from sandbox.protocol import (
+from sandbox.node.home import NodeHome
+from sandbox.protocol.messages import (
     ARRAYS,
     CONFIG,
     IDENTITY,
@@ -35,6 +35,8 @@ from sandbox.protocol import (
     TrainingPlan,
     from_array_record,
     identity_challenge,
+    metric_record,
+    number,
     to_array_record,
 )
 
@@ -97,7 +99,7 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None, gate: bool = T
             record = ConfigRecord(
                 {
                     "company-id": str(info["company_id"]),
-                    "dataset-id": f"{info['company_id']}/{config['dataset']}",
+                    "dataset-id": f"{info['company_id']}/{config['dataset']!s}",
                     "public-key": identity.public_b64(key),
                     "signature": identity.sign(key, challenge),
                 }
@@ -106,19 +108,19 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None, gate: bool = T
         plan = plan_of(config)
         if task == TASK_STATS:
             stats = work.feature_statistics(node, plan)
-            return Message(RecordDict({STATS: MetricRecord(stats)}), reply_to=message)
+            return Message(RecordDict({STATS: metric_record(stats)}), reply_to=message)
         if task == TASK_BASELINE:
             result = work.local_baseline(node, plan)
             return Message(
-                RecordDict({METRICS: MetricRecord(result.as_metrics())}), reply_to=message
+                RecordDict({METRICS: metric_record(result.as_metrics())}), reply_to=message
             )
         if task == TASK_ASSESS:
             settings = RobustnessSettings.model_validate_json(str(config["robustness"]))
             metrics = assess.assessment(node, plan, weights_of(message), settings)
-            return Message(RecordDict({METRICS: MetricRecord(metrics)}), reply_to=message)
+            return Message(RecordDict({METRICS: metric_record(metrics)}), reply_to=message)
         if task == TASK_EVALUATE_MODELS:
             metrics = assess.evaluate_models(node, plan, weights_of(message))
-            return Message(RecordDict({METRICS: MetricRecord(metrics)}), reply_to=message)
+            return Message(RecordDict({METRICS: metric_record(metrics)}), reply_to=message)
         raise TaskRefused(f"unknown task {task!r}")
 
     @app.train(mods=[secure_aggregation_mod, secure_update_mod, *mods])
@@ -127,7 +129,7 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None, gate: bool = T
         config = task_config(message)
         plan = plan_of(config)
         weights, stats, privacy = work.local_training(
-            node, plan, weights_of(message), int(config["round"])
+            node, plan, weights_of(message), int(number(config, "round"))
         )
         metrics = {
             "num-examples": float(stats.num_examples),
@@ -138,7 +140,7 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None, gate: bool = T
         content = RecordDict(
             {
                 ARRAYS: to_array_record(weights),
-                METRICS: MetricRecord(metrics),
+                METRICS: metric_record(metrics),
             }
         )
         return Message(content, reply_to=message)
@@ -148,7 +150,7 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None, gate: bool = T
         node = resolve_node(context, nodes)
         plan = plan_of(task_config(message))
         result = work.local_evaluation(node, plan, weights_of(message))
-        return Message(RecordDict({METRICS: MetricRecord(result.as_metrics())}), reply_to=message)
+        return Message(RecordDict({METRICS: metric_record(result.as_metrics())}), reply_to=message)
 
     return app
 

@@ -14,8 +14,8 @@ from sandbox.learning.metrics import calibration_bins
 from sandbox.learning.models import build_model, predict_proba, set_weights
 from sandbox.learning.robustness import RobustnessSettings, stress_tests
 from sandbox.learning.train import evaluate
-from sandbox.node import NodeHome
-from sandbox.protocol import (
+from sandbox.node.home import NodeHome
+from sandbox.protocol.messages import (
     CALIBRATION_PARTS,
     MAX_MODELS_PER_TASK,
     TrainingPlan,

@@ -1,12 +1,12 @@
 """The company's own gate: a Flower mod around every task that reads the company's data.
 
 Before the task runs, the gate checks that the code this node runs is the code bundle filed
-for the job (algorithm filing, ``sandbox.bundle``). Then it asks the policy engine (the same
-Cedar policies as the sandbox, evaluated here at the node with the company's own facts: its
-dataset's manifest and its own record of the consents it granted) whether this job may read
-the dataset. A refusal is written to the company's hash-chained local log and travels back as
-the reply's error; no data is read. After the task, the gate writes the use to the local log
-and attaches a receipt signed with the company's key: the coordinator can record the
+for the job (algorithm filing, ``sandbox.protocol.bundle``). Then it asks the policy engine
+(the same Cedar policies as the sandbox, evaluated here at the node with the company's own
+facts: its dataset's manifest and its own record of the consents it granted) whether this job
+may read the dataset. A refusal is written to the company's hash-chained local log and travels
+back as the reply's error; no data is read. After the task, the gate writes the use to the local
+log and attaches a receipt signed with the company's key: the coordinator can record the
 company's participation but cannot invent it.
 """
 
@@ -14,19 +14,28 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from flwr.app import ConfigRecord, Context, Error, Message
+from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from policies.engine import Decision, PolicyDecisionPoint
 from policies.facts import CompanyFacts, ConsentFacts, DatasetFacts, DatasetReadContext, JobFacts
 from policies.policyset import LoadedPolicySet
-from sandbox.bundle import running_bundle
-from sandbox.locallog import HashChainLog
-from sandbox.node import NodeHome
-from sandbox.protocol import CONFIG, METRICS, RECEIPT, STATS, TASK_IDENTIFY, TrainingPlan
-from sandbox.receipts import ReceiptPayload, sign_receipt
+from sandbox.node.home import NodeHome
+from sandbox.node.locallog import HashChainLog
+from sandbox.protocol.bundle import running_bundle
+from sandbox.protocol.messages import (
+    CONFIG,
+    METRICS,
+    RECEIPT,
+    STATS,
+    TASK_IDENTIFY,
+    TrainingPlan,
+    number,
+)
+from sandbox.protocol.receipts import ReceiptPayload, sign_receipt
+from sandbox.utc import utcnow
 
 GATE_REFUSED = 403
 
@@ -49,10 +58,11 @@ def node_decision_point(node: NodeHome) -> PolicyDecisionPoint:
         pdp = _pdps.get(key)
         if pdp is None:
             log = HashChainLog(node.local_log_path)
-            pdp = PolicyDecisionPoint(
-                _shipped_policy_set(),
-                lambda decision: log.append({"kind": "decision", **decision.to_record()}),
-            )
+
+            def record(decision: Decision) -> None:
+                log.append({"kind": "decision", **decision.to_record()})
+
+            pdp = PolicyDecisionPoint(_shipped_policy_set(), record)
             _pdps[key] = pdp
         return pdp
 
@@ -105,7 +115,7 @@ def decide_read(node: NodeHome, plan: TrainingPlan) -> tuple[Decision, str | Non
         DatasetReadContext(job=job),
         entities=consents,
     )
-    now = datetime.now(UTC)
+    now = utcnow()
     live = [c for c in consents if c.purpose == plan.purpose and c.live_at(now)]
     return decision, (live[0].id if live else None)
 
@@ -134,26 +144,20 @@ def _used_rows(reply: Message) -> tuple[int, float | None, float | None]:
     records = reply.content.metric_records
     if METRICS in records:
         metrics = records[METRICS]
-        epsilon = metrics.get("epsilon")
-        delta = metrics.get("delta")
         return (
-            int(metrics.get("num-examples", 0)),
-            float(epsilon) if epsilon is not None else None,
-            float(delta) if delta is not None else None,
+            int(number(metrics, "num-examples", 0)),
+            number(metrics, "epsilon") if "epsilon" in metrics else None,
+            number(metrics, "delta") if "delta" in metrics else None,
         )
     if STATS in records:
-        return int(records[STATS].get("rows", 0)), None, None
+        return int(number(records[STATS], "rows", 0)), None, None
     return 0, None, None
 
 
-def make_gate(
-    resolve: Callable[[Context], NodeHome],
-) -> Callable[[Message, Context, Callable], Message]:
+def make_gate(resolve: Callable[[Context], NodeHome]) -> Mod:
     """The gate mod for a ClientApp whose node folder ``resolve`` finds."""
 
-    def gate(
-        message: Message, context: Context, call_next: Callable[[Message, Context], Message]
-    ) -> Message:
+    def gate(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
         task = task_name(message)
         if task == TASK_IDENTIFY:
             return call_next(message, context)
@@ -184,7 +188,7 @@ def make_gate(
             log.append({"kind": "task-failed", "job": plan.job_id, "task": task})
             return reply
         rows, epsilon, delta = _used_rows(reply)
-        round_number = int(config.get("round", 0))
+        round_number = int(number(config, "round", 0))
         manifest = node.vault(plan.dataset).manifest
         line = log.append(
             {

@@ -14,10 +14,10 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.node import NodeHome, write_json_atomic
+from sandbox.files import write_json_atomic
+from sandbox.node.home import NodeHome
 from sandbox.privacy.accounting import (
     EPSILON_SLACK,
     DpSchedule,
@@ -25,6 +25,7 @@ from sandbox.privacy.accounting import (
     Run,
     composed_epsilon,
 )
+from sandbox.utc import utcnow
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class RunLog:
                 "sample_rate": run.sample_rate,
                 "steps": run.steps,
                 "epsilon_job": after,
-                "at": datetime.now(UTC).isoformat(),
+                "at": utcnow().isoformat(),
             }
         )
         write_json_atomic(self.path, self.document)

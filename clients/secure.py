@@ -27,13 +27,14 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 
-from sandbox.protocol import (
+from sandbox.protocol.messages import (
     ARRAYS,
     CONFIG,
     METRICS,
     SECURE_ARRAY_KEYS,
     SECURE_CLIPPING_RANGE,
     TrainingPlan,
+    number,
     update_norm,
 )
 
@@ -67,10 +68,10 @@ def flatten_reply(content: RecordDict) -> dict[str, int | float | str | bytes | 
         for key, value in record.items():
             if not isinstance(value, list):
                 flat[f"{name}.{key}"] = value
-    for name, record in content.config_records.items():
-        for key, value in record.items():
-            if not isinstance(value, list):
-                flat[f"{name}.{key}"] = value
+    for name, config in content.config_records.items():
+        for key, setting in config.items():
+            if not isinstance(setting, list):
+                flat[f"{name}.{key}"] = setting
     return flat
 
 
@@ -124,7 +125,7 @@ def secure_update_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) 
     fitres = FitRes(
         status=Status(Code.OK, "ok"),
         parameters=ndarrays_to_parameters(delta),
-        num_examples=int(metrics["num-examples"]),
+        num_examples=int(number(metrics, "num-examples")),
         metrics=flatten_reply(reply.content),
     )
     out = compat.fitres_to_recorddict(fitres, keep_input=True)

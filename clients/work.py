@@ -16,9 +16,9 @@ from clients.privacy import PrivacyReport, RunLog
 from sandbox.learning.dp import train_dp
 from sandbox.learning.models import build_model, get_weights, set_weights
 from sandbox.learning.train import EvalStats, TrainConfig, TrainStats, evaluate, train
-from sandbox.node import NodeHome
+from sandbox.node.home import NodeHome
 from sandbox.privacy.accounting import DpSchedule, PrivacyBudgetExceeded, Run, plan_schedule
-from sandbox.protocol import TrainingPlan
+from sandbox.protocol.messages import TrainingPlan
 
 _CACHE_SIZE = 64
 _cache: OrderedDict[tuple[str, str, str], EncodedData] = OrderedDict()

@@ -1,6 +1,6 @@
 """The ServerApp. Under the deployment engine the job id arrives in the run config
-(``job-id``); in simulation the federation builds the app for its jobs directly (one after
-another over the same company nodes)."""
+(``job-id``); in simulation the composition code builds the app for its jobs directly (one
+after another over the same company nodes)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from coordinator.runner import JobRunner, JobStopped, Progress, ReplyObserver
-from coordinator.selection import ParticipantSelector, budget_selector
+from coordinator.context import JobStopped
+from coordinator.messaging import Progress, ReplyObserver
+from coordinator.runner import JobRunner
 from sandbox.config import load_settings
 from sandbox.db import get_engine
 from sandbox.governance import get_governance
@@ -21,7 +22,6 @@ def build_server_app(
     job_id: str | Sequence[str] | None = None,
     progress: Progress | None = None,
     observer: ReplyObserver | None = None,
-    selector: ParticipantSelector = budget_selector,
     governed: bool = True,
 ) -> ServerApp:
     """The ServerApp for its jobs (or, with ``job_id`` None, the job named in the run config).
@@ -52,7 +52,6 @@ def build_server_app(
                 progress=progress,
                 observer=observer,
                 context=context,
-                selector=selector,
                 governance=governance,
             )
             # A stop and its reason are recorded by the runner; the run ended as designed.

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sandbox.protocol import MAX_MODELS_PER_TASK, stack_models
+from sandbox.protocol.messages import MAX_MODELS_PER_TASK, stack_models
 
 Weights = dict[str, np.ndarray]
 Coalition = frozenset[str]
@@ -113,13 +113,14 @@ class UpdateStore:
         updates: Mapping[str, Weights],
         examples: Mapping[str, float],
     ) -> None:
-        arrays: dict[str, np.ndarray] = {f"start/{k}": v for k, v in start.items()}
+        arrays: dict[str, np.ndarray | np.float64] = {f"start/{k}": v for k, v in start.items()}
         for company, weights in updates.items():
             arrays.update({f"update/{company}/{k}": v for k, v in weights.items()})
             arrays[f"examples/{company}"] = np.float64(examples[company])
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.path(number).with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
+        # numpy's default, named: else mypy matches ``**arrays`` against ``allow_pickle: bool``.
+        np.savez(tmp, allow_pickle=True, **arrays)
         tmp.replace(self.path(number))
 
     def numbers(self) -> list[int]:
@@ -312,7 +313,7 @@ class ContributionReport:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    def shapley(self) -> dict[str, float]:
+    def shapley(self) -> dict[str, float | None]:
         return {c.company: c.shapley for c in self.companies}
 
 

@@ -7,7 +7,7 @@ import re
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def node_error(reason: str) -> str:
+def node_error(reason: str | None) -> str:
     """The node's own words from an error reply, without the transport's wrapping."""
     text = _ANSI.sub("", reason or "")
     if "Message: " in text:

@@ -1,4 +1,5 @@
-"""The coordinator's governance: who may take part in each round, receipts, the ledger.
+"""The coordinator's governance (:class:`coordinator.governor.Governor`): who may take part
+in each round, receipts, the ledger, the release decision.
 
 The runner calls this at fixed points. Before each exchange the policy decides, company by
 company, ``participate_in_round`` from the registry as it is now (a consent revoked since the
@@ -16,33 +17,33 @@ from typing import TYPE_CHECKING, Any
 
 from flwr.app import RecordDict
 
+from coordinator.assessment import Assessment
 from coordinator.release import (
-    Assessment,
+    Check,
+    RegistryRecorder,
+    ReleaseGate,
     ReleaseOutcome,
     ReleaseRecorder,
-    ReleaseThresholds,
     ReleaseVerdict,
-    release_decision,
 )
-from coordinator.selection import NO_SCHEDULE, Selection, SelectionRequest
-from policies.engine import MemoryRecorder, PolicyDecisionPoint
+from coordinator.selection import NO_SCHEDULE, ParticipantSelector, Selection, SelectionRequest
+from policies.engine import CheckResult, Decision, MemoryRecorder, PolicyDecisionPoint
 from policies.facts import EngineerFacts, ReleaseContext, RoundContext
 from policies.policyset import LoadedPolicySet
 from policies.rounds import select_participants
 from policies.tiers import TierConfig
-from sandbox.db import session_scope
 from sandbox.governance import Annotation, Governance, job_world
-from sandbox.jobspec import JobSpec
 from sandbox.ledger import Actor, LedgerRecord, Privacy, Purpose, Resource
-from sandbox.operations import check_runnable
 from sandbox.privacy.budget import shipped_tiers
-from sandbox.protocol import RECEIPT, TrainingPlan
-from sandbox.receipts import ReceiptError, ReceiptPayload, verify_receipt
-from sandbox.registry import service
+from sandbox.protocol.jobspec import JobSpec
+from sandbox.protocol.messages import RECEIPT, TrainingPlan
+from sandbox.protocol.receipts import ReceiptError, ReceiptPayload, verify_receipt
 from sandbox.registry.models import Job, Receipt, Round
+from sandbox.services import runs
+from sandbox.vocabulary import JobStatus
 
 if TYPE_CHECKING:
-    from coordinator.runner import Exchange
+    from coordinator.messaging import Exchange
 
 COORDINATOR = Actor(principal="coordinator", role="coordinator")
 
@@ -53,16 +54,31 @@ class RoundGovernor:
         self.job_id = job.id
         self.spec = spec
         self.engineer = job.filed_by
+        self.selector: ParticipantSelector = self.select
+        self.release_gate: ReleaseGate = PolicyGate(gov.engine, job, spec, gov)
+        self.release_recorder: ReleaseRecorder = Recorders(
+            RegistryRecorder(gov.engine), LedgerReleaseRecorder(gov)
+        )
+
+    def tiers(self) -> TierConfig:
+        return self.gov.tiers
 
     # ----------------------------------------------------------------- admission
     def check_start(self) -> None:
-        check_runnable(service.get_job(self.gov.engine, self.job_id))
+        """A governed run takes up only a job whose start was decided (and recorded)."""
+        job = runs.job(self.gov.engine, self.job_id)
+        if job.status != JobStatus.RUNNING:
+            runs.check_runnable(job)
+            raise PermissionError(
+                f"job {self.job_id} was not started through the sandbox (it is {job.status}); "
+                "start it with `sandbox job run`, the API or `sandbox federation run`"
+            )
 
-    def selector(self, request: SelectionRequest) -> Selection:
+    def select(self, request: SelectionRequest) -> Selection:
         """The runner's participant selector under governance: ``participate_in_round`` for
         every candidate, from the registry as it is now (consents, approval, suspension)
         and, in a DP job, the company's privacy budget facts."""
-        job = service.get_job(self.gov.engine, self.job_id)
+        job = runs.job(self.gov.engine, self.job_id)
         approved = job.approved_at is not None
         candidates = list(request.candidates)
         known = job_world(
@@ -120,7 +136,7 @@ class RoundGovernor:
         if record is None:
             raise ReceiptError("the reply carries no signed receipt")
         text, signature = str(record["payload"]), str(record["signature"])
-        public_key = service.get_company(self.gov.engine, company).public_key
+        public_key = runs.company_key(self.gov.engine, company)
         payload = verify_receipt(
             text,
             signature,
@@ -184,8 +200,7 @@ class RoundGovernor:
                     },
                 )
             )
-        with session_scope(self.gov.engine) as session:
-            session.add_all(rows)
+        runs.store_receipts(self.gov.engine, rows)
         self.gov.record_many(records)
 
     # -------------------------------------------------------------------- rounds
@@ -234,7 +249,7 @@ class RoundGovernor:
         )
         self.gov.ledger.checkpoint()
 
-    def record_stop(self, reason_kind: str, round_number: int) -> None:
+    def record_stop(self, cause: str, round_number: int) -> None:
         self.gov.record(
             LedgerRecord(
                 action="job.stopped",
@@ -242,7 +257,7 @@ class RoundGovernor:
                 resource=Resource(kind="job", id=self.job_id),
                 job_id=self.job_id,
                 round=round_number,
-                details={"cause": reason_kind},
+                details={"cause": cause},
             )
         )
 
@@ -269,9 +284,18 @@ def _figure(value: float | None) -> Decimal:
     return Decimal("1") if value is None else Decimal(str(max(0.0, round(value, 6))))
 
 
+def _number(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return None
+
+
 class PolicyGate:
     """The release decision is Cedar's ``release_model``: the job's engineer asks, the
-    assessment's findings are the context, the tier's thresholds are the policy set's.
+    assessment's findings are the context, the tier's thresholds are the policy set's. The
+    verdict's checks are the decision's own: each ``@check`` policy with its figure, limit
+    and words, and every other policy that denied.
 
     Under governance the decision is the governance's (in the ledger); without it (runs of
     the learning engine alone) a decision point over the shipped policy set decides, with
@@ -289,16 +313,15 @@ class PolicyGate:
         return self.gov.tiers if self.gov is not None else shipped_tiers()
 
     def decide(self, job_id: str, tier: str, assessment: Assessment) -> ReleaseVerdict:
-        job = service.get_job(self.engine, job_id)
+        job = runs.job(self.engine, job_id)
         world = job_world(self.engine, job_id, self.spec, job.filed_by, job.approved_at is not None)
-        _, drop = assessment.worst_robustness_drop
-        context = ReleaseContext(
-            worst_company_gap=_figure(assessment.worst_company_gap),
-            calibration_error=_figure(assessment.calibration_error),
-            robustness_drop=_figure(drop),
-            companies_not_assessed=len(assessment.not_assessed),
+        args = (
+            EngineerFacts(job.filed_by),
+            "release_model",
+            world.job,
+            release_context(assessment),
+            world.entities,
         )
-        args = (EngineerFacts(job.filed_by), "release_model", world.job, context, world.entities)
         if self.gov is not None:
             decision = self.gov.decide(
                 *args,
@@ -308,18 +331,60 @@ class PolicyGate:
             )
         else:
             decision = self._pdp.decide(*args)
-        checks = release_decision(assessment, ReleaseThresholds.of(tier, self.tiers())).checks
-        reasons = list(decision.reasons) or ["denied by policy"]
-        unmeasured = [c.name for c in checks if c.value is None]
-        if unmeasured and not decision.allowed:
-            reasons.append(f"not measurable, counted as the worst: {', '.join(unmeasured)}")
-        return ReleaseVerdict(
-            allowed=decision.allowed,
-            tier=tier,
-            reasons=reasons,
-            checks=checks,
-            decided_by=f"policy set {decision.policy_set_hash[:12]}, decision {decision.decision_id}",
-        )
+        return release_verdict(decision, assessment, tier)
+
+
+def release_context(assessment: Assessment) -> ReleaseContext:
+    """The assessment's findings as the context of ``release_model``."""
+    _, drop = assessment.worst_robustness_drop
+    return ReleaseContext(
+        worst_company=assessment.worst_company or "none",
+        worst_company_gap=_figure(assessment.worst_company_gap),
+        calibration_error=_figure(assessment.calibration_error),
+        robustness_drop=_figure(drop),
+        companies_not_assessed=len(assessment.not_assessed),
+    )
+
+
+def release_verdict(decision: Decision, assessment: Assessment, tier: str) -> ReleaseVerdict:
+    """The verdict of a ``release_model`` decision: allowed or not, and the checks that
+    decided it, each as its policy put it (every ``@check`` policy, and every other policy
+    that denied)."""
+    measured = {
+        "worst_company_gap": assessment.worst_company_gap,
+        "calibration_error": assessment.calibration_error,
+        "robustness_drop": assessment.worst_robustness_drop[1],
+        "companies_not_assessed": float(len(assessment.not_assessed)),
+    }
+    checks = [_check(c, measured) for c in decision.checks]
+    shown = {c.policy for c in decision.checks}
+    if not decision.allowed:
+        checks += [
+            Check(policy, False, None, None, reason)
+            for policy, reason in zip(decision.policies, decision.reasons, strict=False)
+            if policy not in shown
+        ]
+    if decision.allowed:
+        reasons = [f"every {tier}-tier release check is met"]
+    else:
+        reasons = [c.reason for c in checks if not c.passed] or list(decision.reasons)
+    return ReleaseVerdict(
+        allowed=decision.allowed,
+        tier=tier,
+        reasons=reasons,
+        checks=checks,
+        decided_by=f"policy set {decision.policy_set_hash[:12]}, decision {decision.decision_id}",
+    )
+
+
+def _check(result: CheckResult, measured: Mapping[str, float | None]) -> Check:
+    """A policy's check as the verdict shows it; a figure that could not be measured is shown
+    as such (Cedar judged it as the worst)."""
+    value = measured.get(result.measure, _number(result.value))
+    reason = result.text
+    if value is None and result.measure in measured:
+        reason += " (not measurable, counted as the worst)"
+    return Check(result.policy, result.passed, value, _number(result.limit), reason)
 
 
 class LedgerReleaseRecorder:

@@ -27,8 +27,8 @@ from sandbox.privacy.accounting import (
     plan_schedule,
 )
 from sandbox.privacy.budget import BudgetFacts, epsilon_cap
-from sandbox.protocol import DP_METRICS, METRICS, TrainingPlan
-from sandbox.registry import privacy as ledger
+from sandbox.protocol.messages import DP_METRICS, METRICS, TrainingPlan, number
+from sandbox.services import runs as ledger
 
 RELATIVE_TOLERANCE = 1e-6
 
@@ -135,11 +135,13 @@ class JobPrivacy:
         )
         if values["epsilon-job"] < floor * (1 - RELATIVE_TOLERANCE):
             problems.append(
-                f"epsilon-job {values['epsilon-job']:.6g} is less than the {floor:.6g} its runs add up to"
+                f"epsilon-job {values['epsilon-job']:.6g} is less than the {floor:.6g} "
+                "its runs add up to"
             )
         if values["epsilon-job"] > schedule.target_epsilon + EPSILON_SLACK:
             problems.append(
-                f"epsilon-job {values['epsilon-job']:.6g} exceeds the job's {schedule.target_epsilon:g}"
+                f"epsilon-job {values['epsilon-job']:.6g} exceeds the job's "
+                f"{schedule.target_epsilon:g}"
             )
         if values["epsilon"] > values["epsilon-job"] + EPSILON_SLACK:
             problems.append("the run's epsilon exceeds the job total it reports")
@@ -165,12 +167,12 @@ class JobPrivacy:
         ledger.settle_run(
             self.engine,
             spend_id,
-            epsilon=float(metrics["epsilon"]),
-            epsilon_job=float(metrics["epsilon-job"]),
-            delta=float(metrics["delta"]),
-            noise_multiplier=float(metrics["noise-multiplier"]),
-            sample_rate=float(metrics["sample-rate"]),
-            steps=int(metrics["steps"]),
+            epsilon=number(metrics, "epsilon"),
+            epsilon_job=number(metrics, "epsilon-job"),
+            delta=number(metrics, "delta"),
+            noise_multiplier=number(metrics, "noise-multiplier"),
+            sample_rate=number(metrics, "sample-rate"),
+            steps=int(number(metrics, "steps")),
         )
         return []
 

@@ -34,7 +34,7 @@ from flwr.server.workflow.secure_aggregation.secaggplus_workflow import Workflow
 from flwr.serverapp import Grid
 
 from coordinator.errors import node_error
-from sandbox.protocol import (
+from sandbox.protocol.messages import (
     METRICS,
     SECURE_ARRAY_KEYS,
     SECURE_CLIPPING_RANGE,

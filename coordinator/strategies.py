@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum, Strategy
 
-from sandbox.jobspec import StrategySpec
+from sandbox.protocol.jobspec import StrategySpec
 
 
 def make_strategy(spec: StrategySpec) -> Strategy:

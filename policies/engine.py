@@ -9,28 +9,21 @@ raises all give a denial, never an exception to the caller.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import cedarpy
 
-from policies.facts import (
-    NAMESPACE,
-    FactsError,
-    Principal,
-    Resource,
-    build_entities,
-    context_mapping,
-    uid,
-    uid_text,
-)
+from policies.entities import NAMESPACE, build_entities, context_mapping, uid, uid_text
+from policies.facts import FactsError, Principal, Resource
 from policies.policyset import LoadedPolicySet
+from policies.reasons import ReasonFiller
+from sandbox.canonical import canonical_text
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +48,26 @@ ACTIONS = (
     "start_job",
     "register_principal",
     "manage_tokens",
+    "register_node_key",
 )
 NO_POLICY_SET = "(none)"
+NOT_RECORDED = "The decision could not be written to the audit ledger, so the request is denied."
+"""The reason of the denial given when the ledger could not record a decision."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The verdict of one policy marked ``@check`` on a request, for a person: whether the
+    request passed it, the figure it judged (``@check`` names the context value) against its
+    limit (``@limit`` names the tier's number), and the policy's own words for the outcome
+    (``@reason`` when it failed, ``@passed`` when it passed)."""
+
+    policy: str
+    passed: bool
+    measure: str
+    value: str | None
+    limit: str | None
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,7 @@ class Decision:
     context_digest: str
     facts_digest: str
     time: datetime
+    checks: tuple[CheckResult, ...] = ()
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-ready dict of the decision, for the ledger."""
@@ -115,13 +127,6 @@ class MemoryRecorder:
 
     def __call__(self, decision: Decision) -> None:
         self.decisions.append(decision)
-
-
-def canonical_json(value: Any) -> str:
-    """Canonical JSON: sorted keys, no spaces. The values here are Cedar JSON (strings,
-    integers, booleans, lists and objects, decimals as strings), for which this is the
-    RFC 8785 encoding."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 _CACHED_TYPES = frozenset({f"{NAMESPACE}::Job", f"{NAMESPACE}::Tier"})
@@ -206,13 +211,7 @@ class PolicyDecisionPoint:
             decision = self._evaluate(ps, principal, action, resource, context, entities, now)
         except Exception as exc:  # whatever went wrong, the answer is a recorded denial
             log.exception("policy evaluation failed")
-            head = {
-                "principal": _describe(principal),
-                "action": str(action),
-                "resource": _describe(resource),
-                "policy_set_hash": ps.hash if ps is not None else NO_POLICY_SET,
-                "time": now,
-            }
+            head = _head(ps, principal, str(action), resource, now)
             decision = _deny(
                 head, "", "", f"The request could not be evaluated ({type(exc).__name__}: {exc})."
             )
@@ -221,6 +220,27 @@ class PolicyDecisionPoint:
         except Exception as exc:
             return self._record_failed(decision, exc)
         return decision
+
+    def consider(
+        self,
+        principal: Principal,
+        action: str,
+        resource: Resource,
+        context: Mapping[str, Any] | Any | None = None,
+        entities: Iterable[Any] = (),
+    ) -> Decision:
+        """What the active set *would* decide, not recorded: for the questions an act asks
+        about itself (would this job need an approval to start?), whose answer the caller
+        records with the act. Never grants anything; access is decided by :meth:`decide`.
+        Fails closed like it: anything that goes wrong is a denial."""
+        ps = self._active
+        now = self._clock()
+        try:
+            return self._evaluate(ps, principal, action, resource, context, entities, now)
+        except Exception as exc:
+            log.exception("policy evaluation failed")
+            head = _head(ps, principal, str(action), resource, now)
+            return _deny(head, "", "", f"The request could not be evaluated ({exc}).")
 
     def _evaluate(
         self,
@@ -232,13 +252,7 @@ class PolicyDecisionPoint:
         entities: Iterable[Any],
         now: datetime,
     ) -> Decision:
-        head = {
-            "principal": _describe(principal),
-            "action": action,
-            "resource": _describe(resource),
-            "policy_set_hash": ps.hash if ps is not None else NO_POLICY_SET,
-            "time": now,
-        }
+        head = _head(ps, principal, action, resource, now)
         if ps is None:
             return _deny(head, "", "", "No policy set is active, so every request is denied.")
         if action not in ACTIONS:
@@ -258,8 +272,8 @@ class PolicyDecisionPoint:
         # their tiers go first and apart: their parsed form is cached (see parsed_entities).
         heavy = [e for e in entities_json if e["uid"]["type"] in _CACHED_TYPES]
         light = [e for e in entities_json if e["uid"]["type"] not in _CACHED_TYPES]
-        heavy_text, light_text = canonical_json(heavy), canonical_json(light)
-        context_text = canonical_json(context_json)
+        heavy_text, light_text = canonical_text(heavy), canonical_text(light)
+        context_text = canonical_text(context_json)
         context_digest = _sha256(context_text)
         facts_digest = _sha256(_join_json_lists(heavy_text, light_text))
         request = {
@@ -303,14 +317,27 @@ class PolicyDecisionPoint:
                 **head,
             )
         allowed = result.allowed
+        fill = ReasonFiller(ps, principal, action, resource, context_json, entities_json)
         if deciding:
-            fill = _Filler(ps, principal, action, resource, context_json, entities_json)
             reasons = tuple(fill(ps.reasons.get(p, p)) for p in deciding)
         else:
             reasons = (
                 f"No policy permits {principal.KIND} {principal.id!r} to {action} "
                 f"{resource.KIND} {resource.id!r}.",
             )
+        failed = set() if allowed else set(deciding)
+        checks = tuple(
+            CheckResult(
+                policy=p.id,
+                passed=p.id not in failed,
+                measure=p.annotations["check"],
+                value=fill.value_of(p.annotations["check"]),
+                limit=fill.value_of(p.annotations.get("limit", "")),
+                text=fill(p.reason if p.id in failed else p.annotations["passed"]),
+            )
+            for p in ps.policies
+            if "check" in p.annotations and p.about(action)
+        )
         return Decision(
             decision_id=str(uuid.uuid4()),
             allowed=allowed,
@@ -319,6 +346,7 @@ class PolicyDecisionPoint:
             reasons=reasons,
             context_digest=context_digest,
             facts_digest=facts_digest,
+            checks=checks,
             **head,
         )
 
@@ -331,9 +359,7 @@ class PolicyDecisionPoint:
             allowed=False,
             policies=(),
             errors=(f"decision {decision.decision_id}: {problem}",),
-            reasons=(
-                "The decision could not be written to the audit ledger, so the request is denied.",
-            ),
+            reasons=(NOT_RECORDED,),
             policy_set_hash=decision.policy_set_hash,
             principal=decision.principal,
             action=decision.action,
@@ -348,6 +374,28 @@ class PolicyDecisionPoint:
         except Exception as again:
             log.error("fail-closed denial %s not recorded either: %s", denial.decision_id, again)
         return denial
+
+
+class _Head(TypedDict):
+    """What a decision says of its request, whatever the verdict."""
+
+    principal: str
+    action: str
+    resource: str
+    policy_set_hash: str
+    time: datetime
+
+
+def _head(
+    ps: LoadedPolicySet | None, principal: Any, action: str, resource: Any, now: datetime
+) -> _Head:
+    return {
+        "principal": _describe(principal),
+        "action": action,
+        "resource": _describe(resource),
+        "policy_set_hash": ps.hash if ps is not None else NO_POLICY_SET,
+        "time": now,
+    }
 
 
 def _describe(facts: Any) -> str:
@@ -366,93 +414,7 @@ def _id_of(ids: Mapping[str, str], ps: LoadedPolicySet, cedar_id: str) -> str:
     return ps.policies[index].id if index < len(ps.policies) else cedar_id
 
 
-_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
-
-
-class _Filler:
-    """Fills the placeholders of a policy's @reason from the request: ``{principal}``,
-    ``{action}``, ``{resource}``, and, about the job of the request (the resource, or the
-    context's job), ``{tier}``, ``{participant_count}``, ``{without_consent}``,
-    ``{dp_epsilon}``, the tier's numbers (``{min_participants}``, ``{dp_epsilon_cap}``, ...)
-    and the context's values (``{epsilon_after}``, ``{worst_company_gap}``, ...). The details
-    are worked out only when a reason asks for one."""
-
-    def __init__(
-        self,
-        ps: LoadedPolicySet,
-        principal: Any,
-        action: str,
-        resource: Any,
-        context_json: Mapping[str, Any],
-        entities_json: list[dict[str, Any]],
-    ) -> None:
-        self._basic = {
-            "principal": repr(principal.id),
-            "action": action,
-            "resource": repr(resource.id),
-        }
-        self._ps = ps
-        self._resource = resource
-        self._context = context_json
-        self._entities = entities_json
-        self._details: dict[str, str] | None = None
-
-    def __call__(self, reason: str) -> str:
-        return _PLACEHOLDER.sub(lambda m: self._value(m[1], m[0]), reason)
-
-    def _value(self, name: str, placeholder: str) -> str:
-        if name in self._basic:
-            return self._basic[name]
-        if self._details is None:
-            self._details = self._work_out()
-        return self._details.get(name, placeholder)
-
-    def _work_out(self) -> dict[str, str]:
-        details = {k: _plain(v) for k, v in self._context.items() if not isinstance(v, dict)}
-        details.update(
-            {k: _plain(v) for k, v in self._context.items() if isinstance(v, dict) and _is_num(v)}
-        )
-        job_uid = uid(self._resource.KIND, self._resource.id)
-        if job_uid["type"] != f"{NAMESPACE}::Job":
-            ref = self._context.get("job")
-            job_uid = ref.get("__entity") if isinstance(ref, dict) else None
-        job = next((e for e in self._entities if e["uid"] == job_uid), None)
-        if job is None:
-            return details
-        attrs = job["attrs"]
-        tier = attrs["tier"]["__entity"]["id"]
-        params = self._ps.tiers.tiers[tier]
-        consenting = {c["__entity"]["id"] for c in attrs["consenting_companies"]}
-        without = sorted({c["__entity"]["id"] for c in attrs["participants"]} - consenting)
-        details.update(
-            {
-                "tier": tier,
-                "participant_count": str(attrs["participant_count"]),
-                "without_consent": ", ".join(without) or "none",
-                "dp_epsilon": _plain(attrs["dp_epsilon"]) if attrs["dp_enabled"] else "none",
-                "min_participants": str(params.min_participants),
-                "dp_epsilon_cap": str(params.dp_epsilon_cap),
-                "release_max_worst_company_gap": str(params.release_max_worst_company_gap),
-                "release_max_calibration_error": str(params.release_max_calibration_error),
-                "release_max_robustness_drop": str(params.release_max_robustness_drop),
-            }
-        )
-        return details
-
-
-def _is_num(value: Mapping[str, Any]) -> bool:
-    return value.get("__extn", {}).get("fn") == "decimal"
-
-
-def _plain(value: Any) -> str:
-    """A Cedar JSON value as a person reads it (decimals without trailing zeros)."""
-    if isinstance(value, dict) and _is_num(value):
-        whole, _, fraction = value["__extn"]["arg"].partition(".")
-        return f"{whole}.{fraction.rstrip('0') or '0'}"
-    return str(value)
-
-
-def _deny(head: dict[str, Any], context_digest: str, facts_digest: str, error: str) -> Decision:
+def _deny(head: _Head, context_digest: str, facts_digest: str, error: str) -> Decision:
     return Decision(
         decision_id=str(uuid.uuid4()),
         allowed=False,

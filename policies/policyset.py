@@ -12,12 +12,13 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cedarpy
 
-from policies.facts import static_entities
+from policies.entities import static_entities
 from policies.tiers import TIERS_FILE, TierConfig, TierConfigError, parse_tier_config
 
 SCHEMA_FILE = "schema.cedarschema"
@@ -39,12 +40,19 @@ class PolicySetError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PolicyInfo:
-    """One policy of the set, as a person reads it."""
+    """One policy of the set, as a person reads it. ``actions`` are the actions it is about
+    (None: every action); ``annotations`` all its annotations (``@check`` marks a policy whose
+    verdict is shown as a check, see :class:`policies.engine.CheckResult`)."""
 
     id: str
     effect: str
     reason: str
     file: str
+    actions: tuple[str, ...] | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    def about(self, action: str) -> bool:
+        return self.actions is None or action in self.actions
 
 
 def policy_files(policy_dir: Path) -> dict[str, bytes]:
@@ -185,11 +193,23 @@ def _policy_infos(file: str, text: str) -> list[PolicyInfo]:
                 effect=policy.get("effect", ""),
                 reason=notes.get("reason") or "",
                 file=file,
+                actions=_actions(policy.get("action", {})),
+                annotations={k: v or "" for k, v in notes.items()},
             )
         )
     if est.get("templates"):
         raise ValueError("templates are not used in the sandbox's policy packs")
     return out
+
+
+def _actions(scope: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The actions a policy's scope names (None: any action)."""
+    if scope.get("op") == "==":
+        return (str(scope["entity"]["id"]),)
+    if scope.get("op") == "in":
+        found = scope.get("entities") or [scope.get("entity")]
+        return tuple(str(e["id"]) for e in found if e)
+    return None
 
 
 def _annotation_problems(policies: list[PolicyInfo]) -> list[str]:
@@ -201,6 +221,8 @@ def _annotation_problems(policies: list[PolicyInfo]) -> list[str]:
             continue
         if not p.reason:
             problems.append(f"{p.file}: policy {p.id} has no @reason a person can read")
+        if "check" in p.annotations and not p.annotations.get("passed"):
+            problems.append(f"{p.file}: check {p.id} has no @passed a person can read")
         if p.id in seen:
             problems.append(f"policy id {p.id} is used twice ({seen[p.id]}, {p.file})")
         seen[p.id] = p.file

@@ -16,8 +16,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from sandbox.vocabulary import GRADES
+
 TIERS_FILE = "tiers.toml"
-GRADES = ("general", "important", "core")
 _TIER_NUMBERS = {
     "min_participants": int,
     "dp_epsilon_cap": Decimal,
@@ -146,7 +147,8 @@ def _tier_parameters(name: str, raw: Any) -> TierParameters:
             number = Decimal(str(value))
         except InvalidOperation:
             raise TierConfigError(f"{TIERS_FILE}: tiers.{name}.{key} is not a number") from None
-        if not number.is_finite() or number < 0 or number.as_tuple().exponent < -4:
+        exponent = number.as_tuple().exponent  # an int for a finite number
+        if not isinstance(exponent, int) or number < 0 or exponent < -4:
             raise TierConfigError(
                 f"{TIERS_FILE}: tiers.{name}.{key} must be a number >= 0 with at most four "
                 "decimal places"

@@ -18,32 +18,35 @@ import json
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Engine
-from sqlmodel import select
 
-from policies.activation import PolicyStore, start
-from policies.engine import Decision
+from policies.activation import ActivationResult, activate
+from policies.engine import Decision, PolicyDecisionPoint, Recorder
 from policies.facts import (
     CompanyFacts,
     ConsentFacts,
     DatasetFacts,
-    EngineerFacts,
     JobFacts,
     OperatorFacts,
-    RegulatorFacts,
 )
-from policies.policyset import DEFAULT_POLICY_DIR
+from policies.policyset import DEFAULT_POLICY_DIR, hash_files, policy_files
+from policies.tiers import TierConfig
 from sandbox import identity
 from sandbox.config import Settings, load_settings
-from sandbox.db import get_engine, on_dispose, session_scope
-from sandbox.jobspec import JobSpec
+from sandbox.db import get_engine, on_dispose
 from sandbox.ledger import Actor, Appended, DecisionRef, Ledger, LedgerRecord, Purpose, Resource
-from sandbox.registry.models import Company, Consent, Dataset, Job, PolicyDecision
+from sandbox.protocol.jobspec import JobSpec
+from sandbox.registry import companies as company_store
+from sandbox.registry import consents as consent_store
+from sandbox.registry import jobs as job_store
+from sandbox.registry.models import Company, Consent, Dataset, PolicyDecision
+from sandbox.registry.policy_sets import PolicyStore, sign_hash
+from sandbox.vocabulary import OPERATOR_ID, dataset_id
 
 _ROLES = {
     "Company": "company",
@@ -106,7 +109,7 @@ class Governance:
         regulator = identity.sandbox_key(settings.keys_dir, "regulator")
         self.regulator_public_key = identity.public_b64(regulator)
         self.policy_store = PolicyStore(settings.home / "policy")
-        self.pdp, self.activations = start(
+        self.pdp, self.activations = start_policy_point(
             self.policy_store,
             self._record_decision,
             self.regulator_public_key,
@@ -163,24 +166,24 @@ class Governance:
             details=details,
         )
         appended = self.ledger.append(record)
-        with session_scope(self.engine) as session:
-            session.add(
-                PolicyDecision(
-                    decision_id=decision.decision_id,
-                    ledger_index=appended.index,
-                    time=decision.time,
-                    principal=principal_id,
-                    role=role,
-                    action=decision.action,
-                    resource=resource.id,
-                    allowed=decision.allowed,
-                    policies=list(decision.policies),
-                    reasons=list(decision.reasons),
-                    errors=list(decision.errors),
-                    job_id=annotation.job_id,
-                    round=annotation.round,
-                )
-            )
+        job_store.add_decision(
+            self.engine,
+            PolicyDecision(
+                decision_id=decision.decision_id,
+                ledger_index=appended.index,
+                time=decision.time,
+                principal=principal_id,
+                role=role,
+                action=decision.action,
+                resource=resource.id,
+                allowed=decision.allowed,
+                policies=list(decision.policies),
+                reasons=list(decision.reasons),
+                errors=list(decision.errors),
+                job_id=annotation.job_id,
+                round=annotation.round,
+            ),
+        )
 
     def decide(
         self,
@@ -206,7 +209,7 @@ class Governance:
 
     # ---------------------------------------------------------------------- facts
     @property
-    def tiers(self):  # type: ignore[no-untyped-def]
+    def tiers(self) -> TierConfig:
         active = self.pdp.active
         if active is None:
             raise RuntimeError("no policy set is active")
@@ -232,37 +235,15 @@ def dataset_facts(dataset: Dataset) -> DatasetFacts:
     )
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 def consent_facts(consent: Consent) -> ConsentFacts:
     return ConsentFacts(
         id=consent.id,
         company=consent.company_id,
         dataset=consent.dataset_id,
         purpose=consent.purpose,
-        expires_at=_utc(consent.expires_at),
+        expires_at=consent.expires_at,
         revoked=consent.revoked_at is not None,
     )
-
-
-def principal_facts(role: str, principal_id: str, engine: Engine | None = None) -> Any:
-    if role == "engineer":
-        return EngineerFacts(principal_id)
-    if role == "regulator":
-        return RegulatorFacts(principal_id)
-    if role == "operator":
-        return OperatorFacts(principal_id)
-    if role == "company":
-        if engine is None:
-            raise ValueError("company facts need the registry")
-        with session_scope(engine) as session:
-            company = session.get(Company, principal_id)
-        if company is None:
-            raise ValueError(f"no company {principal_id!r}")
-        return company_facts(company)
-    raise ValueError(f"unknown role {role!r}")
 
 
 @dataclass(frozen=True)
@@ -290,15 +271,10 @@ def job_world(
     """Facts for a decision about a job: participants, their datasets and their consents
     for the job's purpose, read from the registry now."""
     members = list(participants if participants is not None else spec.companies)
-    with session_scope(engine) as session:
-        companies = {
-            c.id: c for c in session.exec(select(Company).where(Company.id.in_(members))).all()
-        }  # type: ignore[attr-defined]
-        ids = [f"{c}/{spec.dataset}" for c in members]
-        datasets = {d.id: d for d in session.exec(select(Dataset).where(Dataset.id.in_(ids))).all()}  # type: ignore[attr-defined]
-        consents = session.exec(
-            select(Consent).where(Consent.dataset_id.in_(ids), Consent.purpose == spec.purpose)  # type: ignore[attr-defined]
-        ).all()
+    companies = company_store.companies_by_id(engine, members)
+    ids = [dataset_id(c, spec.dataset) for c in members]
+    datasets = company_store.datasets_named(engine, members, spec.dataset)
+    consents = consent_store.consents_for(engine, ids, spec.purpose)
     job = JobFacts(
         id=job_id,
         engineer=engineer,
@@ -319,8 +295,52 @@ def job_world(
     )
 
 
-def job_approved(job: Job) -> bool:
-    return job.approved_at is not None
+def start_policy_point(
+    store: PolicyStore,
+    recorder: Recorder,
+    regulator_public_key: str,
+    *,
+    policy_dir: Path = DEFAULT_POLICY_DIR,
+    regulator_key: Ed25519PrivateKey | None = None,
+    operator: OperatorFacts = OperatorFacts(OPERATOR_ID),
+) -> tuple[PolicyDecisionPoint, list[ActivationResult]]:
+    """The decision point of an installation, with its active set, and what starting did.
+
+    First start (nothing stored): ``regulator_key`` signs the shipped set in ``policy_dir``
+    (bootstrap). Later starts: the stored set is re-verified and activated; then, if the
+    shipped set differs from it, it is activated with the signature filed for its hash, if
+    any. Every attempt is recorded. If nothing could be activated, the decision point denies
+    everything.
+    """
+    pdp = PolicyDecisionPoint(None, recorder)
+    results: list[ActivationResult] = []
+    stored = store.load_active()
+    if stored is None:
+        if regulator_key is None:
+            raise ValueError("first start: the regulator's key is needed to sign the shipped set")
+        if identity.public_b64(regulator_key) != regulator_public_key:
+            raise ValueError("the regulator key does not match the regulator public key")
+        files = policy_files(policy_dir)
+        signature = sign_hash(regulator_key, hash_files(files))
+        result = activate(
+            pdp, files, signature, regulator_public_key, operator=operator, bootstrap=True
+        )
+        results.append(result)
+        if result.activated:
+            store.save_active(files, signature)
+        return pdp, results
+
+    files, signature = stored
+    results.append(activate(pdp, files, signature, regulator_public_key, operator=operator))
+    shipped = policy_files(policy_dir)
+    shipped_hash = hash_files(shipped)
+    if shipped_hash != pdp.active_hash:
+        new_signature = store.signature_for(shipped_hash)
+        result = activate(pdp, shipped, new_signature, regulator_public_key, operator=operator)
+        results.append(result)
+        if result.activated and new_signature is not None:
+            store.save_active(shipped, new_signature)
+    return pdp, results
 
 
 _instances: dict[tuple[str, str], Governance] = {}

@@ -21,12 +21,12 @@ from sandbox.api import problems
 from sandbox.api.events import StreamLimits, StreamSlots
 from sandbox.api.guard import DEFAULT_MAX_BODY, InputGuard
 from sandbox.api.routers import auth, companies, jobs, operators, regulators
-from sandbox.api.runs import JobRuns
 from sandbox.api.schemas import Health
 from sandbox.config import Settings, load_settings
 from sandbox.console import mount as mount_console
 from sandbox.governance import get_governance
-from sandbox.principals import ensure_operator
+from sandbox.runtime.runs import JobRuns
+from sandbox.services.principals import ensure_operator
 
 DESCRIPTION = """
 The regulatory data sandbox: companies train models together by federated learning without
@@ -54,7 +54,7 @@ def create_app(
 ) -> FastAPI:
     settings = settings or load_settings()
     gov = get_governance(settings)
-    ensure_operator(gov.engine, settings.keys_dir)
+    ensure_operator(gov)
     runs = JobRuns(settings, capacity=run_capacity)
     stopping = threading.Event()
 
@@ -106,5 +106,11 @@ def create_app(
 
 def shutdown_signal(app: FastAPI) -> None:
     """Tell the app's streams to end: the server is going down (called on SIGINT/SIGTERM
-    before the server waits for open connections)."""
+    before the server waits for open connections). A second signal while the first is being
+    handled must not set the event again: ``Event.set`` takes a lock that the interrupted
+    first call may hold, and the handler would wait for itself. The flag is set first (one
+    assignment, which no signal splits)."""
+    if getattr(app.state, "stop_signalled", False):
+        return
+    app.state.stop_signalled = True
     app.state.stopping.set()

@@ -15,9 +15,9 @@ from typing import Any
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
+from sandbox.errors import SandboxError, Unauthenticated
 from sandbox.governance import Governance, get_governance
-from sandbox.principals import Unauthenticated, Who, authenticate
-from sandbox.registry.errors import RegistryError
+from sandbox.services.principals import Who, authenticate
 
 SESSION_COOKIE = "sandbox_session"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -33,7 +33,7 @@ cookie_scheme = APIKeyCookie(
 )
 
 
-class CrossSiteRequest(RegistryError):
+class CrossSiteRequest(SandboxError):
     status = 403
     title = "Cross-site request refused"
 
@@ -77,7 +77,7 @@ def caller(
             "this endpoint needs a token: send 'Authorization: Bearer <token>' (get one with "
             "POST /auth/token, signed with your key)"
         )
-    who, record = authenticate(gov.engine, token)
+    who, record = authenticate(gov, token)
     if via == "cookie" and request.method not in SAFE_METHODS and not _same_origin(request):
         raise CrossSiteRequest(
             "a request signed in by the session cookie that changes something must come from "

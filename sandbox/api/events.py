@@ -30,15 +30,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from sandbox.api.schemas import RoundOut
-from sandbox.registry import service
-from sandbox.registry.errors import RegistryError
+from sandbox.errors import SandboxError
+from sandbox.governance import Governance
 from sandbox.registry.models import Job
-from sandbox.registry.service import as_utc
+from sandbox.services import jobs as job_service
 
 ENDED = ("completed", "failed", "stopped", "denied", "rejected")
 
 
-class TooManyStreams(RegistryError):
+class TooManyStreams(SandboxError):
     status = 429
     title = "Too many event streams"
 
@@ -101,18 +101,17 @@ def _status(job: Job) -> dict[str, Any]:
         "rounds_planned": int(job.spec.get("rounds", 0)),
         "reason": job.status_reason,
         "model_hash": job.model_hash,
-        "ended_at": as_utc(job.ended_at).isoformat() if job.ended_at else None,
+        "ended_at": job.ended_at.isoformat() if job.ended_at else None,
     }
 
 
-def _snapshot(engine: Any, job_id: str, after_round: int) -> tuple[Job, list[RoundOut]]:
-    job = service.get_job(engine, job_id)
-    rounds = [RoundOut.of(r) for r in service.job_rounds(engine, job_id) if r.number > after_round]
-    return job, rounds
+def _snapshot(gov: Governance, job_id: str, after_round: int) -> tuple[Job, list[RoundOut]]:
+    job, rounds = job_service.poll_progress(gov, job_id, after_round)
+    return job, [RoundOut.model_validate(r) for r in rounds]
 
 
 async def job_events(
-    engine: Any,
+    gov: Governance,
     job_id: str,
     slot: _Slot,
     limits: StreamLimits,
@@ -125,7 +124,7 @@ async def job_events(
     last_status: dict[str, Any] | None = None
     try:
         while True:
-            job, rounds = await run_in_threadpool(_snapshot, engine, job_id, sent_round)
+            job, rounds = await run_in_threadpool(_snapshot, gov, job_id, sent_round)
             for record in rounds:
                 yield event("round", record.model_dump(mode="json"), record.number)
                 sent_round = record.number

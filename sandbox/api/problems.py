@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from sandbox.errors import Forbidden, SandboxError
 from sandbox.ledger import EntryNotFound, LedgerError, LedgerIntegrityError, LedgerWriteError
-from sandbox.registry.errors import Forbidden, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _location(loc: tuple[Any, ...]) -> str:
 
 
 async def _registry_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RegistryError)
+    assert isinstance(exc, SandboxError)
     extra: dict[str, Any] = {}
     headers = None
     kind = None
@@ -207,7 +207,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(RegistryError, _registry_error)
+    app.add_exception_handler(SandboxError, _registry_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(LedgerError, _ledger_error)

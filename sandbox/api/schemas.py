@@ -1,43 +1,33 @@
 """The API's request and response documents.
 
 Requests are strict (unknown fields refused, every string and number bounded); responses
-are built from the registry's rows by the ``of`` constructors here, so that routers stay thin.
+are read from the registry's rows by their attributes (``Model.model_validate(row)``), so
+that routers stay thin.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field
 
 from sandbox.data.manifest import DatasetManifest
 from sandbox.identity import key_id
-from sandbox.principals import NONCE_PATTERN, TOKEN_PATTERN
-from sandbox.registry.models import (
-    ApiToken,
-    Company,
-    Consent,
-    Dataset,
-    Job,
-    PolicyDecision,
-    Principal,
-    Receipt,
-    Round,
-)
-from sandbox.registry.service import ID_PATTERN, as_utc
+from sandbox.identity.requests import NONCE_PATTERN
+from sandbox.services.principals import TOKEN_PATTERN
+from sandbox.utc import utcnow
+from sandbox.vocabulary import Id, JobId, Role
 
-Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
-"""A company, principal or purpose id: a letter or digit, then letters, digits, '_' or '-'."""
-DatasetName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")]
-JobId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")]
+__all__ = ["Id", "JobId"]
+
+DatasetName = Id
 PublicKey = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$"),
     Field(description="Ed25519 public key: base64 of its 32 raw bytes"),
 ]
 Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{86}==$")]
-Role = Literal["company", "engineer", "regulator", "operator"]
 Hex = str
 
 
@@ -45,8 +35,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else as_utc(value)
+class Out(BaseModel):
+    """A response read from a row by its attributes."""
+
+    model_config = ConfigDict(from_attributes=True)
 
 
 # ------------------------------------------------------------------------------ auth
@@ -73,7 +65,7 @@ class TokenIssued(BaseModel):
     expires_at: datetime
 
 
-class TokenInfo(BaseModel):
+class TokenInfo(Out):
     id: str
     role: str
     principal_id: str
@@ -81,18 +73,6 @@ class TokenInfo(BaseModel):
     created_at: datetime
     expires_at: datetime
     revoked_at: datetime | None
-
-    @classmethod
-    def of(cls, token: ApiToken) -> TokenInfo:
-        return cls(
-            id=token.id,
-            role=token.role,
-            principal_id=token.principal_id,
-            channel=token.channel,
-            created_at=as_utc(token.created_at),
-            expires_at=as_utc(token.expires_at),
-            revoked_at=_utc(token.revoked_at),
-        )
 
 
 class Me(BaseModel):
@@ -121,30 +101,20 @@ class PrincipalIn(Strict):
     organisation: Id | None = None
 
 
-class PrincipalOut(BaseModel):
+class PrincipalOut(Out):
     id: str
     role: str
     organisation: str | None
     public_key: str
-    public_key_id: str
     status: str
     registered_by: str
     registered_at: datetime
     disabled_at: datetime | None
 
-    @classmethod
-    def of(cls, p: Principal) -> PrincipalOut:
-        return cls(
-            id=p.id,
-            role=p.role,
-            organisation=p.organisation,
-            public_key=p.public_key,
-            public_key_id=key_id(p.public_key),
-            status=p.status,
-            registered_by=p.registered_by,
-            registered_at=as_utc(p.registered_at),
-            disabled_at=_utc(p.disabled_at),
-        )
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def public_key_id(self) -> str:
+        return key_id(self.public_key)
 
 
 class PolicyActivation(Strict):
@@ -191,29 +161,21 @@ class JoinRequest(Strict):
     )
 
 
-class CompanyOut(BaseModel):
+class CompanyOut(Out):
     id: str
     name: str
     industry: str
     status: str
     public_key: str
-    public_key_id: str
     joined_at: datetime
 
-    @classmethod
-    def of(cls, c: Company) -> CompanyOut:
-        return cls(
-            id=c.id,
-            name=c.name,
-            industry=c.industry,
-            status=c.status,
-            public_key=c.public_key,
-            public_key_id=key_id(c.public_key),
-            joined_at=as_utc(c.joined_at),
-        )
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def public_key_id(self) -> str:
+        return key_id(self.public_key)
 
 
-class DatasetOut(BaseModel):
+class DatasetOut(Out):
     id: str
     company_id: str
     name: str
@@ -224,21 +186,6 @@ class DatasetOut(BaseModel):
     content_hash: str
     registered_at: datetime
     manifest: dict[str, Any]
-
-    @classmethod
-    def of(cls, d: Dataset) -> DatasetOut:
-        return cls(
-            id=d.id,
-            company_id=d.company_id,
-            name=d.name,
-            industry=d.industry,
-            grade=d.grade,
-            personal_data=d.personal_data,
-            row_count=d.row_count,
-            content_hash=d.content_hash,
-            registered_at=as_utc(d.registered_at),
-            manifest=d.manifest,
-        )
 
 
 class ConsentIn(Strict):
@@ -251,7 +198,7 @@ class RevocationIn(Strict):
     reason: Annotated[str, StringConstraints(max_length=500)] = ""
 
 
-class ConsentOut(BaseModel):
+class ConsentOut(Out):
     id: str
     company_id: str
     dataset_id: str
@@ -260,24 +207,13 @@ class ConsentOut(BaseModel):
     expires_at: datetime
     revoked_at: datetime | None
     revocation_reason: str | None
-    state: Literal["live", "expired", "revoked"]
 
-    @classmethod
-    def of(cls, c: Consent, now: datetime | None = None) -> ConsentOut:
-        now = now or datetime.now(UTC)
-        expires = as_utc(c.expires_at)
-        state = "revoked" if c.revoked_at else ("expired" if expires <= now else "live")
-        return cls(
-            id=c.id,
-            company_id=c.company_id,
-            dataset_id=c.dataset_id,
-            purpose=c.purpose,
-            granted_at=as_utc(c.granted_at),
-            expires_at=expires,
-            revoked_at=_utc(c.revoked_at),
-            revocation_reason=c.revocation_reason,
-            state=state,  # type: ignore[arg-type]
-        )
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def state(self) -> Literal["live", "expired", "revoked"]:
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expires_at <= utcnow() else "live"
 
 
 class JoinResult(BaseModel):
@@ -286,7 +222,7 @@ class JoinResult(BaseModel):
     consents: list[ConsentOut]
 
 
-class ReceiptOut(BaseModel):
+class ReceiptOut(Out):
     """A company's statement, signed with its own key, that its dataset served one round of
     one job; ``payload`` is the signed text, ``signature`` the company's signature over it."""
 
@@ -302,23 +238,6 @@ class ReceiptOut(BaseModel):
     payload: str
     signature: str
     received_at: datetime
-
-    @classmethod
-    def of(cls, r: Receipt) -> ReceiptOut:
-        return cls(
-            id=r.id or 0,
-            job_id=r.job_id,
-            round=r.round,
-            company_id=r.company_id,
-            dataset_id=r.dataset_id,
-            task=r.task,
-            rows=r.rows,
-            epsilon=r.epsilon,
-            delta=r.delta,
-            payload=r.payload,
-            signature=r.signature,
-            received_at=as_utc(r.received_at),
-        )
 
 
 class ReceiptPage(BaseModel):
@@ -351,29 +270,15 @@ class SpendOut(BaseModel):
 
 
 # ------------------------------------------------------------------------------ jobs
-class Admission(BaseModel):
+class Admission(Out):
     decision_id: str
     allowed: bool | None
     reasons: list[str]
     policies: list[str]
     ledger_index: int | None
 
-    @classmethod
-    def of(cls, decision_id: str, row: PolicyDecision | None) -> Admission:
-        if row is None:
-            return cls(
-                decision_id=decision_id, allowed=None, reasons=[], policies=[], ledger_index=None
-            )
-        return cls(
-            decision_id=decision_id,
-            allowed=row.allowed,
-            reasons=list(row.reasons),
-            policies=list(row.policies),
-            ledger_index=row.ledger_index,
-        )
 
-
-class JobOut(BaseModel):
+class JobOut(Out):
     id: str
     purpose: str
     status: str
@@ -385,40 +290,22 @@ class JobOut(BaseModel):
     started_at: datetime | None
     ended_at: datetime | None
     rounds_completed: int
-    rounds_planned: int
-    companies: list[str]
     approved_by: str | None
     approved_at: datetime | None
     approval_note: str | None
     model_hash: str | None
-    admission: Admission | None
+    admission: Admission | None = None
     spec: dict[str, Any]
 
-    @classmethod
-    def of(cls, job: Job, decision: PolicyDecision | None = None) -> JobOut:
-        return cls(
-            id=job.id,
-            purpose=job.purpose,
-            status=job.status,
-            status_reason=job.status_reason,
-            risk_tier=job.risk_tier,
-            spec_hash=job.spec_hash,
-            filed_by=job.filed_by,
-            filed_at=as_utc(job.filed_at),
-            started_at=_utc(job.started_at),
-            ended_at=_utc(job.ended_at),
-            rounds_completed=job.rounds_completed,
-            rounds_planned=int(job.spec.get("rounds", 0)),
-            companies=list(job.spec.get("companies", [])),
-            approved_by=job.approved_by,
-            approved_at=_utc(job.approved_at),
-            approval_note=job.approval_note,
-            model_hash=job.model_hash,
-            admission=Admission.of(job.admission_decision, decision)
-            if job.admission_decision
-            else None,
-            spec=job.spec,
-        )
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def rounds_planned(self) -> int:
+        return int(self.spec.get("rounds", 0))
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def companies(self) -> list[str]:
+        return list(self.spec.get("companies", []))
 
 
 class JobPage(BaseModel):
@@ -432,7 +319,7 @@ class Absence(BaseModel):
     reason: str
 
 
-class RoundOut(BaseModel):
+class RoundOut(Out):
     number: int
     status: str
     asked: list[str]
@@ -442,20 +329,6 @@ class RoundOut(BaseModel):
     metrics: dict[str, Any]
     started_at: datetime
     ended_at: datetime | None
-
-    @classmethod
-    def of(cls, r: Round) -> RoundOut:
-        return cls(
-            number=r.number,
-            status=r.status,
-            asked=list(r.asked),
-            took_part=list(r.took_part),
-            missing=[Absence(**m) for m in r.missing],
-            rejected=[Absence(**m) for m in r.rejected],
-            metrics=r.metrics,
-            started_at=as_utc(r.started_at),
-            ended_at=_utc(r.ended_at),
-        )
 
 
 class RoundsOut(BaseModel):

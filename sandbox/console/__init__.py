@@ -10,7 +10,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from sandbox.console.pages import HERE, router
+from sandbox.console.frame import HERE
+from sandbox.console.pages import router
 
 
 def mount(app: FastAPI) -> None:

@@ -8,8 +8,6 @@ raises ``DataValidationError`` naming the file and the problem.
 from __future__ import annotations
 
 import csv
-import json
-import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -18,39 +16,18 @@ from pydantic import ValidationError
 
 from sandbox.data.manifest import DatasetManifest
 from sandbox.data.validation import DataValidationError, ValidatedTable, validate_frame
+from sandbox.files import DocumentError, read_document, validation_problems
 
 MAX_FILE_BYTES = 2 * 1024**3
 SUFFIXES = {".csv", ".parquet", ".pq"}
 
 
-def describe_pydantic(exc: ValidationError) -> list[str]:
-    """Readable lines from a pydantic error: 'features.2.kind: Input should be ...'."""
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "document"
-        lines.append(f"{where}: {error['msg']}")
-    return lines
-
-
 def load_manifest(path: Path) -> DatasetManifest:
     """Read and validate a manifest file (``.toml`` or ``.json``)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise DataValidationError([f"manifest file {path} does not exist"]) from exc
-    except UnicodeDecodeError as exc:
-        raise DataValidationError([f"manifest file {path} is not UTF-8 text"]) from exc
-    try:
-        if path.suffix.lower() == ".toml":
-            raw = tomllib.loads(text)
-        elif path.suffix.lower() == ".json":
-            raw = json.loads(text)
-        else:
-            raise DataValidationError([f"manifest {path} must be a .toml or .json file"])
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise DataValidationError(
-            [f"manifest {path} is not valid {path.suffix[1:]}: {exc}"]
-        ) from exc
+        raw = read_document(path, "manifest")
+    except DocumentError as exc:
+        raise DataValidationError([str(exc)]) from None
     if not isinstance(raw, dict):
         raise DataValidationError([f"manifest {path} must hold a table/object at the top"])
     for filled in ("row_count", "train_rows", "test_rows", "content_hash"):
@@ -62,7 +39,7 @@ def load_manifest(path: Path) -> DatasetManifest:
         return DatasetManifest.model_validate(raw)
     except ValidationError as exc:
         raise DataValidationError(
-            [f"manifest {path}: {line}" for line in describe_pydantic(exc)]
+            [f"manifest {path}: {line}" for line in validation_problems(exc)]
         ) from exc
 
 

@@ -14,8 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-GRADES = ("general", "important", "core")
-Grade = Literal["general", "important", "core"]
+from sandbox.vocabulary import ID_RULE, Grade, is_id
+
 ColumnKind = Literal["numeric", "categorical"]
 NumericTransform = Literal["none", "log1p"]
 
@@ -23,7 +23,9 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 MAX_CATEGORIES = 1000
 
 
-def check_identifier(value: str, what: str) -> str:
+def check_column(value: str, what: str) -> str:
+    """A column name of a company's file: a letter or underscore first (columns are not ids;
+    the sandbox's ids follow :data:`sandbox.vocabulary.ID_PATTERN`)."""
     if not _NAME.match(value):
         raise ValueError(
             f"{what} {value!r} must start with a letter or underscore and hold only letters, "
@@ -45,7 +47,7 @@ class ColumnSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return check_identifier(value, "column name")
+        return check_column(value, "column name")
 
     @model_validator(mode="after")
     def _kind_fits(self) -> ColumnSpec:
@@ -77,7 +79,7 @@ class TargetSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return check_identifier(value, "target column")
+        return check_column(value, "target column")
 
 
 class DatasetManifest(BaseModel):
@@ -102,7 +104,9 @@ class DatasetManifest(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return check_identifier(value, "dataset name")
+        if not is_id(value):
+            raise ValueError(f"dataset name {value!r} {ID_RULE}")
+        return value
 
     @model_validator(mode="after")
     def _distinct_columns(self) -> DatasetManifest:

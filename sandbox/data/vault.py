@@ -35,7 +35,9 @@ def _content_hash(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def split(df: pd.DataFrame, target: str, seed: int, test_fraction: float = TEST_FRACTION):
+def split(
+    df: pd.DataFrame, target: str, seed: int, test_fraction: float = TEST_FRACTION
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A seeded split, stratified by the target when both classes can be split."""
     from sklearn.model_selection import train_test_split  # only at join time, not per task
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from sandbox.learning.models import build_model
 from sandbox.learning.train import EvalStats, TrainConfig, evaluate, train
-from sandbox.node import NodeHome
-from sandbox.protocol import TrainingPlan
+from sandbox.node.home import NodeHome
+from sandbox.protocol.messages import TrainingPlan
 
 POOLED_LABEL = "pooled (centralized upper bound: rows pooled; demo and benchmarks only)"
 

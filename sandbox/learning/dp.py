@@ -95,7 +95,7 @@ def train_dp(
 def _run_epochs(
     model: nn.Module,
     optimizer: DPOptimizer,
-    loader: DataLoader,
+    loader: DataLoader[tuple[torch.Tensor, ...]],
     config: TrainConfig,
     anchor: list[torch.Tensor],
 ) -> tuple[float, int, int]:
@@ -115,7 +115,8 @@ def _run_epochs(
                 if anchor:
                     with torch.no_grad():
                         for p, a in zip(model.parameters(), anchor, strict=True):
-                            p.grad.add_(config.proximal_mu * (p - a))
+                            if p.grad is not None:  # a frozen parameter has none
+                                p.grad.add_(config.proximal_mu * (p - a))
                 optimizer.original_optimizer.step()
                 if len(labels):  # a Poisson batch may be empty; its loss is undefined
                     total += float(loss.detach()) * len(labels)

@@ -151,11 +151,11 @@ class FeatureSpec(BaseModel):
             x[:, j] = (transformed[feature.name] - feature.mean) / feature.std
         offset = len(self.numeric)
         rows = np.arange(n)
-        for feature in self.categorical:
-            lookup = {v: i for i, v in enumerate(feature.vocabulary)}
-            codes = df[feature.name].astype(str).map(lookup)
+        for category in self.categorical:
+            lookup = {v: i for i, v in enumerate(category.vocabulary)}
+            codes = df[category.name].astype(str).map(lookup)
             known = codes.notna().to_numpy()
             x[rows[known], offset + codes[known].to_numpy(dtype=np.int64)] = 1.0
-            offset += len(feature.vocabulary)
+            offset += len(category.vocabulary)
         y = df[self.target].to_numpy(dtype=np.float32)
         return x, y

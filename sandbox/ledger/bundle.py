@@ -23,13 +23,13 @@ import binascii
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from sandbox.canonical import canonical_json
 from sandbox.identity import public_b64, public_bytes
 from sandbox.ledger.checkpoint import (
     SignedCheckpoint,
@@ -48,6 +48,7 @@ from sandbox.ledger.verify import (
     VerificationReport,
     verified_checkpoints,
 )
+from sandbox.utc import utcnow
 
 BUNDLE_FORMAT = "sandbox-ledger-bundle"
 BUNDLE_VERSION = 1
@@ -111,7 +112,7 @@ class _HashingWriter:
 
 
 def _json_line(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return canonical_json(value)
 
 
 def write_bundle(
@@ -158,7 +159,7 @@ def write_bundle(
     manifest = {
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_VERSION,
-        "created_at": datetime.now(UTC).isoformat(),
+        "created_at": utcnow().isoformat(),
         "origin": origin,
         "tree_size": latest.size,
         "root_hex": latest.root.hex(),

@@ -12,12 +12,10 @@ Version 1 is the only schema so far; a later version gets its own model and
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
-import rfc8785
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -30,15 +28,17 @@ from pydantic import (
     model_validator,
 )
 
+from sandbox.canonical import CanonicalizationError, canonical_json
 from sandbox.ledger.errors import RecordError
+from sandbox.utc import utcnow
+from sandbox.vocabulary import MAX_PARTICIPANTS, Grade
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 # I-JSON (RFC 7493) integers: what every JSON reader represents exactly.
 MAX_SAFE_INTEGER = 2**53 - 1
 
 MAX_LIST_ITEMS = 64
-MAX_PARTICIPANTS = 256
 MAX_DETAILS = 16
 MAX_ENTRY_BYTES = 16_384
 
@@ -73,8 +73,6 @@ ResourceKind = Literal[
     "company", "dataset", "consent", "job", "round", "model", "release", "policy_set", "receipt",
     "key", "ledger",
 ]  # fmt: skip
-Grade = Literal["general", "important", "core"]
-"""Classification grades after GB/T 43697-2024."""
 LegalBasis = Literal[
     "consent", "contract", "legal_obligation", "vital_interest", "public_task",
     "legitimate_interest",
@@ -152,10 +150,6 @@ class Privacy(_Strict):
     secure_aggregation: bool | None = None
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _new_record_id() -> str:
     return uuid.uuid4().hex
 
@@ -171,7 +165,7 @@ class LedgerRecord(_Strict):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     record_id: Identifier = Field(default_factory=_new_record_id)
-    time: AwareDatetime = Field(default_factory=_utcnow)
+    time: AwareDatetime = Field(default_factory=utcnow)
     action: ActionName
     actor: Actor
     resource: Resource | None = None
@@ -263,7 +257,7 @@ def canonical_entry(record: LedgerRecord) -> bytes:
         raise TypeError(f"the ledger takes LedgerRecord, not {type(record).__name__}")
     try:
         entry = canonical_json(record.model_dump(mode="json", exclude_none=True))
-    except rfc8785.CanonicalizationError as exc:
+    except CanonicalizationError as exc:
         raise RecordError(f"record {record.record_id} has no canonical JSON: {exc}") from exc
     if len(entry) > MAX_ENTRY_BYTES:
         raise RecordError(
@@ -274,31 +268,6 @@ def canonical_entry(record: LedgerRecord) -> bytes:
     except ValidationError as exc:
         raise RecordError(f"record {record.record_id} does not fit its schema: {exc}") from exc
     return entry
-
-
-_STRING = re.compile(r'"[^"\\]*"')
-_WORD = re.compile(r"true|false|null")
-_STRUCTURE_AND_INTEGERS = re.compile(r"[\[\]{},:0-9-]*")
-_LONG_INTEGER = re.compile(r"[0-9]{16}")
-
-
-def canonical_json(document: dict[str, Any]) -> bytes:
-    """RFC 8785 canonical JSON of ``document``, quickly where that is provably the same.
-
-    When the compact, sorted-key ``json.dumps`` text is pure ASCII, has no escapes and,
-    outside its strings, holds nothing but structure, ``true``/``false``/``null`` and
-    integers of at most 15 digits (so no floats, and only integers within I-JSON), it *is*
-    the RFC 8785 form: keys sort alike in UTF-16 and in code points, and such strings and
-    integers print alike. That covers every record without a float. Anything else (floats,
-    which RFC 8785 prints the ECMAScript way; escapes; non-ASCII text; large integers) goes
-    through the ``rfc8785`` package.
-    """
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    if text.isascii() and "\\" not in text:
-        skeleton = _WORD.sub("", _STRING.sub("", text))
-        if _STRUCTURE_AND_INTEGERS.fullmatch(skeleton) and not _LONG_INTEGER.search(skeleton):
-            return text.encode("ascii")
-    return rfc8785.dumps(document)
 
 
 def parse_record(entry: bytes) -> LedgerRecord:

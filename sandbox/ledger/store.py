@@ -26,7 +26,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    DateTime,
     Index,
     Integer,
     LargeBinary,
@@ -41,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from sandbox.ledger.errors import LedgerIntegrityError
 from sandbox.ledger.merkle import CompactRange, NodeId, Span, nodes_for, span_hash
@@ -55,7 +55,7 @@ class LedgerHead(SQLModel, table=True):
     id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     origin: str = Field(sa_column=Column(String(200), nullable=False))
     size: int = Field(sa_column=Column(BigInteger, nullable=False))
-    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
 class LedgerEntryRow(SQLModel, table=True):
@@ -108,7 +108,7 @@ class LedgerCheckpointRow(SQLModel, table=True):
     size: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     root: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
     note: str = Field(sa_column=Column(Text, nullable=False))
-    signed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    signed_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
 def _table(model: type[SQLModel]) -> Table:

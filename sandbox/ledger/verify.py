@@ -183,7 +183,7 @@ class Replay:
                 earlier = self.findings.first_bad_index
                 named = earlier is not None and earlier >= self.attested_size
                 self.fail(
-                    earlier if named else self.attested_size,
+                    earlier if earlier is not None and named else self.attested_size,
                     f"entries {self.attested_size}..{index} do not produce the root signed "
                     f"at size {index + 1}: one of them was changed",
                 )

@@ -4,7 +4,7 @@
 ``alembic upgrade head`` (with the repository's ``alembic.ini``) do the same from a shell.
 A new revision after a model change: ``alembic revision --autogenerate -m "what changed"``
 against a database at head, then read and tidy the generated file. The test
-``tests/test_migrations.py`` fails while the models and the revisions disagree.
+``tests/registry/test_migrations.py`` fails while the models and the revisions disagree.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 
 from opacus.accountants.analysis import rdp as rdp_analysis
@@ -24,7 +24,7 @@ from opacus.accountants.rdp import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
-from sandbox.jobspec import DifferentialPrivacySpec
+from sandbox.protocol.jobspec import DifferentialPrivacySpec
 
 ORDERS: tuple[float, ...] = tuple(RDPAccountant.DEFAULT_ALPHAS)
 CALIBRATION_TOLERANCE = 0.01
@@ -118,9 +118,6 @@ class DpSchedule:
         return composed_epsilon(
             [Run(self.noise_multiplier, self.sample_rate, self.steps_per_round * runs)], self.delta
         )
-
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
 
 
 SPARE_RUNS = 1

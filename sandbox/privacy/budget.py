@@ -9,7 +9,7 @@ RDP total is used.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 
 from policies.policyset import DEFAULT_POLICY_DIR
@@ -77,6 +77,3 @@ class BudgetFacts:
         if not ok:
             return False, f"privacy budget of job {self.job_id}: {why_job}"
         return True, f"purpose {self.purpose!r}: {why}; job: {why_job}"
-
-    def as_dict(self) -> dict[str, float | int | str]:
-        return asdict(self)

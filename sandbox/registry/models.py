@@ -8,15 +8,13 @@ validated by their pydantic schema (the manifest, the job spec, round metrics).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from sandbox.utc import utcnow
 
 
 class Company(SQLModel, table=True):

@@ -14,13 +14,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from sandbox.db import session_scope
+from sandbox.errors import NotFound
 from sandbox.privacy.accounting import DpSchedule, PrivacyBudgetExceeded, next_round_epsilon
 from sandbox.privacy.budget import BudgetFacts
-from sandbox.registry.errors import NotFound
-from sandbox.registry.models import Company, PrivacySpend, utcnow
+from sandbox.registry.models import Company, PrivacySpend
+from sandbox.utc import utcnow
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ def _rows(session: Session, company_id: str, **where: str) -> list[PrivacySpend]
     query = select(PrivacySpend).where(PrivacySpend.company_id == company_id)
     for column, value in where.items():
         query = query.where(getattr(PrivacySpend, column) == value)
-    return list(session.exec(query.order_by(PrivacySpend.id)).all())
+    return list(session.exec(query.order_by(col(PrivacySpend.id))).all())
 
 
 def _spend(rows: list[PrivacySpend]) -> Spend:
@@ -60,11 +61,19 @@ def spent_in_job(engine: Engine, company_id: str, job_id: str) -> tuple[float, i
     return (max((r.epsilon_job for r in rows), default=0.0), len(rows))
 
 
+def company_charges(engine: Engine, company_id: str) -> list[PrivacySpend]:
+    """Every run the company was charged for, oldest first."""
+    with session_scope(engine) as session:
+        return _rows(session, company_id)
+
+
 def job_spends(engine: Engine, job_id: str) -> list[PrivacySpend]:
     with session_scope(engine) as session:
         return list(
             session.exec(
-                select(PrivacySpend).where(PrivacySpend.job_id == job_id).order_by(PrivacySpend.id)
+                select(PrivacySpend)
+                .where(PrivacySpend.job_id == job_id)
+                .order_by(col(PrivacySpend.id))
             ).all()
         )
 

@@ -12,15 +12,12 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlmodel import select
 
-from sandbox.db import session_scope
 from sandbox.governance import Governance
 from sandbox.ledger.log import MAX_PAGE
-from sandbox.registry import service
+from sandbox.registry import jobs as job_store
 from sandbox.registry.models import PolicyDecision
 from sandbox.registry.privacy import job_spends
-from sandbox.registry.service import as_utc
 
 MAX_ENTRIES = 20_000
 
@@ -113,8 +110,8 @@ def _job_entries(gov: Governance, job_id: str, limit: int) -> tuple[list[Any], b
 
 
 def job_summary(gov: Governance, job_id: str, max_entries: int = MAX_ENTRIES) -> ComplianceSummary:
-    job = service.get_job(gov.engine, job_id)
-    spec = service.job_spec(job)
+    job = job_store.get_job(gov.engine, job_id)
+    spec = job_store.job_spec(job)
     entries, complete = _job_entries(gov, job_id, max_entries)
     by_action: dict[str, list[int]] = {}
     decisions: dict[str, tuple[int, Any]] = {}
@@ -137,7 +134,7 @@ def job_summary(gov: Governance, job_id: str, max_entries: int = MAX_ENTRIES) ->
             filed_index = item.index
         elif record.action == "receipt.recorded":
             _use(uses, record.actor.principal).ledger_indices.append(item.index)
-    for receipt in service.job_receipts(gov.engine, job_id):
+    for receipt in job_store.receipts_of_job(gov.engine, job_id):
         use = _use(uses, receipt.company_id)
         use.receipts += 1
         if receipt.task == "train":
@@ -170,7 +167,7 @@ def job_summary(gov: Governance, job_id: str, max_entries: int = MAX_ENTRIES) ->
         )
 
     rounds = []
-    for r in service.job_rounds(gov.engine, job_id):
+    for r in job_store.rounds_of(gov.engine, job_id):
         evaluation = r.metrics.get("evaluation") or {}
         rounds.append(
             RoundFact(
@@ -191,7 +188,7 @@ def job_summary(gov: Governance, job_id: str, max_entries: int = MAX_ENTRIES) ->
         status_reason=job.status_reason,
         spec_hash=job.spec_hash,
         filed_by=job.filed_by,
-        filed_at=as_utc(job.filed_at),
+        filed_at=job.filed_at,
         participants=list(spec.companies),
         filed_index=filed_index,
         admission=fact(job.admission_decision),
@@ -226,12 +223,4 @@ def job_summary(gov: Governance, job_id: str, max_entries: int = MAX_ENTRIES) ->
 
 def _decision_notes(gov: Governance, decision_ids: list[str]) -> dict[str, PolicyDecision]:
     """The readable reasons of decisions (bound to their ledger entries by hash)."""
-    notes: dict[str, PolicyDecision] = {}
-    with session_scope(gov.engine) as session:
-        for start in range(0, len(decision_ids), 500):
-            chunk = decision_ids[start : start + 500]
-            rows = session.exec(
-                select(PolicyDecision).where(PolicyDecision.decision_id.in_(chunk))  # type: ignore[attr-defined]
-            ).all()
-            notes.update({row.decision_id: row for row in rows})
-    return notes
+    return job_store.decisions_by_id(gov.engine, decision_ids)

@@ -18,10 +18,11 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 
+from sandbox.errors import NotFound
 from sandbox.governance import Governance
 from sandbox.identity import public_b64
-from sandbox.registry import service
-from sandbox.registry.errors import NotFound
+from sandbox.registry import companies as company_store
+from sandbox.registry import jobs as job_store
 from sandbox.reports import plots
 from sandbox.reports.compliance import (
     ComplianceSummary,
@@ -29,6 +30,7 @@ from sandbox.reports.compliance import (
     _job_entries,
     job_summary,
 )
+from sandbox.utc import utcnow
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -174,11 +176,11 @@ def build_report(
     gov: Governance, job_id: str, summary: ComplianceSummary | None = None
 ) -> ComplianceReport:
     """The report of ``job_id`` as the registry and the ledger hold it now (no policy check:
-    call :func:`sandbox.operations.compliance_report`, which decides and records the read).
+    call :func:`sandbox.services.audit.compliance_report`, which decides and records the read).
     ``summary``: the job's compliance summary when the caller has read it already."""
     summary = summary or job_summary(gov, job_id)
-    job = service.get_job(gov.engine, job_id)
-    spec = service.job_spec(job)
+    job = job_store.get_job(gov.engine, job_id)
+    spec = job_store.job_spec(job)
     gov.ledger.checkpoint()  # so that every index cited below is covered by a signed tree
     signed = gov.ledger.checkpoints()
     sizes = [c.size for c in signed]
@@ -209,7 +211,7 @@ def build_report(
     datasets = []
     for company in summary.participants:
         try:
-            d = service.get_dataset(gov.engine, company, spec.dataset)
+            d = company_store.get_dataset(gov.engine, company, spec.dataset)
         except NotFound:
             continue
         datasets.append(
@@ -224,7 +226,7 @@ def build_report(
                 features=_features(d.manifest),
             )
         )
-    releases = service.job_releases(gov.engine, job_id)
+    releases = job_store.releases_of(gov.engine, job_id)
     dp = spec.privacy.dp
     recipients = [f"engineer {job.filed_by} (filed the job; receives the trained model)"]
     if any(r.allowed and r.exported_to for r in releases):
@@ -258,7 +260,7 @@ def build_report(
     )
 
     round_eps: dict[int, dict[str, float]] = {}
-    for receipt in service.job_receipts(gov.engine, job_id):
+    for receipt in job_store.receipts_of_job(gov.engine, job_id):
         if receipt.epsilon is not None:
             per = round_eps.setdefault(receipt.round, {})
             per[receipt.company_id] = per.get(receipt.company_id, 0.0) + receipt.epsilon
@@ -296,7 +298,7 @@ def build_report(
             tier=last.tier,
             reasons=list(last.reasons),
             decided_by=last.decided_by,
-            decided_at=service.as_utc(last.decided_at),
+            decided_at=last.decided_at,
             model_hash=last.model_hash,
             worst_company=last.assessment.get("worst_company"),
             worst_company_gap=last.assessment.get("worst_company_gap"),
@@ -344,20 +346,20 @@ def build_report(
     if release is not None:
         fact("release", f"Release {'allowed' if release.allowed else 'denied'} "
              f"({release.tier} tier).", release.ledger_index)  # fmt: skip
-    for d in decisions:
-        fact("decisions", f"{d.principal}: {d.action} {'allowed' if d.allowed else 'denied'}.",
-             d.ledger_index)  # fmt: skip
+    for line in decisions:
+        fact("decisions", f"{line.principal}: {line.action} "
+             f"{'allowed' if line.allowed else 'denied'}.", line.ledger_index)  # fmt: skip
 
     cited = {f.checkpoint_size for f in facts} | {sizes[-1]} if sizes else set()
     return ComplianceReport(
-        generated_at=datetime.now(UTC),
+        generated_at=utcnow(),
         job_id=job.id,
         purpose=job.purpose,
         status=job.status,
         risk_tier=job.risk_tier,
         spec_hash=job.spec_hash,
         filed_by=job.filed_by,
-        filed_at=service.as_utc(job.filed_at),
+        filed_at=job.filed_at,
         model_hash=job.model_hash,
         log_origin=gov.ledger.origin,
         public_key=public_b64(gov.ledger.public_key),

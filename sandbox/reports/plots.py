@@ -71,7 +71,7 @@ def _nice_max(values: Sequence[float], floor: float = 0.0) -> float:
     top = max([floor, *values]) if values else floor
     if top <= 0:
         return 1.0
-    magnitude = 10 ** math.floor(math.log10(top))
+    magnitude: float = 10 ** math.floor(math.log10(top))
     for factor in (1, 2, 2.5, 5, 10):
         if top <= factor * magnitude:
             return factor * magnitude

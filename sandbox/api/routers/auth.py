@@ -3,17 +3,15 @@ browser session (the same token in an HttpOnly cookie)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from sandbox import operations, principals
 from sandbox.api.auth import SESSION_COOKIE, Caller, caller, governance
 from sandbox.api.schemas import (
     Id,
     Me,
-    Role,
     SessionOut,
     SessionRequest,
     TokenInfo,
@@ -21,7 +19,9 @@ from sandbox.api.schemas import (
     TokenRequest,
 )
 from sandbox.governance import Governance
-from sandbox.registry.service import as_utc
+from sandbox.services import principals as principal_service
+from sandbox.utc import utcnow
+from sandbox.vocabulary import Role
 
 router = APIRouter(prefix="/auth", tags=["auth (every principal)"])
 
@@ -35,7 +35,7 @@ def issue_token(
     """Get a bearer token by proving possession of your Ed25519 key: sign
     `sandbox-api-token-request/v1\\n<role>\\n<principal_id>\\n<timestamp>\\n<nonce>`
     (`sandbox token sign-request` does it). Policy action: `manage_tokens`."""
-    issued = operations.issue_token(
+    issued = principal_service.issue_token(
         gov,
         body.role,
         body.principal_id,
@@ -50,7 +50,7 @@ def issue_token(
         token_id=issued.record.id,
         role=issued.record.role,
         principal_id=issued.record.principal_id,
-        expires_at=as_utc(issued.record.expires_at),
+        expires_at=issued.record.expires_at,
     )
 
 
@@ -63,13 +63,15 @@ def list_tokens(
 ) -> Me:
     """Who you are and the tokens you (or, for the operator, anyone) hold; never the tokens
     themselves. Policy action: `manage_tokens`."""
-    tokens = operations.list_tokens(gov, me.facts, role or me.who.role, principal_id or me.who.id)
+    tokens = principal_service.list_tokens(
+        gov, me.facts, role or me.who.role, principal_id or me.who.id
+    )
     return Me(
         role=me.who.role,
         principal_id=me.who.id,
         organisation=me.who.organisation,
         token_id=me.token_id,
-        tokens=[TokenInfo.of(t) for t in tokens],
+        tokens=[TokenInfo.model_validate(t) for t in tokens],
     )
 
 
@@ -78,7 +80,7 @@ def revoke_token(
     token_id: TokenId, me: Caller = Depends(caller), gov: Governance = Depends(governance)
 ) -> TokenInfo:
     """Revoke a token at once. Policy action: `manage_tokens`."""
-    return TokenInfo.of(operations.revoke_token(gov, me.facts, token_id))
+    return TokenInfo.model_validate(principal_service.revoke_token(gov, me.facts, token_id))
 
 
 @router.post("/session", response_model=SessionOut)
@@ -91,14 +93,14 @@ def open_session(
     """Sign a browser in: the token goes into an HttpOnly, SameSite=Strict cookie, which then
     authenticates the browser's requests like the bearer header. Policy action:
     `manage_tokens`."""
-    who, record = principals.authenticate(gov.engine, body.token)
-    operations.open_session(gov, who)
-    expires = as_utc(record.expires_at)
+    who, record = principal_service.authenticate(gov, body.token)
+    principal_service.open_session(gov, who)
+    expires = record.expires_at
     response.headers["Cache-Control"] = "no-store"
     response.set_cookie(
         SESSION_COOKIE,
         body.token,
-        max_age=max(1, int((expires - datetime.now(UTC)).total_seconds())),
+        max_age=max(1, int((expires - utcnow()).total_seconds())),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -113,6 +115,6 @@ def close_session(
 ) -> TokenInfo:
     """Sign out: the token of this request is revoked and the cookie cleared. Policy action:
     `manage_tokens`."""
-    revoked = operations.revoke_token(gov, me.facts, me.token_id)
+    revoked = principal_service.revoke_token(gov, me.facts, me.token_id)
     response.delete_cookie(SESSION_COOKIE, path="/")
-    return TokenInfo.of(revoked)
+    return TokenInfo.model_validate(revoked)

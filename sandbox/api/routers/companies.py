@@ -8,7 +8,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 
-from sandbox import operations, principals
 from sandbox.api.auth import Caller, caller, governance
 from sandbox.api.schemas import (
     CompanyOut,
@@ -25,7 +24,10 @@ from sandbox.api.schemas import (
 )
 from sandbox.data.manifest import DatasetManifest
 from sandbox.governance import Governance
-from sandbox.registry.service import ID_PATTERN
+from sandbox.services import companies as company_service
+from sandbox.services import consents as consent_service
+from sandbox.services import principals as principal_service
+from sandbox.vocabulary import ID_PATTERN
 
 router = APIRouter(prefix="/companies", tags=["companies"])
 
@@ -56,8 +58,8 @@ def join(
     """Join the sandbox. Needs no token: the request is signed with the key it registers.
     Policy actions: `join`, `register_dataset` (with a manifest), `grant_consent` (each
     purpose)."""
-    principals.verify_join(body.public_key, body.signed_at, raw, signature)
-    done = operations.enrol(
+    principal_service.verify_join(body.public_key, body.signed_at, raw, signature)
+    done = company_service.enrol(
         gov,
         body.company_id,
         body.name,
@@ -69,9 +71,9 @@ def join(
         node_dir=gov.settings.company_dir(body.company_id),
     )
     return JoinResult(
-        company=CompanyOut.of(done.company),
-        dataset=DatasetOut.of(done.dataset) if done.dataset else None,
-        consents=[ConsentOut.of(c) for c in done.consents],
+        company=CompanyOut.model_validate(done.company),
+        dataset=DatasetOut.model_validate(done.dataset) if done.dataset else None,
+        consents=[ConsentOut.model_validate(c) for c in done.consents],
     )
 
 
@@ -80,7 +82,7 @@ def list_companies(
     me: Caller = Depends(caller), gov: Governance = Depends(governance)
 ) -> list[CompanyOut]:
     """The companies in the registry. Policy action: `read_registry`."""
-    return [CompanyOut.of(c) for c in operations.list_companies(gov, me.facts)]
+    return [CompanyOut.model_validate(c) for c in company_service.list_companies(gov, me.facts)]
 
 
 @router.get("/{company_id}", response_model=CompanyOut)
@@ -88,7 +90,9 @@ def company(
     company_id: CompanyId, me: Caller = Depends(caller), gov: Governance = Depends(governance)
 ) -> CompanyOut:
     """A company's profile. Policy action: `read_company_data`."""
-    return CompanyOut.of(operations.company_data(gov, me.facts, company_id, "profile"))
+    return CompanyOut.model_validate(
+        company_service.company_data(gov, me.facts, company_id, "profile")
+    )
 
 
 @router.get("/{company_id}/datasets", response_model=list[DatasetOut])
@@ -96,7 +100,10 @@ def datasets(
     company_id: CompanyId, me: Caller = Depends(caller), gov: Governance = Depends(governance)
 ) -> list[DatasetOut]:
     """A company's dataset manifests. Policy action: `read_company_data`."""
-    return [DatasetOut.of(d) for d in operations.company_datasets(gov, me.facts, company_id)]
+    return [
+        DatasetOut.model_validate(d)
+        for d in company_service.company_datasets(gov, me.facts, company_id)
+    ]
 
 
 @router.post("/{company_id}/datasets", status_code=201, response_model=DatasetOut)
@@ -108,7 +115,9 @@ def register_dataset(
 ) -> DatasetOut:
     """Register a dataset's manifest, as the company's node filled it in when it prepared its
     vault (row counts, content hash). Never rows. Policy action: `register_dataset`."""
-    return DatasetOut.of(operations.register_dataset(gov, company_id, manifest, actor=me.facts))
+    return DatasetOut.model_validate(
+        company_service.register_dataset(gov, company_id, manifest, actor=me.facts)
+    )
 
 
 @router.get("/{company_id}/consents", response_model=list[ConsentOut])
@@ -116,7 +125,10 @@ def consents(
     company_id: CompanyId, me: Caller = Depends(caller), gov: Governance = Depends(governance)
 ) -> list[ConsentOut]:
     """A company's consents, live, expired and revoked. Policy action: `read_company_data`."""
-    return [ConsentOut.of(c) for c in operations.company_consents(gov, me.facts, company_id)]
+    return [
+        ConsentOut.model_validate(c)
+        for c in company_service.company_consents(gov, me.facts, company_id)
+    ]
 
 
 @router.post("/{company_id}/consents", status_code=201, response_model=ConsentOut)
@@ -127,7 +139,7 @@ def grant_consent(
     gov: Governance = Depends(governance),
 ) -> ConsentOut:
     """Grant consent of one dataset to one purpose. Policy action: `grant_consent`."""
-    consent = operations.grant_consent(
+    consent = consent_service.grant_consent(
         gov,
         company_id,
         body.dataset,
@@ -136,7 +148,7 @@ def grant_consent(
         node_dir=gov.settings.company_dir(company_id),
         actor=me.facts,
     )
-    return ConsentOut.of(consent)
+    return ConsentOut.model_validate(consent)
 
 
 @router.post("/{company_id}/consents/{consent_id}/revoke", response_model=ConsentOut)
@@ -149,7 +161,7 @@ def revoke_consent(
 ) -> ConsentOut:
     """Revoke a consent: jobs using it go on without this company from their next round.
     Policy action: `revoke_consent`."""
-    consent = operations.revoke_consent(
+    consent = consent_service.revoke_consent(
         gov,
         company_id,
         consent_id,
@@ -157,7 +169,7 @@ def revoke_consent(
         node_dir=gov.settings.company_dir(company_id),
         actor=me.facts,
     )
-    return ConsentOut.of(consent)
+    return ConsentOut.model_validate(consent)
 
 
 @router.get("/{company_id}/receipts", response_model=ReceiptPage)
@@ -170,9 +182,9 @@ def receipts(
 ) -> ReceiptPage:
     """Every use of the company's data: the receipts its node signed, in order. Policy
     action: `read_company_data`."""
-    found = operations.company_receipts(gov, me.facts, company_id, after, limit)
+    found = company_service.company_receipts(gov, me.facts, company_id, after, limit)
     return ReceiptPage(
-        receipts=[ReceiptOut.of(r) for r in found],
+        receipts=[ReceiptOut.model_validate(r) for r in found],
         next_after=found[-1].id if len(found) == limit else None,
     )
 
@@ -183,7 +195,7 @@ def privacy_spend(
 ) -> SpendOut:
     """The privacy budget (epsilon) the company has spent, per job and per purpose, as its own
     signed receipts state. Policy action: `read_company_data`."""
-    spends = operations.company_spend(gov, me.facts, company_id)
+    spends = company_service.company_spend(gov, me.facts, company_id)
     by_purpose: dict[str, float] = {}
     for spend in spends:
         by_purpose[spend.purpose] = by_purpose.get(spend.purpose, 0.0) + spend.epsilon

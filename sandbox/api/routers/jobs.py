@@ -4,43 +4,45 @@ and the participating companies read jobs too, as the policy allows.)"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from sandbox import operations
 from sandbox.api.auth import Caller, caller, governance
 from sandbox.api.events import job_events, last_event_id
 from sandbox.api.problems import problem
-from sandbox.api.schemas import Id, JobOut, JobPage, ResultOut, RoundOut, RoundsOut
+from sandbox.api.schemas import Admission, Id, JobOut, JobPage, ResultOut, RoundOut, RoundsOut
 from sandbox.governance import Governance
-from sandbox.jobspec import JobSpec
-from sandbox.registry import service
-from sandbox.registry.errors import Conflict
+from sandbox.protocol.jobspec import JobSpec
 from sandbox.registry.models import Job
+from sandbox.services import jobs as job_service
+from sandbox.services import runs as run_service
+from sandbox.vocabulary import JOB_ID_PATTERN, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["engineers: jobs"])
 
-JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$", description="job id")]
-Status = Literal[
-    "filed",
-    "denied",
-    "awaiting_approval",
-    "approved",
-    "rejected",
-    "admitted",
-    "running",
-    "completed",
-    "failed",
-    "stopped",
-]
+JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="job id")]
 
 
 def job_out(gov: Governance, job: Job) -> JobOut:
-    decision = service.policy_decision(gov.engine, job.admission_decision or "")
-    return JobOut.of(job, decision)
+    """A job as the API answers it, with its admission decision's readable side."""
+    out = JobOut.model_validate(job)
+    if job.admission_decision:
+        note = job_service.decision_note(gov, job.admission_decision)
+        out.admission = (
+            Admission.model_validate(note)
+            if note is not None
+            else Admission(
+                decision_id=job.admission_decision,
+                allowed=None,
+                reasons=[],
+                policies=[],
+                ledger_index=None,
+            )
+        )
+    return out
 
 
 @router.post(
@@ -59,7 +61,7 @@ def file_job(
     once: admitted, awaiting a regulator's approval (high tier, important-grade data), or
     denied (403, with the reasons and the id of the job filed as denied). Policy action:
     `submit_job`."""
-    filed = operations.file_job(gov, spec, me.facts)
+    filed = job_service.file_job(gov, spec, me.facts)
     if not filed.allowed:
         return problem(
             request,
@@ -78,7 +80,7 @@ def file_job(
 def list_jobs(
     engineer: Id | None = Query(None, description="the jobs this engineer filed"),
     company: Id | None = Query(None, description="the jobs this company takes part in"),
-    status: Status | None = Query(None),
+    status: JobStatus | None = Query(None),
     offset: int = Query(0, ge=0, le=1_000_000),
     limit: int = Query(50, ge=1, le=500),
     me: Caller = Depends(caller),
@@ -87,7 +89,7 @@ def list_jobs(
     """Jobs, newest first. An engineer lists their own (`?engineer=<you>`), a company those it
     takes part in (`?company=<you>`); regulators and the operator list all. Policy action:
     `list_jobs`."""
-    jobs = operations.list_jobs(gov, me.facts, engineer, company, status, offset, limit)
+    jobs = job_service.list_jobs(gov, me.facts, engineer, company, status, offset, limit)
     return JobPage(jobs=[job_out(gov, j) for j in jobs], offset=offset, limit=limit)
 
 
@@ -97,7 +99,7 @@ def job(
 ) -> JobOut:
     """A job: its status, risk tier, admission decision (with the policy's reasons and the
     ledger index), approval. Policy action: `read_job`."""
-    return job_out(gov, operations.read_job(gov, me.facts, job_id, "status"))
+    return job_out(gov, job_service.read_job(gov, me.facts, job_id, "status"))
 
 
 @router.post("/{job_id}/start", status_code=202, response_model=JobOut)
@@ -109,8 +111,8 @@ def start(
 ) -> JobOut:
     """Start the job's run in the background; follow it at `/jobs/{job_id}/events`. Policy
     action: `start_job` (the filing engineer; high-tier jobs only once approved)."""
-    runs = request.app.state.runs
-    return job_out(gov, operations.start_job(gov, me.facts, job_id, runs.launch))
+    launcher = request.app.state.runs
+    return job_out(gov, run_service.start_job(gov, me.facts, job_id, launcher.launch))
 
 
 @router.get(
@@ -132,11 +134,11 @@ def events(
 ) -> StreamingResponse:
     """Follow a job's progress as server-sent events until it ends. Reconnect with
     `Last-Event-ID` to get only later rounds. Policy action: `read_job` (once, at connect)."""
-    operations.read_job(gov, me.facts, job_id, "events")
+    job_service.read_job(gov, me.facts, job_id, "events")
     state = request.app.state
     slot = state.streams.take()
     stream = job_events(
-        gov.engine, job_id, slot, state.stream_limits, state.stopping, last_event_id(request)
+        gov, job_id, slot, state.stream_limits, state.stopping, last_event_id(request)
     )
     return StreamingResponse(
         stream,
@@ -152,9 +154,10 @@ def rounds(
 ) -> RoundsOut:
     """The job's rounds: who was asked, who took part, who was missing and why, metrics.
     Policy action: `read_job`."""
-    job = operations.read_job(gov, me.facts, job_id, "rounds")
-    records = service.job_rounds(gov.engine, job_id)
-    return RoundsOut(job_id=job.id, status=job.status, rounds=[RoundOut.of(r) for r in records])
+    job, records = job_service.job_rounds(gov, me.facts, job_id)
+    return RoundsOut(
+        job_id=job.id, status=job.status, rounds=[RoundOut.model_validate(r) for r in records]
+    )
 
 
 @router.get("/{job_id}/result", response_model=ResultOut)
@@ -163,7 +166,6 @@ def result(
 ) -> ResultOut:
     """The result of a completed job: the model's hash and each company's metrics, local-only
     and federated. Policy action: `read_job`."""
-    job = operations.read_job(gov, me.facts, job_id, "result")
-    if job.result is None:
-        raise Conflict(f"job {job_id} has no result: it is {job.status}")
+    job = job_service.job_result(gov, me.facts, job_id)
+    assert job.result is not None
     return ResultOut(job_id=job.id, status=job.status, model_hash=job.model_hash, result=job.result)

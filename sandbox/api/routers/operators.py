@@ -9,7 +9,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
 
-from sandbox import operations
 from sandbox.api.auth import Caller, caller, governance
 from sandbox.api.schemas import (
     PolicyActivation,
@@ -19,7 +18,10 @@ from sandbox.api.schemas import (
     PrincipalOut,
 )
 from sandbox.governance import Governance
-from sandbox.registry.service import ID_PATTERN
+from sandbox.services import base as base_service
+from sandbox.services import policy_sets as policy_set_service
+from sandbox.services import principals as principal_service
+from sandbox.vocabulary import ID_PATTERN
 
 router = APIRouter(prefix="/operator", tags=["operator"])
 
@@ -32,10 +34,10 @@ def register_principal(
 ) -> PrincipalOut:
     """Register an engineer, regulator or operator with its Ed25519 public key; it then gets
     tokens by signing requests with that key. Policy action: `register_principal`."""
-    principal = operations.register_principal(
+    principal = principal_service.register_principal(
         gov, me.facts, body.id, body.role, body.public_key, body.organisation
     )
-    return PrincipalOut.of(principal)
+    return PrincipalOut.model_validate(principal)
 
 
 @router.get("/principals", response_model=list[PrincipalOut])
@@ -43,7 +45,9 @@ def list_principals(
     me: Caller = Depends(caller), gov: Governance = Depends(governance)
 ) -> list[PrincipalOut]:
     """The registered principals. Policy action: `read_registry`."""
-    return [PrincipalOut.of(p) for p in operations.list_principals(gov, me.facts)]
+    return [
+        PrincipalOut.model_validate(p) for p in principal_service.list_principals(gov, me.facts)
+    ]
 
 
 @router.post("/principals/{principal_id}/disable", response_model=PrincipalOut)
@@ -52,7 +56,9 @@ def disable_principal(
 ) -> PrincipalOut:
     """Disable a principal: its tokens are revoked at once and it gets no new ones. Policy
     action: `register_principal`."""
-    return PrincipalOut.of(operations.disable_principal(gov, me.facts, principal_id))
+    return PrincipalOut.model_validate(
+        principal_service.disable_principal(gov, me.facts, principal_id)
+    )
 
 
 def _policy_set(gov: Governance) -> PolicySetOut:
@@ -78,7 +84,7 @@ def _policy_set(gov: Governance) -> PolicySetOut:
 def policy_set(me: Caller = Depends(caller), gov: Governance = Depends(governance)) -> PolicySetOut:
     """The active policy set: its hash, its policies with their reasons, its tiers. Policy
     action: `read_registry`."""
-    operations.read_registry(gov, me.facts, "policy_set")
+    base_service.read_registry(gov, me.facts, "policy_set")
     return _policy_set(gov)
 
 
@@ -90,5 +96,5 @@ def activate_policy_set(
     (`sandbox policy sign`) and files that validate; the attempt is recorded either way.
     Policy action: `activate_policy`."""
     files = {name: text.encode("utf-8") for name, text in body.files.items()}
-    operations.activate_policy_set(gov, me.facts, files, body.signature)
+    policy_set_service.activate_policy_set(gov, me.facts, files, body.signature)
     return _policy_set(gov)

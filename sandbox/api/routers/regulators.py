@@ -14,7 +14,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from sandbox import operations
 from sandbox.api.auth import Caller, caller, governance
 from sandbox.api.routers.jobs import JobId, job_out
 from sandbox.api.schemas import (
@@ -31,10 +30,12 @@ from sandbox.api.schemas import (
     VerificationOut,
     record_json,
 )
+from sandbox.errors import Invalid, SandboxError
 from sandbox.governance import Governance
 from sandbox.identity import public_b64
-from sandbox.registry.errors import Invalid, RegistryError
 from sandbox.reports.compliance import ComplianceSummary
+from sandbox.services import audit as audit_service
+from sandbox.services import jobs as job_service
 
 router = APIRouter(tags=["regulators: approvals and audit"])
 
@@ -47,7 +48,7 @@ JobScope = Annotated[
 ]
 
 
-class VerificationBusy(RegistryError):
+class VerificationBusy(SandboxError):
     status = 429
     title = "A verification is running"
 
@@ -73,7 +74,7 @@ def approval_queue(
     gov: Governance = Depends(governance),
 ) -> JobPage:
     """The jobs awaiting a regulator's approval, newest first. Policy action: `list_jobs`."""
-    jobs = operations.list_jobs(
+    jobs = job_service.list_jobs(
         gov, me.facts, status="awaiting_approval", offset=offset, limit=limit
     )
     return JobPage(jobs=[job_out(gov, j) for j in jobs], offset=offset, limit=limit)
@@ -88,7 +89,7 @@ def approve(
 ) -> JobOut:
     """Approve a job that awaits approval; the note is recorded. Policy action:
     `approve_job`."""
-    return job_out(gov, operations.approve_job(gov, me.facts, job_id, body.note))
+    return job_out(gov, job_service.approve_job(gov, me.facts, job_id, body.note))
 
 
 @router.post("/approvals/{job_id}/reject", response_model=JobOut)
@@ -99,7 +100,7 @@ def reject(
     gov: Governance = Depends(governance),
 ) -> JobOut:
     """Reject a job that awaits approval, with a reason. Policy action: `reject_job`."""
-    return job_out(gov, operations.reject_job(gov, me.facts, job_id, body.reason))
+    return job_out(gov, job_service.reject_job(gov, me.facts, job_id, body.reason))
 
 
 @router.get("/jobs/{job_id}/compliance", response_model=ComplianceSummary)
@@ -109,7 +110,7 @@ def compliance(
     """A job's compliance summary: admission, approval, rounds, participants, receipts,
     epsilon per company, model hash, each with its ledger index. Policy action:
     `read_audit` (scope: the job)."""
-    summary: ComplianceSummary = operations.compliance_summary(gov, me.who, job_id)
+    summary: ComplianceSummary = audit_service.compliance_summary(gov, me.facts, job_id)
     return summary
 
 
@@ -130,9 +131,9 @@ def entries(
 ) -> EntryPage:
     """Ledger entries in index order, filtered; page on with `after` = the last index you
     got. Policy action: `read_audit` (scope: `company`, `job`, or the whole ledger)."""
-    found = operations.audit_entries(
+    found = audit_service.audit_entries(
         gov,
-        me.who,
+        me.facts,
         company=company,
         job=job,
         after_index=after,
@@ -161,7 +162,7 @@ def entry(
     the latest does not cover it). Verify it with nothing but the log's public key. Policy
     action: `read_audit`. An entry changed in the database is served as stored, with
     `intact: false`: it then fails to verify, as it should."""
-    item, proof, checkpoint = operations.audit_entry(gov, me.who, index, company, job)
+    item, proof, checkpoint = audit_service.audit_entry(gov, me.facts, index, company, job)
     return ProofOut(
         index=item.index,
         tree_size=proof.tree_size,
@@ -182,7 +183,7 @@ def checkpoint(
 ) -> CheckpointOut:
     """The latest signed checkpoint (a C2SP signed note over the log's size and root), signed
     now if the log has grown. Policy action: `read_audit`."""
-    signed = operations.audit_checkpoint(gov, me.who)
+    signed = audit_service.audit_checkpoint(gov, me.facts)
     return CheckpointOut(
         origin=signed.origin,
         size=signed.size,
@@ -203,7 +204,7 @@ def consistency(
 ) -> ConsistencyOut:
     """Proof that the log of `old_size` entries is a prefix of the log of `new_size`. Policy
     action: `read_audit`."""
-    proof = operations.audit_consistency(gov, me.who, old_size, new_size)
+    proof = audit_service.audit_consistency(gov, me.facts, old_size, new_size)
     return ConsistencyOut(
         old_size=proof.old_size,
         new_size=proof.new_size,
@@ -224,7 +225,7 @@ def verify(me: Caller = Depends(caller), gov: Governance = Depends(governance)) 
     if not _verifying.acquire(blocking=False):
         raise VerificationBusy("a verification is running on this server; retry when it is done")
     try:
-        report = operations.audit_verify(gov, me.who)
+        report = audit_service.audit_verify(gov, me.facts)
     finally:
         _verifying.release()
     return VerificationOut(

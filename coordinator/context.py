@@ -1,0 +1,91 @@
+"""What every step of a run shares: the job, its folder, the messenger, the governor, and the
+state that grows as the run goes (the plan, each company's training rows, the privacy
+bookkeeping of a DP job)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import Context
+from sqlalchemy.engine import Engine
+
+from coordinator.contribution import ContributionSettings, UpdateStore
+from coordinator.governor import Governor
+from coordinator.messaging import Exchange, Messenger
+from coordinator.persistence import RunFolder
+from coordinator.privacy import JobPrivacy
+from sandbox.config import Settings
+from sandbox.learning.encoding import FeatureSpec
+from sandbox.learning.robustness import RobustnessSettings
+from sandbox.protocol.jobspec import JobSpec
+from sandbox.protocol.messages import TrainingPlan, TrainSettings
+from sandbox.registry.models import Job
+
+
+class JobStopped(RuntimeError):
+    """The job cannot go on (too few participants, no nodes); the reason is recorded."""
+
+
+@dataclass
+class RunContext:
+    settings: Settings
+    engine: Engine
+    job: Job
+    spec: JobSpec
+    folder: RunFolder
+    messenger: Messenger
+    governor: Governor
+    robustness: RobustnessSettings
+    contribution: ContributionSettings
+    updates: UpdateStore
+    strategy: Any
+    flower_context: Context | None = None
+    plan: TrainingPlan | None = None
+    rows: dict[str, int] = field(default_factory=dict)
+    privacy: JobPrivacy | None = None
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    def participants(self) -> list[str]:
+        """Companies asked to take part in the next step: the job's companies whose node
+        proved its identity."""
+        return [c for c in self.spec.companies if c in self.messenger.nodes]
+
+    def require(self, accepted: Collection[str], what: str, exchange: Exchange) -> None:
+        if len(accepted) < self.spec.min_participants:
+            reasons = {**exchange.missing, **exchange.rejected}
+            detail = "; ".join(f"{c}: {r}" for c, r in sorted(reasons.items()))
+            raise JobStopped(
+                f"{what}: {len(accepted)} companies took part, fewer than the minimum "
+                f"{self.spec.min_participants}" + (f" ({detail})" if detail else "")
+            )
+
+    def base_plan(self, encoding: FeatureSpec, threshold: float = 0.5) -> TrainingPlan:
+        spec = self.spec
+        return TrainingPlan(
+            job_id=self.job_id,
+            purpose=spec.purpose,
+            engineer=self.job.filed_by,
+            dataset=spec.dataset,
+            model=spec.model,
+            encoding=encoding,
+            train=TrainSettings(
+                epochs=spec.local_epochs,
+                learning_rate=spec.learning_rate,
+                batch_size=spec.batch_size,
+                optimizer=spec.optimizer,
+                weight_decay=spec.weight_decay,
+                proximal_mu=spec.strategy.proximal_mu if spec.strategy.name == "fedprox" else 0.0,
+                seed=spec.seed,
+            ),
+            threshold=threshold,
+            dp=spec.privacy.dp,
+            rounds=spec.rounds,
+            max_update_norm=spec.privacy.max_update_norm,
+            secure_aggregation=spec.privacy.secure_aggregation,
+            code_bundle=self.job.bundle_hash,
+        )

@@ -1,0 +1,44 @@
+"""Canonical JSON: the RFC 8785 (JCS) serialisation, the one form the sandbox hashes and
+signs (job specs, plans, receipts, policy facts, ledger entries, local logs, bundles).
+
+A leaf module (standard library and ``rfc8785`` only), so that ``policies`` may use it too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import rfc8785
+
+_STRING = re.compile(r'"[^"\\]*"')
+_WORD = re.compile(r"true|false|null")
+_STRUCTURE_AND_INTEGERS = re.compile(r"[\[\]{},:0-9-]*")
+_LONG_INTEGER = re.compile(r"[0-9]{16}")
+
+CanonicalizationError = rfc8785.CanonicalizationError
+
+
+def canonical_json(value: Any) -> bytes:
+    """The RFC 8785 bytes of ``value`` (JSON types only), quickly where that is provably the
+    same.
+
+    When the compact, sorted-key ``json.dumps`` text is pure ASCII, has no escapes and,
+    outside its strings, holds nothing but structure, ``true``/``false``/``null`` and
+    integers of at most 15 digits (so no floats, and only integers within I-JSON), it *is*
+    the RFC 8785 form: keys sort alike in UTF-16 and in code points, and such strings and
+    integers print alike. That covers every document without a float. Anything else (floats,
+    which RFC 8785 prints the ECMAScript way; escapes; non-ASCII text; large integers) goes
+    through the ``rfc8785`` package.
+    """
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if text.isascii() and "\\" not in text:
+        skeleton = _WORD.sub("", _STRING.sub("", text))
+        if _STRUCTURE_AND_INTEGERS.fullmatch(skeleton) and not _LONG_INTEGER.search(skeleton):
+            return text.encode("ascii")
+    return rfc8785.dumps(value)
+
+
+def canonical_text(value: Any) -> str:
+    return canonical_json(value).decode("utf-8")

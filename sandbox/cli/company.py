@@ -1,0 +1,284 @@
+"""``sandbox company``: join, prepare datasets, grant and revoke consent, list."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from sandbox.cli.render import acting, console, data_problems, err, fail, governance
+from sandbox.config import load_settings
+from sandbox.data.validation import DataValidationError
+from sandbox.errors import SandboxError
+from sandbox.services import companies as company_service
+from sandbox.services import consents as consent_service
+from sandbox.services.companies import Joined
+
+company_app = typer.Typer(help="Companies: join, datasets, consents.", no_args_is_help=True)
+consent_app = typer.Typer(help="A company's consents: grant, revoke, list.", no_args_is_help=True)
+company_app.add_typer(consent_app, name="consent")
+
+SEED_HELP = "Seed of the node's stratified 75/25 split of the rows into training and test."
+
+
+def _joined(joined: Joined) -> None:
+    dataset = joined.dataset
+    assert dataset is not None
+    folder = load_settings().company_dir(joined.company.id)
+    console.print(
+        f"[green]{joined.company.id} joined[/]: dataset {dataset.id} ({dataset.row_count} rows, "
+        f"grade {dataset.grade}), vault at {folder / 'vault'}; "
+        f"consents: {', '.join(c.purpose for c in joined.consents) or 'none'}"
+    )
+
+
+@company_app.command("join")
+def company_join(
+    company_id: str = typer.Argument(..., help="Short id, e.g. acme-insurance"),
+    data: Path = typer.Option(..., "--data", help="CSV or Parquet file with the company's rows"),
+    manifest: Path = typer.Option(
+        ..., "--manifest", help="Manifest (.toml or .json) describing the file"
+    ),
+    name: str | None = typer.Option(None, "--name"),
+    purpose: list[str] = typer.Option(
+        [], "--purpose", help="Grant consent for this purpose (repeatable)"
+    ),
+    valid_days: int = typer.Option(365, "--valid-days", min=1),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+) -> None:
+    """Join with your own data: your rows go to your node's vault; only the manifest is registered."""
+    from sandbox.data.byod import load_company_file
+
+    settings = load_settings()
+    try:
+        table = load_company_file(data, manifest)
+        joined = company_service.join(
+            governance(),
+            settings.company_dir(company_id),
+            company_id,
+            name or company_id,
+            table,
+            purposes=tuple(purpose),
+            valid_for=timedelta(days=valid_days),
+            seed=seed,
+        )
+    except DataValidationError as exc:
+        data_problems(exc, "registered")
+    except (SandboxError, ValueError) as exc:
+        fail(str(exc))
+    _joined(joined)
+
+
+@company_app.command("join-census")
+def company_join_census(
+    industry: str = typer.Argument(..., help="A Census industry, e.g. 'Retail trade'"),
+    rows: int | None = typer.Option(
+        None, "--rows", min=20, help="Sample this many rows (a smaller firm)"
+    ),
+    purpose: list[str] = typer.Option([], "--purpose"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample and of the node's split."),
+) -> None:
+    """Join as one industry of the built-in census data."""
+    from sandbox.data import census
+
+    settings = load_settings()
+    if industry not in census.industries():
+        fail(f"unknown industry {industry!r}; choose one of: {', '.join(census.industries())}")
+    company_id = census.slug(industry)
+    try:
+        joined = company_service.join(
+            governance(),
+            settings.company_dir(company_id),
+            company_id,
+            industry,
+            census.company_table(industry, rows=rows, seed=seed),
+            purposes=tuple(purpose),
+            seed=seed,
+        )
+    except (SandboxError, ValueError) as exc:
+        fail(str(exc))
+    assert joined.dataset is not None
+    console.print(f"[green]{company_id} joined[/] with {joined.dataset.row_count} rows")
+
+
+@company_app.command("join-request")
+def company_join_request(
+    company_id: str = typer.Argument(..., help="Short id, e.g. acme-insurance"),
+    data: Path = typer.Option(..., "--data", help="CSV or Parquet file with the company's rows"),
+    manifest: Path = typer.Option(..., "--manifest", help="Manifest (.toml or .json)"),
+    out: Path = typer.Option(..., "--out", help="Write the request body here"),
+    name: str | None = typer.Option(None, "--name"),
+    purpose: list[str] = typer.Option([], "--purpose", help="Consent to this purpose"),
+    valid_days: int = typer.Option(365, "--valid-days", min=1, max=3650),
+    node: Path | None = typer.Option(
+        None, "--node", help="Your node folder (default: <SANDBOX_HOME>/companies/<id>)"
+    ),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+) -> None:
+    """Prepare your node here (key, vault) and write a signed join request for the API:
+    POST it to /companies with the printed X-Sandbox-Signature header. Rows stay here."""
+    from sandbox.data.byod import load_company_file
+    from sandbox.identity.requests import join_request
+    from sandbox.node.onboarding import prepare_node
+
+    node_dir = node or load_settings().company_dir(company_id)
+    try:
+        table = load_company_file(data, manifest)
+        key, filled = prepare_node(node_dir, company_id, table, seed)
+    except DataValidationError as exc:
+        data_problems(exc, "prepared")
+    except (SandboxError, ValueError) as exc:
+        fail(str(exc))
+    body, signature = join_request(
+        key, company_id, name or company_id, filled.industry, filled, tuple(purpose), valid_days
+    )
+    out.write_bytes(body)
+    err.print(
+        f"Node prepared at {node_dir}; request body written to {out} (sign-time bound: 5 min)"
+    )
+    typer.echo(f"X-Sandbox-Signature: {signature}")
+
+
+@company_app.command("prepare-dataset")
+def company_prepare_dataset(
+    company_id: str = typer.Argument(..., help="Your company id"),
+    data: Path = typer.Option(..., "--data", help="CSV or Parquet file with the rows"),
+    manifest: Path = typer.Option(..., "--manifest", help="Manifest (.toml or .json)"),
+    node: Path | None = typer.Option(
+        None, "--node", help="Your node folder (default: <SANDBOX_HOME>/companies/<id>)"
+    ),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+) -> None:
+    """Put another dataset into your node's vault and print the path of its filled-in
+    manifest, the body of POST /companies/<id>/datasets. Rows stay here."""
+    from sandbox.data.byod import load_company_file
+    from sandbox.data.vault import VaultError, vault_path, write_vault
+    from sandbox.node.home import NodeHome
+
+    node_dir = node or load_settings().company_dir(company_id)
+    if not NodeHome(node_dir).info_path.exists():
+        fail(f"{node_dir} holds no company node; prepare it with `sandbox company join-request`")
+    try:
+        table = load_company_file(data, manifest)
+        filled = write_vault(node_dir, table.frame, table.manifest, seed=seed)
+    except DataValidationError as exc:
+        data_problems(exc, "prepared")
+    except (VaultError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(vault_path(node_dir, filled.name) / "manifest.json")
+
+
+@consent_app.command("grant")
+def consent_grant(
+    company_id: str = typer.Argument(...),
+    purpose: str = typer.Option(..., "--purpose"),
+    dataset: str = typer.Option("census", "--dataset"),
+    valid_days: int = typer.Option(365, "--valid-days", min=1),
+) -> None:
+    """Grant consent of one dataset to one purpose (recorded in the registry, the ledger and
+    the company's own node record)."""
+    settings = load_settings()
+    try:
+        consent = consent_service.grant_consent(
+            governance(),
+            company_id,
+            dataset,
+            purpose,
+            timedelta(days=valid_days),
+            node_dir=settings.company_dir(company_id),
+        )
+    except (SandboxError, ValueError) as exc:
+        fail(str(exc))
+    console.print(
+        f"Consent {consent.id}: {company_id}/{dataset} for {purpose} until {consent.expires_at:%Y-%m-%d}"
+    )
+
+
+@consent_app.command("revoke")
+def consent_revoke(
+    company_id: str = typer.Argument(...),
+    consent_id: str = typer.Argument(...),
+    reason: str = typer.Option("", "--reason"),
+) -> None:
+    """Revoke a consent: jobs using it go on without this company from their next round."""
+    settings = load_settings()
+    try:
+        consent = consent_service.revoke_consent(
+            governance(),
+            company_id,
+            consent_id,
+            reason,
+            node_dir=settings.company_dir(company_id),
+        )
+    except (SandboxError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"Consent {consent.id} revoked")
+
+
+@consent_app.command("list")
+def consent_list(company_id: str = typer.Argument(...)) -> None:
+    """The company's consents and whether each is live (read as the company itself)."""
+    from sandbox.utc import utcnow
+
+    gov = governance()
+    try:
+        consents = company_service.company_consents(
+            gov, acting(gov, company_id, "company"), company_id
+        )
+    except SandboxError as exc:
+        fail(str(exc))
+    table = Table("consent", "dataset", "purpose", "expires", "state")
+    now = utcnow()
+    for c in consents:
+        state = "revoked" if c.revoked_at else ("expired" if c.expires_at <= now else "live")
+        table.add_row(c.id, c.dataset_id, c.purpose, f"{c.expires_at:%Y-%m-%d}", state)
+    console.print(table)
+
+
+@company_app.command("list")
+def company_list(
+    as_: str = typer.Option("regulator", "--as", help="Who reads the registry (a regulator)"),
+) -> None:
+    """Companies in the registry with their datasets."""
+    gov = governance()
+    reader = acting(gov, as_, "regulator")
+    try:
+        rows = [
+            (company, company_service.company_datasets(gov, reader, company.id))
+            for company in company_service.list_companies(gov, reader)
+        ]
+    except SandboxError as exc:
+        fail(str(exc))
+    table = Table("company", "industry", "datasets", "joined")
+    for company, datasets in rows:
+        listed = ", ".join(f"{d.name} ({d.row_count} rows, {d.grade})" for d in datasets)
+        table.add_row(
+            company.id, company.industry, listed, company.joined_at.strftime("%Y-%m-%d %H:%M UTC")
+        )
+    console.print(table)
+
+
+@company_app.command("register-dataset")
+def company_register_dataset(
+    company_id: str = typer.Argument(..., help="The company's id"),
+    manifest: Path = typer.Option(
+        ..., "--manifest", help="The filled-in manifest `prepare-dataset` printed the path of"
+    ),
+) -> None:
+    """Register another dataset's manifest (its rows stay in the node's vault), as the
+    company: decided and recorded like the API's POST /companies/<id>/datasets."""
+    import json
+
+    from sandbox.data.manifest import DatasetManifest
+
+    gov = governance()
+    try:
+        filled = DatasetManifest.model_validate(json.loads(manifest.read_text(encoding="utf-8")))
+        dataset = company_service.register_dataset(
+            gov, company_id, filled, actor=acting(gov, company_id, "company")
+        )
+    except (SandboxError, ValueError, OSError) as exc:
+        fail(str(exc))
+    console.print(f"dataset {dataset.id} registered ({dataset.row_count} rows, {dataset.grade})")

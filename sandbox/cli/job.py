@@ -1,0 +1,182 @@
+"""``sandbox job``: file, approve or reject, run, show; and ``sandbox report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from sandbox.cli.render import (
+    RoundProgress,
+    acting,
+    console,
+    err,
+    fail,
+    fmt,
+    governance,
+    progress_bar,
+)
+from sandbox.config import load_settings
+from sandbox.errors import SandboxError
+from sandbox.ledger import LedgerError
+from sandbox.protocol.jobspec import JobSpecError, load_job_spec
+from sandbox.services import audit as audit_service
+from sandbox.services import jobs as job_service
+
+job_app = typer.Typer(help="Engineers: file, run and inspect training jobs.", no_args_is_help=True)
+
+AS_HELP = "Who acts: a registered principal or company id (its role is the registry's)"
+
+
+@job_app.command("file")
+def job_file(
+    spec_file: Path = typer.Argument(..., help="Job spec (.toml or .json)"),
+    filed_by: str = typer.Option("engineer", "--as", help="The engineer filing the job"),
+) -> None:
+    """File a job spec; prints its id, hash, risk tier and admission."""
+    gov = governance()
+    try:
+        spec = load_job_spec(spec_file)
+        filed = job_service.file_job(gov, spec, acting(gov, filed_by, "engineer"))
+    except JobSpecError as exc:
+        err.print("[bold red]The job spec cannot be filed:[/]")
+        for problem in exc.problems:
+            err.print(f"  - {problem}")
+        raise typer.Exit(1) from exc
+    except SandboxError as exc:
+        fail(str(exc))
+    job = filed.job
+    console.print(
+        f"Job [bold]{job.id}[/] filed (spec hash {job.spec_hash}); risk tier {job.risk_tier}; "
+        f"status [bold]{job.status}[/] (decision {filed.decision_id})"
+    )
+    for reason in filed.reasons:
+        console.print(f"  - {reason}")
+    if filed.approval_by:
+        console.print(f"  awaits a regulator's approval ({', '.join(filed.approval_by)})")
+    if not filed.allowed:
+        raise typer.Exit(1)
+
+
+@job_app.command("approve")
+def job_approve(
+    job_id: str = typer.Argument(...),
+    regulator: str = typer.Option("regulator", "--as", help="The regulator approving"),
+    note: str = typer.Option("", "--note", help="Why (recorded)"),
+) -> None:
+    """Approve a job that awaits a regulator's approval (decided by policy, recorded)."""
+    gov = governance()
+    try:
+        job = job_service.approve_job(gov, acting(gov, regulator, "regulator"), job_id, note)
+    except SandboxError as exc:
+        fail(str(exc))
+    console.print(f"Job {job.id} approved by {regulator}; it may now run")
+
+
+@job_app.command("reject")
+def job_reject(
+    job_id: str = typer.Argument(...),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded)"),
+    regulator: str = typer.Option("regulator", "--as"),
+) -> None:
+    """Reject a job that awaits approval, with a reason."""
+    gov = governance()
+    try:
+        job = job_service.reject_job(gov, acting(gov, regulator, "regulator"), job_id, reason)
+    except SandboxError as exc:
+        fail(str(exc))
+    console.print(f"Job {job.id} rejected by {regulator}")
+
+
+@job_app.command("run")
+def job_run(
+    job_id: str = typer.Argument(...),
+    as_: str | None = typer.Option(
+        None, "--as", help="Who starts it (default: the engineer who filed it)"
+    ),
+) -> None:
+    """Start a job on the simulation engine, with a progress bar (decided by policy and
+    recorded like a start through the API; a run that died is resumed)."""
+    from sandbox.runtime.simulation import run_on_simulation
+
+    settings = load_settings()
+    gov = governance()
+    try:
+        job = job_service.store_job(gov, job_id)
+        starter = acting(gov, as_ or job.filed_by, "engineer")
+        rounds = int(job.spec.get("rounds", 0))
+        with progress_bar() as bar:
+            outcome = run_on_simulation(
+                settings, job_id, actor=starter, progress=RoundProgress(bar, rounds)
+            )
+    except SandboxError as exc:
+        fail(str(exc))
+    console.print(
+        f"Job {job_id}: {outcome['status']}"
+        + (f" ({outcome['reason']})" if outcome["reason"] else "")
+    )
+    if outcome["status"] != "completed":
+        raise typer.Exit(1)
+
+
+@job_app.command("show")
+def job_show(
+    job_id: str = typer.Argument(...),
+    as_: str = typer.Option("regulator", "--as", help=AS_HELP),
+) -> None:
+    """A job's status, spec hash, rounds and release decisions."""
+    gov = governance()
+    try:
+        overview = job_service.job_overview(gov, acting(gov, as_, "regulator"), job_id)
+    except SandboxError as exc:
+        fail(str(exc))
+    job = overview.job
+    console.print(
+        f"[bold]{job.id}[/]  purpose {job.purpose}  status {job.status}  spec hash {job.spec_hash}"
+    )
+    if job.status_reason:
+        console.print(f"reason: {job.status_reason}")
+    table = Table("round", "status", "took part", "missing", "rejected", "mean AUC")
+    for record in overview.rounds:
+        auc = (record.metrics.get("evaluation") or {}).get("mean_auc")
+        table.add_row(
+            str(record.number),
+            record.status,
+            str(len(record.took_part)),
+            ", ".join(m["company"] for m in record.missing) or "-",
+            ", ".join(r["company"] for r in record.rejected) or "-",
+            fmt(auc, 4),
+        )
+    console.print(table)
+    if job.model_hash:
+        console.print(f"model hash {job.model_hash}")
+    for release in overview.releases:
+        console.print(
+            f"release {'allowed' if release.allowed else 'denied'} ({release.tier} tier, "
+            f"{release.decided_at:%Y-%m-%d %H:%M} UTC): {'; '.join(release.reasons)}"
+            + (f"; exported to {release.exported_to}" if release.exported_to else "")
+        )
+
+
+def report(
+    job_id: str = typer.Argument(..., help="The job's id"),
+    out: Path = typer.Option(Path("."), "--out", help="Folder for the HTML and JSON files"),
+    regulator: str = typer.Option("regulator", "--as", help="The regulator exporting it"),
+) -> None:
+    """Write a job's compliance report: one self-contained HTML file and the same facts as
+    JSON, every line with its ledger index and signed checkpoint (an audit export, decided by
+    policy and recorded)."""
+    from sandbox.reports.document import write_report
+
+    gov = governance()
+    try:
+        made = audit_service.compliance_report(gov, acting(gov, regulator, "regulator"), job_id)
+    except (SandboxError, LedgerError) as exc:
+        fail(str(exc))
+    html, data = write_report(made, out)
+    console.print(f"Compliance report of job {job_id}: {html} and {data}")
+    console.print(
+        f"{len(made.facts)} statements, each with its ledger index; check any with "
+        "`sandbox audit proof INDEX`"
+    )

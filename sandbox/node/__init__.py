@@ -1,0 +1,1 @@
+"""A company's node: its home folder, its hash-chained local log."""

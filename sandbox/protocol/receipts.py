@@ -1,0 +1,84 @@
+"""Receipts: a company's signed statement that its dataset served one task of one job.
+
+"Dataset D served job J round R (task T) with n rows, spending epsilon e." The payload is
+canonical JSON (RFC 8785) signed with the company's Ed25519 key, so the coordinator can
+record a company's participation but cannot forge it. The payload also points into the
+company's own hash-chained log (``log_index``, ``log_hash``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sandbox import identity
+from sandbox.canonical import canonical_json
+
+RECEIPT_TYPE = "sandbox-receipt"
+
+
+class ReceiptPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str = RECEIPT_TYPE
+    version: int = 1
+    company: str
+    dataset: str
+    dataset_hash: str
+    job: str
+    round: int = Field(ge=0)
+    task: str
+    purpose: str
+    consent: str | None
+    plan: str
+    rows: int = Field(ge=0)
+    epsilon: float | None = None
+    delta: float | None = None
+    time: str
+    log_index: int = Field(ge=0)
+    log_hash: str
+
+    def canonical(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json"))
+
+
+class ReceiptError(ValueError):
+    """A receipt that cannot be trusted: malformed, for another job or round, or badly signed."""
+
+
+def sign_receipt(key: Any, payload: ReceiptPayload) -> tuple[str, str]:
+    """The receipt as it travels: (canonical payload text, base64 signature)."""
+    body = payload.canonical()
+    return body.decode("utf-8"), identity.sign(key, body)
+
+
+def verify_receipt(
+    payload_text: str,
+    signature: str,
+    public_key: str,
+    *,
+    company: str,
+    job: str,
+    round: int,
+    task: str,
+) -> ReceiptPayload:
+    """The payload, if the signature is the company's and the receipt is for this task."""
+    try:
+        payload = ReceiptPayload.model_validate(json.loads(payload_text))
+    except (ValueError, ValidationError) as exc:
+        raise ReceiptError(f"the receipt is not a receipt: {exc}") from exc
+    if payload.type != RECEIPT_TYPE or payload.version != 1:
+        raise ReceiptError("the receipt has an unknown type or version")
+    if payload.canonical() != payload_text.encode("utf-8"):
+        raise ReceiptError("the receipt payload is not in canonical form")
+    if not identity.verify(public_key, payload_text.encode("utf-8"), signature):
+        raise ReceiptError(f"the receipt's signature is not {company}'s")
+    expected = {"company": company, "job": job, "round": round, "task": task}
+    for field, value in expected.items():
+        if getattr(payload, field) != value:
+            raise ReceiptError(
+                f"the receipt names {field} {getattr(payload, field)!r}, not {value!r}"
+            )
+    return payload
