@@ -19,16 +19,20 @@ import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
-from policies.facts import OperatorFacts
-from sandbox import identity, operations
+from policies.facts import EngineerFacts, OperatorFacts
+from sandbox import identity
 from sandbox.api import create_app
 from sandbox.api.events import StreamLimits
 from sandbox.config import Settings
 from sandbox.data import census
 from sandbox.data.validation import validate_frame
 from sandbox.governance import Governance, get_governance
-from sandbox.jobspec import JobSpec
-from sandbox.principals import OPERATOR_ID
+from sandbox.protocol.jobspec import JobSpec
+from sandbox.services import companies as company_service
+from sandbox.services import consents as consent_service
+from sandbox.services import jobs as job_service
+from sandbox.services import principals as principal_service
+from sandbox.vocabulary import OPERATOR_ID
 from tests.conftest import isolated_home
 
 PURPOSE = "income-prediction"
@@ -72,7 +76,7 @@ class World:
 
     def new_token(self, role: str, **ttl: Any) -> str:
         kind, principal = ROLES[role]
-        return operations.issue_token_locally(self.gov, kind, principal, **ttl).token
+        return principal_service.issue_token_locally(self.gov, kind, principal, **ttl).token
 
     def spec(self, companies: list[str], **fields: Any) -> JobSpec:
         return JobSpec.model_validate(
@@ -88,17 +92,21 @@ class World:
         )
 
     def admitted_job(self) -> str:
-        filed = operations.file_job(self.gov, self.spec(["construction", "transportation"]), "eve")
+        filed = job_service.file_job(
+            self.gov, self.spec(["construction", "transportation"]), EngineerFacts("eve")
+        )
         assert filed.job.status == "admitted", filed.reasons
         return filed.job.id
 
     def awaiting_job(self) -> str:
-        filed = operations.file_job(self.gov, self.spec(["construction", "wholesale-trade"]), "eve")
+        filed = job_service.file_job(
+            self.gov, self.spec(["construction", "wholesale-trade"]), EngineerFacts("eve")
+        )
         assert filed.job.status == "awaiting_approval", filed.reasons
         return filed.job.id
 
     def new_consent(self, company: str = "construction", purpose: str = "fraud-model") -> str:
-        return operations.grant_consent(self.gov, company, "census", purpose).id
+        return consent_service.grant_consent(self.gov, company, "census", purpose).id
 
     @property
     def ledger_size(self) -> int:
@@ -116,7 +124,9 @@ def join_census(gov: Governance, settings: Settings, company_id: str) -> None:
     table = validate_frame(
         census.industry_frame(industry, rows=60, seed=1), census.manifest_for(industry, grade)
     )
-    operations.join(gov, settings.company_dir(company_id), company_id, industry, table, (PURPOSE,))
+    company_service.join(
+        gov, settings.company_dir(company_id), company_id, industry, table, (PURPOSE,)
+    )
 
 
 def build_world(home: Path, settings: Settings, **app_options: Any) -> Iterator[World]:
@@ -133,7 +143,7 @@ def build_world(home: Path, settings: Settings, **app_options: Any) -> Iterator[
     for principal, role in PRINCIPALS.items():
         key = identity.generate_key()
         world.keys[principal] = key
-        operations.register_principal(
+        principal_service.register_principal(
             gov, OperatorFacts(OPERATOR_ID), principal, role, identity.public_b64(key)
         )
     world.keys[OPERATOR_ID] = identity.sandbox_key(settings.keys_dir, "operator")

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from policies.activation import sign_policy_set
 from policies.policyset import DEFAULT_POLICY_DIR, policy_files
 from sandbox import identity
 from sandbox.data import census
+from sandbox.registry.policy_sets import sign_policy_set
+from sandbox.services import principals as principal_service
 from tests.api.conftest import ROLES, World
 
 ALL = frozenset(ROLES)
@@ -64,18 +65,19 @@ def policy_set(world: World, _: dict[str, Any]) -> dict[str, Any]:
 
 def fresh_principal(world: World, role: str) -> dict[str, Any]:
     from policies.facts import OperatorFacts
-    from sandbox import operations
 
     principal = f"p-{role.replace('_', '-')}-{world.ledger_size}"
     key = identity.public_b64(identity.generate_key())
-    operations.register_principal(world.gov, OperatorFacts("operator"), principal, "engineer", key)
+    principal_service.register_principal(
+        world.gov, OperatorFacts("operator"), principal, "engineer", key
+    )
     return {"principal": principal}
 
 
 def fresh_token_of_company(world: World, role: str) -> dict[str, Any]:
-    from sandbox.principals import authenticate
+    from sandbox.services.principals import authenticate
 
-    _, record = authenticate(world.gov.engine, world.new_token("company"))
+    _, record = authenticate(world.gov, world.new_token("company"))
     return {"token_id": record.id}
 
 

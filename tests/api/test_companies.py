@@ -13,9 +13,9 @@ import pytest
 from sqlmodel import Session, select
 
 from sandbox.data import census
-from sandbox.node import NodeHome
-from sandbox.onboarding import prepare_node
-from sandbox.principals import join_request, sign_token_request
+from sandbox.identity.requests import join_request, sign_token_request
+from sandbox.node.home import NodeHome
+from sandbox.node.onboarding import prepare_node
 from sandbox.registry.models import Company, Consent, Dataset
 from tests.api.conftest import World
 

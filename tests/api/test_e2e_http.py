@@ -30,10 +30,10 @@ from sandbox import identity
 from sandbox.config import Settings
 from sandbox.data import census
 from sandbox.db import get_engine
+from sandbox.identity.requests import join_request, sign_token_request
 from sandbox.ledger import leaf_hash, verify_checkpoint, verify_inclusion
-from sandbox.onboarding import prepare_node
-from sandbox.principals import join_request, sign_token_request
-from sandbox.registry import service
+from sandbox.node.onboarding import prepare_node
+from sandbox.registry import jobs as job_store
 
 pytestmark = pytest.mark.slow
 
@@ -291,6 +291,6 @@ def test_shutting_down_mid_run_ends_streams_and_stops_the_job(
     assert seen[-1][0] == "end" and "shutting down" in seen[-1][1]["why"]
     assert process.wait(timeout=90) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in log_path.read_text()
-    job = service.get_job(get_engine(sandbox_home.database_url), filed["id"])
+    job = job_store.get_job(get_engine(sandbox_home.database_url), filed["id"])
     assert job.status == "stopped" and "start the job again" in (job.status_reason or "")
     assert 1 <= job.rounds_completed < 50

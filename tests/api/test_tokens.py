@@ -13,10 +13,12 @@ import pytest
 from sqlmodel import Session, select
 
 from policies.facts import OperatorFacts
-from sandbox import identity, operations
-from sandbox.node import NodeHome
-from sandbox.principals import OPERATOR_ID, sign_token_request
+from sandbox import identity
+from sandbox.identity.requests import sign_token_request
+from sandbox.node.home import NodeHome
 from sandbox.registry.models import ApiToken
+from sandbox.services import principals as principal_service
+from sandbox.vocabulary import OPERATOR_ID
 from tests.api.conftest import World
 
 
@@ -110,10 +112,10 @@ def test_a_revoked_token_is_refused_at_once(world: World) -> None:
 
 def test_a_disabled_principal_loses_its_tokens_and_gets_no_new_one(world: World) -> None:
     key = identity.generate_key()
-    operations.register_principal(
+    principal_service.register_principal(
         world.gov, OperatorFacts(OPERATOR_ID), "temp-eng", "engineer", identity.public_b64(key)
     )
-    token = operations.issue_token_locally(world.gov, "engineer", "temp-eng").token
+    token = principal_service.issue_token_locally(world.gov, "engineer", "temp-eng").token
     assert world.client.get("/auth/tokens", headers=bearer(token)).status_code == 200
     disabled = world.client.post(
         "/operator/principals/temp-eng/disable", headers=world.headers("operator")

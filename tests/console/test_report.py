@@ -14,16 +14,19 @@ import pytest
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from policies.facts import OperatorFacts
-from sandbox import identity, operations
+from policies.facts import EngineerFacts, OperatorFacts
+from sandbox import identity
 from sandbox.api import create_app
 from sandbox.cli import app as cli
 from sandbox.config import Settings
 from sandbox.data import census
 from sandbox.governance import get_governance
-from sandbox.jobspec import JobSpec
 from sandbox.ledger import verify_checkpoint
-from sandbox.principals import OPERATOR_ID
+from sandbox.protocol.jobspec import JobSpec
+from sandbox.services import companies as company_service
+from sandbox.services import jobs as job_service
+from sandbox.services import principals as principal_service
+from sandbox.vocabulary import OPERATOR_ID
 
 pytestmark = pytest.mark.slow
 
@@ -33,14 +36,14 @@ INDUSTRIES = ("Construction", "Retail trade", "Transportation")
 
 @pytest.fixture
 def finished_job(sandbox_home: Settings) -> str:
-    from coordinator.simulation import run_on_simulation
+    from sandbox.runtime.simulation import run_on_simulation
 
     gov = get_governance(sandbox_home)
     members = []
     for industry in INDUSTRIES:
         company = census.slug(industry)
         table = census.company_table(industry, rows=80, seed=2)
-        operations.join(
+        company_service.join(
             gov, sandbox_home.company_dir(company), company, industry, table, (PURPOSE,)
         )
         members.append(company)
@@ -48,7 +51,7 @@ def finished_job(sandbox_home: Settings) -> str:
         {"purpose": PURPOSE, "companies": members, "rounds": 2, "local_epochs": 1,
          "min_participants": 2, "privacy": {"dp": {"epsilon": 2.0}}}
     )  # fmt: skip
-    filed = operations.file_job(gov, spec, engineer="eve")
+    filed = job_service.file_job(gov, spec, EngineerFacts("eve"))
     assert filed.allowed, filed.reasons
     outcome = run_on_simulation(sandbox_home, filed.job.id)
     assert outcome["status"] == "completed", outcome
@@ -106,8 +109,8 @@ def test_the_report_of_a_finished_job_opens_offline_and_every_line_verifies(
     api = create_app(sandbox_home, run_capacity=0)
     gov = get_governance(sandbox_home)
     key = identity.public_b64(identity.generate_key())
-    operations.register_principal(gov, OperatorFacts(OPERATOR_ID), "reg", "regulator", key)
-    token = operations.issue_token_locally(gov, "regulator", "reg").token
+    principal_service.register_principal(gov, OperatorFacts(OPERATOR_ID), "reg", "regulator", key)
+    token = principal_service.issue_token_locally(gov, "regulator", "reg").token
     with TestClient(api) as client:
         page = client.get(
             f"/console/jobs/{finished_job}", headers={"Authorization": f"Bearer {token}"}

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from sandbox.canonical import canonical_json
 from sandbox.ledger import Actor, DecisionRef, LedgerRecord, Privacy, Purpose, RecordError, Resource
-from sandbox.ledger.records import canonical_entry, canonical_json, parse_record
+from sandbox.ledger.records import canonical_entry, parse_record
 from tests.ledger.helpers import BASE_TIME, digest, make_record, make_round_record
 
 

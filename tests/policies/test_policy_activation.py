@@ -6,17 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from policies.activation import (
-    PolicyStore,
-    activate,
-    sign_hash,
-    sign_policy_set,
-    signature_valid,
-    start,
-)
+from policies.activation import activate, signature_valid
 from policies.engine import MemoryRecorder, PolicyDecisionPoint
 from policies.policyset import LoadedPolicySet, policy_set_hash
+from sandbox.governance import start_policy_point as start
 from sandbox.identity import generate_key, public_b64
+from sandbox.registry.policy_sets import PolicyStore, sign_hash, sign_policy_set
 
 
 @pytest.fixture

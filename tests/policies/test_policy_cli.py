@@ -7,10 +7,11 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from policies.activation import PolicyStore, signature_valid
+from policies.activation import signature_valid
 from policies.policyset import policy_set_hash
 from sandbox.cli import app
 from sandbox.identity import public_b64, read_private_key
+from sandbox.registry.policy_sets import PolicyStore
 
 runner = CliRunner()
 

@@ -20,12 +20,12 @@ from policies.policyset import DEFAULT_POLICY_DIR, LoadedPolicySet, PolicySetErr
 from sandbox.config import Settings
 from sandbox.data.byod import load_company_file, load_manifest
 from sandbox.data.validation import DataValidationError
+from sandbox.errors import SandboxError
 from sandbox.governance import get_governance
-from sandbox.jobspec import JobSpec, JobSpecError, parse_job_spec
 from sandbox.ledger import BundleError, Ledger, verify_bundle
-from sandbox.operations import join
-from sandbox.registry.errors import RegistryError
+from sandbox.protocol.jobspec import JobSpec, JobSpecError, parse_job_spec
 from sandbox.registry.models import Company, Dataset
+from sandbox.services.companies import join
 from tests.ledger.helpers import make_record
 
 # ``SANDBOX_FUZZ_EXAMPLES`` raises the count for longer runs (benchmarks/reliability.py).
@@ -156,7 +156,7 @@ def test_fuzzed_data_files_are_refused_and_leave_nothing(
         return
     try:
         join(get_governance(sandbox_home), node_dir, company, company, table, ("fraud-model",))
-    except (RegistryError, ValueError):
+    except (SandboxError, ValueError):
         with Session(engine) as session:
             assert session.get(Company, company) is None
         assert not node_dir.exists()
@@ -225,7 +225,7 @@ def test_fuzzed_policy_files_are_refused_or_parse(data) -> None:  # type: ignore
         assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
     else:
         # A change that still parses and validates is a different set (a different hash),
-        # which activation accepts only with a regulator's signature (tests/test_governance).
+        # which activation accepts only with a regulator's signature (tests/services/test_governance.py).
         assert (policy_set.hash == LoadedPolicySet.from_files(files).hash) == (
             bytes(body) == original
         )

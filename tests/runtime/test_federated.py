@@ -12,19 +12,20 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from typer.testing import CliRunner
 
-from coordinator.simulation import run_on_simulation
+from policies.facts import EngineerFacts
 from sandbox import identity
 from sandbox.cli import app
 from sandbox.config import Settings
 from sandbox.data import census
 from sandbox.governance import get_governance
-from sandbox.jobspec import JobSpec
-from sandbox.operations import file_job
-from sandbox.protocol import ASSESS_METRICS, MAX_MODELS_PER_TASK
-from sandbox.receipts import ReceiptPayload
-from sandbox.registry import service
+from sandbox.protocol.jobspec import JobSpec
+from sandbox.protocol.messages import ASSESS_METRICS, MAX_MODELS_PER_TASK
+from sandbox.protocol.receipts import ReceiptPayload
+from sandbox.registry import jobs as job_store
 from sandbox.registry.models import Job
-from tests.helpers import join
+from sandbox.runtime.simulation import run_on_simulation
+from sandbox.services.jobs import file_job
+from tests.support.world import join
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +76,7 @@ def file_governed(settings: Settings, companies: list[str], **training: int) -> 
             **training,
         }
     )
-    filed = file_job(get_governance(settings), spec, engineer="engineer")
+    filed = file_job(get_governance(settings), spec, EngineerFacts("engineer"))
     assert filed.allowed and filed.job.status == "admitted", filed.reasons
     return filed.job
 
@@ -107,7 +108,7 @@ def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
     assert outcome["status"] == "completed", outcome
     result = outcome["result"]
     honest = companies[:-1]
-    rounds = service.job_rounds(engine, job.id)
+    rounds = job_store.rounds_of(engine, job.id)
     assert [r.number for r in rounds] == [1, 2, 3]
     for record in rounds:
         assert record.asked == honest and record.took_part == honest
@@ -166,14 +167,14 @@ def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
 
     model_file = sandbox_home.runs_dir / job.id / "model.npz"
     assert model_file.exists()
-    assert service.get_job(engine, job.id).model_hash == result["model_hash"]
+    assert job_store.get_job(engine, job.id).model_hash == result["model_hash"]
 
     # The release: decided by the policy on the companies' own assessments, recorded in the
     # registry and the ledger. The impostor's company never proved its identity: unassessed.
     release = result["release"]
-    assert release["tier"] == service.get_job(engine, job.id).risk_tier == "medium"
+    assert release["tier"] == job_store.get_job(engine, job.id).risk_tier == "medium"
     assert set(result["assessment"]["not_assessed"]) == {impostor}
-    [record] = service.job_releases(engine, job.id)
+    [record] = job_store.releases_of(engine, job.id)
     assert record.allowed == release["allowed"] and record.model_hash == result["model_hash"]
     assert (sandbox_home.runs_dir / job.id / "release").exists() == release["allowed"]
     assert {c["company"] for c in result["contributions"]["companies"]} == set(honest)

@@ -17,13 +17,13 @@ import pytest
 import typer
 import yaml
 
-from sandbox import pki
 from sandbox.cli import app
 from sandbox.data import census
+from sandbox.identity import pki
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-SCHEMA = Path(__file__).resolve().parent / "compose" / "compose-spec.json"
+SCHEMA = Path(__file__).resolve().parent / "compose-spec.json"
 IN_IMAGE = Path("/app")  # where the Dockerfile puts the repository's deploy/ folder
 # Commands the compose file runs that another branch adds. Each is checked like any other
 # as soon as it exists; until then its check is an expected failure that names the branch.

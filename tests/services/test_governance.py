@@ -11,27 +11,24 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
-from policies.activation import sign_policy_set
+from policies.facts import EngineerFacts, RegulatorFacts
 from policies.policyset import DEFAULT_POLICY_DIR, policy_set_hash
 from sandbox import identity
 from sandbox.config import Settings
 from sandbox.data import census
+from sandbox.errors import Conflict, Forbidden, Invalid
 from sandbox.governance import Governance, get_governance, reasons_digest
-from sandbox.jobspec import JobSpec
 from sandbox.ledger import LedgerWriteError
-from sandbox.node import NodeHome
-from sandbox.operations import (
-    approve_job,
-    authorize_audit_read,
-    check_runnable,
-    file_job,
-    grant_consent,
-    join,
-    reject_job,
-    revoke_consent,
-)
-from sandbox.registry.errors import Conflict, Forbidden, Invalid
+from sandbox.node.home import NodeHome
+from sandbox.protocol.jobspec import JobSpec
 from sandbox.registry.models import Company, PolicyDecision
+from sandbox.registry.policy_sets import sign_policy_set
+from sandbox.services.audit import authorize_audit_read
+from sandbox.services.companies import join
+from sandbox.services.consents import grant_consent, revoke_consent
+from sandbox.services.jobs import approve_job, file_job, reject_job
+from sandbox.services.principals import acting_as
+from sandbox.services.runs import check_runnable
 
 PURPOSE = "income-prediction"
 LOW = ["Construction", "Retail trade", "Transportation"]
@@ -80,7 +77,7 @@ def ledger_decisions(gov: Governance, action: str) -> list[dict[str, Any]]:
 def test_admission_is_decided_recorded_and_filed(sandbox_home: Settings) -> None:
     companies = [company(sandbox_home, i) for i in LOW]
     gov = get_governance(sandbox_home)
-    filed = file_job(gov, spec(companies), engineer="eve")
+    filed = file_job(gov, spec(companies), EngineerFacts("eve"))
     assert filed.allowed and filed.job.status == "admitted" and filed.job.risk_tier == "low"
     check_runnable(filed.job)
     [decision] = ledger_decisions(gov, "submit_job")
@@ -122,7 +119,7 @@ def test_admission_denials_name_their_rule(case: str, sandbox_home: Settings, en
     industries, privacy, rule = DENIALS[case]
     companies = [company(sandbox_home, i) for i in industries]
     gov = get_governance(sandbox_home)
-    filed = file_job(gov, spec(companies, **privacy), engineer="eve")
+    filed = file_job(gov, spec(companies, **privacy), EngineerFacts("eve"))
     assert not filed.allowed and filed.job.status == "denied"
     assert filed.job.status_reason and filed.job.status_reason == " ".join(filed.reasons)
     with pytest.raises(Conflict, match="its admission was denied"):
@@ -140,7 +137,7 @@ def test_core_grade_is_never_admitted(sandbox_home: Settings) -> None:
     companies = [company(sandbox_home, LOW[0], grade="core")] + [
         company(sandbox_home, i) for i in LOW[1:]
     ]
-    filed = file_job(get_governance(sandbox_home), spec(companies), engineer="eve")
+    filed = file_job(get_governance(sandbox_home), spec(companies), EngineerFacts("eve"))
     assert not filed.allowed
     assert any("core data is never admitted" in r for r in filed.reasons)
 
@@ -149,7 +146,7 @@ def test_purpose_must_be_covered_by_every_participants_live_consent(sandbox_home
     companies = [company(sandbox_home, LOW[0], purposes=("marketing",))] + [
         company(sandbox_home, i) for i in LOW[1:]
     ]
-    filed = file_job(get_governance(sandbox_home), spec(companies), engineer="eve")
+    filed = file_job(get_governance(sandbox_home), spec(companies), EngineerFacts("eve"))
     assert not filed.allowed
     assert any(companies[0] in r and "live consent" in r for r in filed.reasons)
 
@@ -158,7 +155,7 @@ def test_high_tier_and_important_data_wait_for_a_regulator(sandbox_home: Setting
     companies = [company(sandbox_home, i) for i in HIGH]
     gov = get_governance(sandbox_home)
     filed = file_job(
-        gov, spec(companies, secure_aggregation=True, dp={"epsilon": 2.0}), engineer="eve"
+        gov, spec(companies, secure_aggregation=True, dp={"epsilon": 2.0}), EngineerFacts("eve")
     )
     assert (
         filed.allowed and filed.job.status == "awaiting_approval" and filed.job.risk_tier == "high"
@@ -166,7 +163,6 @@ def test_high_tier_and_important_data_wait_for_a_regulator(sandbox_home: Setting
     with pytest.raises(Conflict, match="awaits a regulator's approval"):
         check_runnable(filed.job)
     # An engineer is not a regulator: the attempt is denied and recorded.
-    from policies.facts import EngineerFacts
     from sandbox.governance import job_world
 
     world = job_world(
@@ -178,11 +174,11 @@ def test_high_tier_and_important_data_wait_for_a_regulator(sandbox_home: Setting
     )
     attempt = gov.decide(EngineerFacts("eve"), "approve_job", world.job, entities=world.entities)
     assert not attempt.allowed
-    approved = approve_job(gov, "reg-1", filed.job.id, "reviewed the filed spec")
+    approved = approve_job(gov, RegulatorFacts("reg-1"), filed.job.id, "reviewed the filed spec")
     assert approved.status == "approved" and approved.approved_by == "reg-1"
     check_runnable(approved)
     with pytest.raises(Conflict):
-        approve_job(gov, "reg-1", filed.job.id)
+        approve_job(gov, RegulatorFacts("reg-1"), filed.job.id)
     assert [r["decision"]["allowed"] for r in ledger_decisions(gov, "approve_job")] == [False, True]
 
 
@@ -193,11 +189,11 @@ def test_important_grade_needs_approval_and_rejection_needs_a_reason(
         company(sandbox_home, i) for i in LOW[1:]
     ]
     gov = get_governance(sandbox_home)
-    filed = file_job(gov, spec(companies), engineer="eve")
+    filed = file_job(gov, spec(companies), EngineerFacts("eve"))
     assert filed.job.status == "awaiting_approval" and filed.job.risk_tier == "medium"
     with pytest.raises(Invalid, match="needs a reason"):
-        reject_job(gov, "reg-1", filed.job.id, "  ")
-    rejected = reject_job(gov, "reg-1", filed.job.id, "the purpose is too broad")
+        reject_job(gov, RegulatorFacts("reg-1"), filed.job.id, "  ")
+    rejected = reject_job(gov, RegulatorFacts("reg-1"), filed.job.id, "the purpose is too broad")
     assert rejected.status == "rejected" and rejected.approval_note == "the purpose is too broad"
     with pytest.raises(Conflict, match="a regulator rejected it"):
         check_runnable(rejected)
@@ -240,14 +236,14 @@ def test_revocation_is_decided_recorded_and_reaches_the_node(sandbox_home: Setti
 def _revoke_as(gov: Governance, principal: str, consent_id: str) -> None:
     """A company trying to revoke another company's consent, through the decision point."""
     from sandbox.governance import company_facts, consent_facts
-    from sandbox.operations import denied
-    from sandbox.registry import service
+    from sandbox.registry import companies as company_store
     from sandbox.registry.models import Consent
+    from sandbox.services.base import denied
 
     with Session(gov.engine) as session:
         consent = session.get(Consent, consent_id)
     decision = gov.decide(
-        company_facts(service.get_company(gov.engine, principal)),
+        company_facts(company_store.get_company(gov.engine, principal)),
         "revoke_consent",
         consent_facts(consent),
     )
@@ -258,12 +254,12 @@ def _revoke_as(gov: Governance, principal: str, consent_id: str) -> None:
 def test_a_company_reads_only_its_own_audit_entries(sandbox_home: Settings) -> None:
     a, b = (company(sandbox_home, i) for i in LOW[:2])
     gov = get_governance(sandbox_home)
-    assert authorize_audit_read(gov, "company", a, company=a).allowed
+    assert authorize_audit_read(gov, acting_as(gov, "company", a), company=a).allowed
     with pytest.raises(Forbidden, match="only the audit entries about itself"):
-        authorize_audit_read(gov, "company", a, company=b)
+        authorize_audit_read(gov, acting_as(gov, "company", a), company=b)
     with pytest.raises(Forbidden):
-        authorize_audit_read(gov, "company", a)
-    assert authorize_audit_read(gov, "regulator", "reg-1").allowed
+        authorize_audit_read(gov, acting_as(gov, "company", a))
+    assert authorize_audit_read(gov, acting_as(gov, "regulator", "reg-1")).allowed
     assert [r["decision"]["allowed"] for r in ledger_decisions(gov, "read_audit")] == [
         True,
         False,

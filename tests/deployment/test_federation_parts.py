@@ -14,15 +14,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sandbox import pki
 from sandbox.cli import app
 from sandbox.config import Settings
-from sandbox.federation import local, processes
-from sandbox.federation.flwr_cli import toml_value
-from sandbox.node import NodeHome
-from sandbox.registry import service
-from sandbox.registry.errors import NotFound
-from tests.test_federated import join
+from sandbox.errors import NotFound
+from sandbox.governance import get_governance
+from sandbox.identity import pki
+from sandbox.node.home import NodeHome
+from sandbox.registry import nodes as node_store
+from sandbox.runtime.federation import commands, local, processes
+from sandbox.runtime.federation.flwr_cli import toml_value
+from sandbox.services import nodes, principals
+from tests.support.serving import serving
+from tests.support.world import join
 
 
 def words(text: str) -> str:
@@ -39,17 +42,17 @@ def test_run_config_values_are_quoted_toml_from_a_safe_alphabet() -> None:
 
 def test_node_config_names_the_company_and_its_folder(tmp_path: Path) -> None:
     assert (
-        local.node_config("acme", tmp_path / "acme")
+        commands.node_config("acme", tmp_path / "acme")
         == f'company-id="acme" node-dir="{tmp_path / "acme"}"'
     )
     for company, folder in (("acme", tmp_path / "a b"), ('ac"me', tmp_path)):
-        with pytest.raises(local.FederationError):
-            local.node_config(company, folder)
+        with pytest.raises(commands.FederationError):
+            commands.node_config(company, folder)
 
 
 def test_the_processes_get_tls_auth_and_no_runtime_installs(tmp_path: Path) -> None:
     tls = pki.ServerTls(tmp_path / "tls")
-    link = local.superlink_argv(tls, "127.0.0.1", 9092, tmp_path / "link.db")
+    link = commands.superlink_argv(tls, "127.0.0.1", 9092, tmp_path / "link.db")
     assert Path(link[0]).name == "flower-superlink" and Path(link[0]).exists()
     for flag in (
         "--enable-supernode-auth",
@@ -61,7 +64,7 @@ def test_the_processes_get_tls_auth_and_no_runtime_installs(tmp_path: Path) -> N
         assert flag in link
     assert "--insecure" not in link
     node = NodeHome(tmp_path / "acme")
-    argv = local.supernode_argv("127.0.0.1:9092", tmp_path / "ca.crt", node, "acme", 9100)
+    argv = commands.supernode_argv("127.0.0.1:9092", tmp_path / "ca.crt", node, "acme", 9100)
     assert Path(argv[0]).name == "flower-supernode" and "--insecure" not in argv
     assert argv[argv.index("--auth-supernode-private-key") + 1] == str(
         node.node_auth_key_path.resolve()
@@ -73,8 +76,8 @@ def test_the_processes_get_tls_auth_and_no_runtime_installs(tmp_path: Path) -> N
 
 def test_a_node_never_gets_the_database_url(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("SANDBOX_DATABASE_URL", "postgresql://u:secret@db/x")
-    node_env = local.flower_env(tmp_path, database=False)
-    link_env = local.flower_env(tmp_path)
+    node_env = commands.flower_env(tmp_path, database=False)
+    link_env = commands.flower_env(tmp_path)
     assert "SANDBOX_DATABASE_URL" not in node_env and "SANDBOX_DATABASE_URL" in link_env
     for env in (node_env, link_env):
         assert env["FLWR_TELEMETRY_ENABLED"] == "0" and env["FLWR_HOME"] == str(tmp_path)
@@ -138,10 +141,10 @@ def test_node_keys_are_made_at_the_node_and_recorded_in_the_registry(
     assert first.exit_code == 0, first.output
     node = NodeHome(sandbox_home.company_dir(company))
     public = pki.read_node_private_key_public_line(node.node_auth_key_path)
-    record = service.get_node_key(engine, company)
+    record = node_store.get_node_key(engine, company)
     assert record.public_key == public and record.fingerprint in words(first.output)
     again = runner.invoke(app, ["federation", "node-key", company])
-    assert again.exit_code == 0 and service.get_node_key(engine, company).public_key == public
+    assert again.exit_code == 0 and node_store.get_node_key(engine, company).public_key == public
     # A node folder holding another key than the registry's is refused, not re-registered.
     node.node_auth_key_path.unlink()
     refused = runner.invoke(app, ["federation", "node-key", company])
@@ -149,7 +152,7 @@ def test_node_keys_are_made_at_the_node_and_recorded_in_the_registry(
     rotated = runner.invoke(app, ["federation", "node-key", company, "--replace"])
     assert rotated.exit_code == 0, rotated.output
     current = pki.read_node_private_key_public_line(node.node_auth_key_path)
-    assert service.get_node_key(engine, company).public_key == current
+    assert node_store.get_node_key(engine, company).public_key == current
     assert sorted(p.name for p in node.node_auth_key_path.parent.iterdir()) == [
         "company.key",
         "node-auth.key",
@@ -167,20 +170,21 @@ def test_node_keys_across_machines(sandbox_home: Settings, engine, tmp_path: Pat
     public = pki.read_node_private_key_public_line(node.node_auth_key_path)
     assert public in words(made.output)
     with pytest.raises(NotFound):
-        service.get_node_key(engine, company)
+        node_store.get_node_key(engine, company)
     sent = tmp_path / "sent.pub"
     sent.write_text(pki.public_key_path(node.node_auth_key_path).read_text())
     recorded = runner.invoke(app, ["federation", "node-key", company, "--public-key", str(sent)])
     assert recorded.exit_code == 0, recorded.output
-    assert service.get_node_key(engine, company).public_key == public
+    assert node_store.get_node_key(engine, company).public_key == public
     # Another company's key is refused, and the company's own stays registered.
     other = pki.generate_node_auth_key(tmp_path / "other.key", "x")
     (other_company,) = join(sandbox_home, engine, ["Construction"], rows=60)
-    service.set_node_key(engine, other_company, other)
+    gov = get_governance(sandbox_home)
+    nodes.record_node_key(gov, principals.operator(gov), other_company, other)
     sent.write_text(other)
     taken = runner.invoke(app, ["federation", "node-key", company, "--public-key", str(sent)])
     assert taken.exit_code == 1 and "another company's" in words(taken.output)
-    assert service.get_node_key(engine, company).public_key == public
+    assert node_store.get_node_key(engine, company).public_key == public
 
 
 def test_the_cli_refuses_what_it_cannot_do(sandbox_home: Settings, engine) -> None:
@@ -216,29 +220,54 @@ def test_a_node_command_refuses_a_key_others_can_read(sandbox_home: Settings, en
 
 
 def test_the_bundle_command_prints_the_running_hash() -> None:
-    from sandbox.bundle import running_bundle
+    from sandbox.protocol.bundle import running_bundle
 
     result = subprocess.run(
         [sys.executable, "-m", "sandbox.cli", "federation", "bundle"],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
     assert result.returncode == 0 and running_bundle().digest in words(result.stdout)
 
 
-def test_a_demo_company_joins_once_with_its_node_key(sandbox_home: Settings, engine) -> None:
+def test_a_demo_company_joins_through_the_api_once_with_its_node_key(
+    sandbox_home: Settings, engine, tmp_path: Path
+) -> None:
     runner = CliRunner()
-    args = ["federation", "demo-company", "Retail trade", "--rows", "60", "--purpose", "p1"]
-    first = runner.invoke(app, args)
-    assert first.exit_code == 0, first.output
-    assert "retail-trade joined with 60 rows" in words(first.output)
-    node = NodeHome(sandbox_home.company_dir("retail-trade"))
-    record = service.get_node_key(engine, "retail-trade")
-    assert record.public_key == pki.read_node_private_key_public_line(node.node_auth_key_path)
-    again = runner.invoke(app, args)
-    assert again.exit_code == 0 and "already joined" in words(again.output)
-    assert service.get_node_key(engine, "retail-trade").public_key == record.public_key
-    unknown = runner.invoke(app, ["federation", "demo-company", "Piracy"])
+    keys = tmp_path / "node-keys"
+    with serving(sandbox_home) as api:
+        args = ["federation", "demo-company", "Retail trade", "--rows", "60", "--purpose", "p1"]
+        args += ["--api", api, "--node-keys", str(keys)]
+        first = runner.invoke(app, args)
+        assert first.exit_code == 0, first.output
+        assert f"retail-trade joined with 60 rows through {api}" in words(first.output)
+        node = NodeHome(sandbox_home.company_dir("retail-trade"))
+        public = pki.read_node_private_key_public_line(node.node_auth_key_path)
+        assert (keys / "retail-trade.pub").read_text().strip() == public
+        assert [c.purpose for c in node.consents()] == ["p1"]  # its own record of its consent
+        again = runner.invoke(app, args)
+        assert again.exit_code == 0 and "already joined" in words(again.output)
+        refused = runner.invoke(
+            app,
+            [
+                *args[:2],
+                "Construction",
+                "--purpose",
+                "bad id",
+                "--api",
+                api,
+                "--node-keys",
+                str(keys),
+            ],
+        )
+        assert refused.exit_code == 1 and "refused the join" in words(refused.output)
+        assert not sandbox_home.company_dir("construction").exists()  # nothing left behind
+    gov = get_governance(sandbox_home)
+    joined = [e.record.action for e in gov.ledger.entries(company="retail-trade")]
+    assert "company.joined" in joined and "decision.join" in joined
+    unknown = runner.invoke(
+        app, ["federation", "demo-company", "Piracy", "--api", api, "--node-keys", str(keys)]
+    )
     assert unknown.exit_code == 1 and "unknown industry" in words(unknown.output)

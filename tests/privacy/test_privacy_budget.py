@@ -17,14 +17,14 @@ from coordinator.selection import (
 from sandbox import identity
 from sandbox.config import Settings
 from sandbox.db import dispose_engines, get_engine, session_scope
-from sandbox.jobspec import DifferentialPrivacySpec
 from sandbox.privacy.accounting import SPARE_RUNS, PrivacyBudgetExceeded, plan_schedule
 from sandbox.privacy.budget import BudgetFacts, budget_allows, epsilon_cap, epsilon_caps
-from sandbox.protocol import TrainingPlan
+from sandbox.protocol.jobspec import DifferentialPrivacySpec
+from sandbox.protocol.messages import TrainingPlan
+from sandbox.registry import companies as company_store
 from sandbox.registry import privacy as ledger
-from sandbox.registry import service
-from sandbox.registry.models import Job
-from tests.helpers import tiny_plan
+from sandbox.registry.models import Company, Job
+from tests.support.world import tiny_plan
 
 PURPOSE = "income-prediction"
 
@@ -40,7 +40,15 @@ def test_budget_rule() -> None:
 
 def add_company(engine, company_id: str) -> None:  # type: ignore[no-untyped-def]
     key = identity.generate_key()
-    service.join_company(engine, company_id, company_id, "Construction", identity.public_b64(key))
+    company_store.add_company(
+        engine,
+        Company(
+            id=company_id,
+            name=company_id,
+            industry="Construction",
+            public_key=identity.public_b64(key),
+        ),
+    )
 
 
 def add_job(engine, job_id: str, tier: str = "high") -> None:  # type: ignore[no-untyped-def]

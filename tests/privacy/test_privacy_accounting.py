@@ -15,13 +15,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from clients import work
 from sandbox.data import census
-from sandbox.jobspec import DifferentialPrivacySpec
+from sandbox.governance import get_governance
 from sandbox.learning.dp import train_dp
 from sandbox.learning.encoding import FeatureSpec
 from sandbox.learning.models import build_model, get_weights
 from sandbox.learning.train import TrainConfig
-from sandbox.node import NodeHome
-from sandbox.onboarding import onboard_company
+from sandbox.node.home import NodeHome
 from sandbox.privacy.accounting import (
     SPARE_RUNS,
     PrivacyBudgetExceeded,
@@ -31,8 +30,10 @@ from sandbox.privacy.accounting import (
     next_round_epsilon,
     plan_schedule,
 )
-from sandbox.protocol import TrainingPlan
-from tests.helpers import tiny_plan
+from sandbox.protocol.jobspec import DifferentialPrivacySpec
+from sandbox.protocol.messages import TrainingPlan
+from sandbox.services.companies import join
+from tests.support.world import tiny_plan
 
 
 def opacus_rate_and_steps(rows: int, batch_size: int) -> tuple[float, int]:
@@ -126,8 +127,12 @@ def census_plan(
 def node(sandbox_home, engine) -> NodeHome:  # type: ignore[no-untyped-def]
     industry = "Construction"
     folder = sandbox_home.company_dir("construction")
-    onboard_company(
-        engine, folder, "construction", industry, census.company_table(industry, rows=200, seed=0)
+    join(
+        get_governance(sandbox_home),
+        folder,
+        "construction",
+        industry,
+        census.company_table(industry, rows=200, seed=0),
     )
     return NodeHome(folder)
 

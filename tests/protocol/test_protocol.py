@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from sandbox.protocol import (
+from sandbox.protocol.messages import (
     TASK_ASSESS,
     TASK_EVALUATE,
     TASK_EVALUATE_MODELS,

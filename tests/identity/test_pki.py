@@ -12,8 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from sandbox import pki
-from sandbox.identity import KeyFileError
+from sandbox.identity import KeyFileError, pki
 
 
 def mode(path: Path) -> int:

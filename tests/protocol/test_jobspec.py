@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.jobspec import JobSpec, JobSpecError, load_job_spec, parse_job_spec
+from sandbox.protocol.jobspec import JobSpec, JobSpecError, load_job_spec, parse_job_spec
 
 
 def test_hash_is_canonical() -> None:
@@ -40,7 +40,7 @@ def test_hash_is_canonical() -> None:
             {"purpose": "p", "companies": ["a"], "shell": "rm -rf /"},
             "shell: Extra inputs are not permitted",
         ),
-        ({"purpose": "bad purpose!", "companies": ["a"]}, "purpose 'bad purpose!' must start"),
+        ({"purpose": "bad purpose!", "companies": ["a"]}, "purpose: 'bad purpose!' must start"),
         ([1, 2], "must be a table/object"),
     ],
 )

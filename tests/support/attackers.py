@@ -15,8 +15,8 @@ from flwr.clientapp import ClientApp
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
 from clients.app import make_client_app
-from sandbox.node import NodeHome
-from sandbox.protocol import ARRAYS, CONFIG, from_array_record, to_array_record
+from sandbox.node.home import NodeHome
+from sandbox.protocol.messages import ARRAYS, CONFIG, from_array_record, to_array_record
 
 Weights = dict[str, np.ndarray]
 

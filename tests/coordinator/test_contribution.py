@@ -31,7 +31,7 @@ from coordinator.contribution import (
     permutation_shapley,
     shares,
 )
-from sandbox.protocol import to_array_record, unstack_models
+from sandbox.protocol.messages import to_array_record, unstack_models
 
 
 # ------------------------------------------------------------- Shapley arithmetic

@@ -18,14 +18,14 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from clients.secure import SecureUpdateRefused, flatten_reply, secure_aggregation_mod
 from coordinator.secure import unflatten_reply
-from sandbox.protocol import (
+from sandbox.protocol.messages import (
     check_arrays,
     check_reply,
     check_update_norm,
     to_array_record,
     update_norm,
 )
-from tests.helpers import tiny_plan
+from tests.support.world import tiny_plan
 
 GLOBAL = {"0.weight": np.zeros((1, 3), np.float32), "0.bias": np.zeros(1, np.float32)}
 SHAPES = {"0.weight": (1, 3), "0.bias": (1,)}

@@ -10,18 +10,21 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
-from coordinator.simulation import run_on_simulation
+from policies.facts import EngineerFacts
 from sandbox import identity
 from sandbox.config import Settings
 from sandbox.data import census
 from sandbox.governance import get_governance
-from sandbox.jobspec import JobSpec
-from sandbox.locallog import HashChainLog
-from sandbox.node import NodeHome
-from sandbox.operations import file_job, join, revoke_consent
-from sandbox.receipts import verify_receipt
-from sandbox.registry import service
+from sandbox.node.home import NodeHome
+from sandbox.node.locallog import HashChainLog
+from sandbox.protocol.jobspec import JobSpec
+from sandbox.protocol.receipts import verify_receipt
+from sandbox.registry import jobs as job_store
 from sandbox.registry.models import Company, Consent, Receipt
+from sandbox.runtime.simulation import run_on_simulation
+from sandbox.services.companies import join
+from sandbox.services.consents import revoke_consent
+from sandbox.services.jobs import file_job
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +58,7 @@ def filed_job(settings: Settings, members: list[str], rounds: int = 3) -> str:
             "privacy": {"dp": {"epsilon": 2.0}},
         }
     )
-    filed = file_job(get_governance(settings), spec, engineer="eve")
+    filed = file_job(get_governance(settings), spec, EngineerFacts("eve"))
     assert filed.allowed and filed.job.status == "admitted", filed.reasons
     return filed.job.id
 
@@ -108,7 +111,7 @@ def test_revocation_mid_job_and_the_companys_own_gate(sandbox_home: Settings, en
 
     outcome = run_on_simulation(sandbox_home, job_id, progress=AfterRound(1, after_round_one))
     assert outcome["status"] == "completed", outcome
-    rounds = service.job_rounds(engine, job_id)
+    rounds = job_store.rounds_of(engine, job_id)
     assert rounds[0].took_part == sorted(members)
     for later in rounds[1:]:
         assert later.took_part == sorted(members[2:])
@@ -189,7 +192,7 @@ def test_too_few_left_after_a_revocation_stops_the_job_and_says_why(
     outcome = run_on_simulation(sandbox_home, job_id, progress=AfterRound(1, revoke))
     assert outcome["status"] == "stopped"
     assert "fewer than the minimum 3" in outcome["reason"]
-    rounds = service.job_rounds(engine, job_id)
+    rounds = job_store.rounds_of(engine, job_id)
     assert [(r.number, r.status) for r in rounds] == [(1, "completed"), (2, "failed")]
     actions = [r["action"] for r in ledger_records(sandbox_home)]
     assert "round.failed" in actions and actions[-1] == "job.stopped"

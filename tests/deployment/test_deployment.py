@@ -24,25 +24,28 @@ from typing import Any
 
 import pytest
 
-from sandbox import pki
-from sandbox.bundle import bundle_of, code_root, package_folders, running_bundle
+from policies.facts import EngineerFacts
 from sandbox.config import Settings, load_settings
 from sandbox.db import dispose_engines, get_engine
-from sandbox.federation import APP_DIR, local, processes
 from sandbox.governance import get_governance
-from sandbox.jobspec import JobSpec
-from sandbox.locallog import HashChainLog
-from sandbox.node import NodeHome
-from sandbox.operations import file_job
-from sandbox.registry import service
+from sandbox.identity import pki
+from sandbox.node.home import NodeHome
+from sandbox.node.locallog import HashChainLog
+from sandbox.protocol.bundle import bundle_of, code_root, package_folders, running_bundle
+from sandbox.protocol.jobspec import JobSpec
+from sandbox.registry import jobs as job_store
+from sandbox.registry import nodes as node_store
 from sandbox.registry.models import Job
+from sandbox.runtime.federation import APP_DIR, commands, local, processes, registration
+from sandbox.services.jobs import file_job
+from sandbox.services.runs import start_job
 from tests.conftest import fresh_postgres_database
-from tests.test_federated import join
+from tests.runtime.test_federated import join
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.deployment]
 
 INDUSTRIES = ["Construction", "Education", "Retail trade"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 NEGATIVE_WAIT_S = 90.0
 
 
@@ -119,7 +122,7 @@ def test_up_starts_three_authenticated_nodes_with_registry_keys(federation: Fede
     status = federation.sandbox("federation", "status")
     assert status.returncode == 0
     for company_id, record in state.nodes.items():
-        key = service.get_node_key(engine, company_id)
+        key = node_store.get_node_key(engine, company_id)
         # The registry's key is the one the node folder holds and the one registered.
         node = NodeHome(federation.settings.company_dir(company_id))
         assert pki.read_node_private_key_public_line(node.node_auth_key_path) == key.public_key
@@ -147,7 +150,7 @@ def governed_job(settings: Settings, companies: list[str], **fields: Any) -> Job
             **fields,
         }
     )
-    filed = file_job(get_governance(settings), spec, engineer="engineer")
+    filed = file_job(get_governance(settings), spec, EngineerFacts("engineer"))
     assert filed.allowed and filed.job.status == "admitted", filed.reasons
     return filed.job
 
@@ -169,11 +172,11 @@ def test_a_two_round_job_runs_end_to_end_on_postgres(federation: Federation) -> 
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"Job {job.id}: completed" in " ".join(done.stdout.split())
 
-    job = service.get_job(engine, job.id)
+    job = job_store.get_job(engine, job.id)
     assert job.status == "completed" and job.rounds_completed == 2
     assert job.bundle_hash == running_bundle().digest
-    assert job.spec_hash == service.job_spec(job).spec_hash
-    rounds = service.job_rounds(engine, job.id)
+    assert job.spec_hash == job_store.job_spec(job).spec_hash
+    rounds = job_store.rounds_of(engine, job.id)
     assert [r.number for r in rounds] == [1, 2]
     for record in rounds:
         assert record.status == "completed"
@@ -208,7 +211,9 @@ def test_a_two_round_job_runs_end_to_end_on_postgres(federation: Federation) -> 
             "feature-stats", "local-baseline", "train", "evaluate", "assess", "evaluate-models"
         }  # fmt: skip
         # Every use the company logged is a receipt the coordinator recorded, and back.
-        receipts = [r for r in service.job_receipts(engine, job.id) if r.company_id == company_id]
+        receipts = [
+            r for r in job_store.receipts_of_job(engine, job.id) if r.company_id == company_id
+        ]
         assert len(receipts) == len(uses)
         decisions = {
             line.event.get("decision_id")
@@ -248,7 +253,7 @@ def _refused_node(
     node = NodeHome(node_dir)
     node.folder.mkdir(parents=True)
     pki.generate_node_auth_key(node.node_auth_key_path, name)
-    argv = local.supernode_argv(
+    argv = commands.supernode_argv(
         federation.state.address,
         local.ca_cert_path(federation.settings),
         node,
@@ -264,7 +269,7 @@ def _refused_node(
             argv,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=local.flower_env(home, database=False),
+            env=commands.flower_env(home, database=False),
             start_new_session=True,
         )
     try:
@@ -329,10 +334,10 @@ def test_a_node_running_unfiled_code_is_refused_and_records_it(
     processes.stop_group(record.pid)
     node = NodeHome(federation.settings.company_dir(altered_company))
     home = paths.flwr_home(f"node-{altered_company}")
-    env = local.flower_env(home, database=False)
+    env = commands.flower_env(home, database=False)
     env["PYTHONPATH"] = str(copy_root)
     record.pid = processes.spawn(
-        local.supernode_argv(
+        commands.supernode_argv(
             state.address,
             local.ca_cert_path(federation.settings),
             node,
@@ -345,7 +350,7 @@ def test_a_node_running_unfiled_code_is_refused_and_records_it(
     )
     state.save(paths.state)  # so that `down` stops the replacement too
     cli = local.cli_for(federation.settings, state.address)
-    local.wait_online(cli, [n.node_id or "" for n in state.nodes.values()], 180)
+    registration.wait_online(cli, [n.node_id or "" for n in state.nodes.values()], 180)
 
     job = governed_job(
         federation.settings,
@@ -358,7 +363,7 @@ def test_a_node_running_unfiled_code_is_refused_and_records_it(
     done = federation.sandbox("federation", "run", job.id, "--timeout", "900", timeout=1000)
     assert done.returncode == 0, done.stdout + done.stderr
 
-    (round_one,) = service.job_rounds(engine, job.id)
+    (round_one,) = job_store.rounds_of(engine, job.id)
     honest = sorted(set(federation.companies) - {altered_company})
     assert round_one.took_part == honest
     # Refused in the set-up, the company has no privacy schedule: it sits the rounds out.
@@ -394,7 +399,14 @@ def test_down_stops_a_run_in_flight_and_leaves_no_process(federation: Federation
         min_participants=2,
     )
     cli = local.cli_for(federation.settings, state.address)
-    run_id = cli.run(APP_DIR, {"job-id": job.id})
+    submitted: list[str] = []
+    start_job(
+        get_governance(federation.settings),
+        EngineerFacts("engineer"),
+        job.id,
+        launch=lambda j: submitted.append(cli.run(APP_DIR, {"job-id": j})),
+    )
+    run_id = submitted[0]
     processes.wait_until(
         lambda: any(p.program == "flwr-serverapp" for p in ours(federation.settings, state.ports)),
         180,

@@ -12,21 +12,22 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, RecordDict
 
-from coordinator.runner import load_weights
-from coordinator.simulation import run_jobs_on_simulation
+from coordinator.persistence import load_weights
+from policies.facts import EngineerFacts
 from sandbox.config import Settings
 from sandbox.db import session_scope
 from sandbox.governance import get_governance
-from sandbox.jobspec import DifferentialPrivacySpec, JobSpec
-from sandbox.node import NodeHome
-from sandbox.operations import file_job
+from sandbox.node.home import NodeHome
 from sandbox.privacy.accounting import plan_schedule
 from sandbox.privacy.budget import epsilon_cap
+from sandbox.protocol.jobspec import DifferentialPrivacySpec, JobSpec
+from sandbox.registry import jobs as job_store
 from sandbox.registry import privacy as ledger
-from sandbox.registry import service
 from sandbox.registry.models import PrivacySpend
-from tests.attackers import attacking_client_app
-from tests.helpers import join
+from sandbox.runtime.simulation import run_jobs_on_simulation
+from sandbox.services.jobs import file_job
+from tests.support.attackers import attacking_client_app
+from tests.support.world import file_bare, join, run_bare
 
 pytestmark = pytest.mark.slow
 
@@ -53,24 +54,21 @@ INDUSTRIES = [
 ]
 
 
-def file(engine, companies: list[str], tier: str = "low", **fields) -> str:  # type: ignore[no-untyped-def]
+def file(engine, companies: list[str], **fields) -> str:  # type: ignore[no-untyped-def]
     """A job filed without governance: these tests drill the privacy mechanisms themselves
     (the governed path files through the policy engine, see ``file_governed``)."""
-    spec = JobSpec.model_validate({"purpose": PURPOSE, "companies": companies, **fields})
-    job = service.file_job(engine, spec, filed_by="engineer")
-    service.set_job_status(engine, job.id, "filed", risk_tier=tier)
-    return job.id
+    return file_bare(engine, {"purpose": PURPOSE, "companies": companies, **fields})
 
 
 def file_governed(settings: Settings, companies: list[str], **fields) -> str:  # type: ignore[no-untyped-def]
     spec = JobSpec.model_validate({"purpose": PURPOSE, "companies": companies, **fields})
-    filed = file_job(get_governance(settings), spec, engineer="engineer")
+    filed = file_job(get_governance(settings), spec, EngineerFacts("engineer"))
     assert filed.allowed and filed.job.status == "admitted", filed.reasons
     return filed.job.id
 
 
 def final_auc(engine, job_id: str) -> float:  # type: ignore[no-untyped-def]
-    return service.get_job(engine, job_id).result["mean_auc"]["federated"]
+    return job_store.get_job(engine, job_id).result["mean_auc"]["federated"]
 
 
 def test_budgets_exclude_a_company_at_its_cap_and_stop_the_job(
@@ -103,7 +101,7 @@ def test_budgets_exclude_a_company_at_its_cap_and_stop_the_job(
 
     assert outcome["status"] == "stopped", outcome
     assert "round 3: 2 companies may take part, fewer than the minimum 3" in outcome["reason"]
-    rounds = service.job_rounds(engine, job)
+    rounds = job_store.rounds_of(engine, job)
     assert [(r.number, r.status) for r in rounds] == [
         (1, "completed"),
         (2, "completed"),
@@ -172,15 +170,14 @@ def test_bad_updates_are_refused_and_trimmed_mean_resists_poisoning(
         (poisoned, attacker): "sign-flip-x10",
         (trimmed, attacker): "sign-flip-x10",
     }
-    outcomes = run_jobs_on_simulation(
+    outcomes = run_bare(
         sandbox_home,
         [checked, clean, poisoned, trimmed],
         client_app=partial(attacking_client_app, attacks=attacks),
-        governed=False,
     )
     assert all(o["status"] == "completed" for o in outcomes.values()), outcomes
 
-    for record in service.job_rounds(engine, checked):
+    for record in job_store.rounds_of(engine, checked):
         why = {r["company"]: r["reason"] for r in record.rejected}
         assert set(why) == set(companies[3:6]), why
         assert "holds NaN or infinite values" in why[companies[3]]
@@ -202,17 +199,16 @@ def test_secure_aggregation_completes_or_is_caught_halting(sandbox_home: Setting
     plain = file(engine, four, **training)
     secure = file(engine, four, privacy={"secure_aggregation": True}, **training)
     secure_dp = file(
-        engine, four, tier="high", batch_size=512, learning_rate=1.0,
+        engine, four, batch_size=512, learning_rate=1.0,
         privacy={"secure_aggregation": True, "dp": {"epsilon": 2.0}}, **training,
     )  # fmt: skip
     halting = file(engine, companies, privacy={"secure_aggregation": True}, **training)
     replies: list[tuple[str, str, RecordDict]] = []
-    outcomes = run_jobs_on_simulation(
+    outcomes = run_bare(
         sandbox_home,
         [plain, secure, secure_dp, halting],
         observer=lambda t, c, r: replies.append((t, c, r)),
         client_app=partial(attacking_client_app, dropouts={halting: set(companies[:2])}),
-        governed=False,
     )
 
     # Completed: every stage ran, the aggregate equals plain FedAvg up to quantisation.
@@ -222,7 +218,7 @@ def test_secure_aggregation_completes_or_is_caught_halting(sandbox_home: Setting
     a, b = load_weights(runs / plain / "model.npz"), load_weights(runs / secure / "model.npz")
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-3
     for job in (secure, secure_dp):
-        for record in service.job_rounds(engine, job):
+        for record in job_store.rounds_of(engine, job):
             assert record.metrics["secure_aggregation"]["completed"] is True
             assert record.took_part == sorted(four)
     # The coordinator saw no company's update in a secure round: only metrics (and receipts).
@@ -241,9 +237,9 @@ def test_secure_aggregation_completes_or_is_caught_halting(sandbox_home: Setting
     assert (
         "secure aggregation halted at collect_masked_vectors_stage" in outcomes[halting]["reason"]
     )
-    (record,) = service.job_rounds(engine, halting)
+    (record,) = job_store.rounds_of(engine, halting)
     assert record.status == "failed"
     assert record.metrics["secure_aggregation"]["completed"] is False
     assert record.metrics["secure_aggregation"]["halted_at"] == "collect_masked_vectors_stage"
-    assert service.get_job(engine, halting).rounds_completed == 0
+    assert job_store.get_job(engine, halting).rounds_completed == 0
     assert not (runs / halting / "weights-round-0001.npz").exists()

@@ -4,6 +4,7 @@ export only on allow, the record either way."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -12,34 +13,68 @@ import pytest
 
 from benchmarks.contribution import Setting, initial_weights, plan_for, run_fedavg
 from clients import assess, work
-from coordinator.governed import PolicyGate
-from coordinator.release import (
-    RegistryRecorder,
-    ReleaseThresholds,
-    build_assessment,
-    conclude_release,
-    privacy_summary,
-    release_decision,
-)
-from coordinator.runner import load_weights, model_hash, save_weights
+from coordinator.assessment import Assessment, build_assessment
+from coordinator.governed import PolicyGate, release_context, release_verdict
+from coordinator.persistence import load_weights, model_hash, save_weights
+from coordinator.release import RegistryRecorder, ReleaseVerdict, conclude_release
+from policies.engine import MemoryRecorder, PolicyDecisionPoint
+from policies.facts import DatasetFacts, EngineerFacts, JobFacts
+from policies.policyset import DEFAULT_POLICY_DIR, LoadedPolicySet, policy_files
 from sandbox.config import Settings
 from sandbox.data import census
-from sandbox.jobspec import JobSpec
+from sandbox.governance import get_governance
 from sandbox.learning.encoding import CategoricalFeature, FeatureSpec, NumericFeature
 from sandbox.learning.metrics import calibration_bins, expected_calibration_error
 from sandbox.learning.robustness import RobustnessSettings
-from sandbox.node import NodeHome
-from sandbox.onboarding import onboard_company
+from sandbox.node.home import NodeHome
 from sandbox.privacy.budget import shipped_tiers
-from sandbox.registry import service
+from sandbox.protocol.jobspec import JobSpec
+from sandbox.registry import companies as company_store
+from sandbox.registry import jobs as job_store
+from sandbox.reports.model_card import privacy_summary
+from sandbox.services import companies
+from tests.support.world import file_bare, run_bare
 
 ENCODING = FeatureSpec(
     target="y",
     numeric=(NumericFeature(name="age"), NumericFeature(name="hours")),
     categorical=(CategoricalFeature(name="sector", vocabulary=("private", "public", "self")),),
 )
-HIGH = ReleaseThresholds("high", 0.05, 0.05, 0.10, require_every_company=True)
-LOW = ReleaseThresholds("low", 0.15, 0.15, 0.20)
+# An industry of each tier (policies/tiers.toml).
+TIER_INDUSTRY = {"high": "Hospital services", "low": "Construction"}
+
+
+def release_decision(
+    assessment: Assessment, tier: str, tiers_toml: bytes | None = None
+) -> ReleaseVerdict:
+    """Cedar's ``release_model`` on ``assessment``, for an approved job of ``tier`` (over the
+    shipped policy set, or one whose tiers.toml is ``tiers_toml``)."""
+    files = policy_files(DEFAULT_POLICY_DIR)
+    if tiers_toml is not None:
+        files["tiers.toml"] = tiers_toml
+    pdp = PolicyDecisionPoint(LoadedPolicySet.from_files(files), MemoryRecorder())
+    dataset = DatasetFacts("a/census", "a", TIER_INDUSTRY[tier], "general", False)
+    job = JobFacts("job-r", "eve", "p", ("a",), (dataset.id,), True, None, approved=True)
+    decision = pdp.decide(
+        EngineerFacts("eve"), "release_model", job, release_context(assessment), [dataset]
+    )
+    return release_verdict(decision, assessment, tier)
+
+
+def tiers_with(tier: str, limit: str) -> bytes:
+    """The shipped tiers.toml with every release limit of ``tier`` set to ``limit``."""
+    text = (DEFAULT_POLICY_DIR / "tiers.toml").read_text()
+    head, _, rest = text.partition(f"[tiers.{tier}]")
+    table, _, tail = rest.partition("\n\n")
+    for name in ("worst_company_gap", "calibration_error", "robustness_drop"):
+        start = table.index(f"release_max_{name}")
+        end = table.index("\n", start)
+        table = table[:start] + f'release_max_{name} = "{limit}"' + table[end:]
+    return (head + f"[tiers.{tier}]" + table + "\n\n" + tail).encode()
+
+
+def failed(verdict: ReleaseVerdict) -> list[str]:
+    return [c.name for c in verdict.checks if not c.passed]
 
 
 def company_reply(
@@ -114,43 +149,62 @@ def test_the_assessment_sets_each_company_beside_its_local_model() -> None:
 
 def test_a_high_tier_release_is_denied_below_its_thresholds() -> None:
     assessment, _ = assessment_of(local={"a": 0.80, "b": 0.90}, federated={"a": 0.85, "b": 0.82})
-    high = release_decision(assessment, HIGH)
+    high = release_decision(assessment, "high")
     assert not high.allowed and high.tier == "high"
     assert any(
-        "worst-company gap 0.080 exceeds the high-tier limit 0.050" in r and "at b" in r
+        "worst-served company (b)" in r and "a gap of 0.08 in AUC" in r and "(high: 0.05)" in r
         for r in high.reasons
     ), high.reasons
-    assert [c.name for c in high.checks if not c.passed] == ["worst_company_gap"]
+    assert failed(high) == ["release.worst_company_gap"]
+    gap = next(c for c in high.checks if c.name == "release.worst_company_gap")
+    assert gap.value == pytest.approx(0.08) and gap.limit == pytest.approx(0.05)
+    # Every check of the tier is shown, with the policy's own words.
+    assert {c.name for c in high.checks} == {
+        "release.every_company_assessed",
+        "release.worst_company_gap",
+        "release.calibration_error",
+        "release.robustness_drop",
+    }
+    assert all(c.reason for c in high.checks)
     # The same model at the low tier: every threshold met.
-    low = release_decision(assessment, LOW)
-    assert low.allowed and low.reasons == ["every low-tier release threshold is met"]
+    low = release_decision(assessment, "low")
+    assert low.allowed and low.reasons == ["every low-tier release check is met"]
+    assert not failed(low)
 
 
 def test_each_threshold_can_deny_on_its_own() -> None:
     fine, _ = assessment_of(local={"a": 0.8, "b": 0.8}, federated={"a": 0.82, "b": 0.81})
-    assert release_decision(fine, HIGH).allowed
+    assert release_decision(fine, "high").allowed
     fragile, _ = assessment_of(
         local={"a": 0.8, "b": 0.8},
         federated={"a": 0.82, "b": 0.81},
         a={"shift": 0.55},
         b={"shift": 0.60},
     )
-    verdict = release_decision(fragile, HIGH)
-    assert not verdict.allowed and "mean AUC drop under shift 0.240" in verdict.reasons[0]
-    strict = ReleaseThresholds("high", 0.05, fine.calibration_error * 0.9)  # type: ignore[operator]
-    assert [c.name for c in release_decision(fine, strict).checks if not c.passed] == [
-        "calibration_error"
-    ]
-    absent, _ = assessment_of(local={"a": 0.8, "b": 0.8, "c": 0.8}, federated={"a": 0.82})
-    verdict = release_decision(absent, HIGH)
-    assert not verdict.allowed
-    assert any(
-        "needs every company assessed" in r and "c (no assessment" in r for r in verdict.reasons
+    verdict = release_decision(fragile, "high")
+    assert not verdict.allowed and "a mean AUC drop of 0.24" in verdict.reasons[0]
+    assert failed(verdict) == ["release.robustness_drop"]
+    # A stricter calibration limit in the policy set's tiers.toml denies the same model.
+    assert fine.calibration_error is not None
+    strict = (
+        (DEFAULT_POLICY_DIR / "tiers.toml")
+        .read_text()
+        .replace(
+            'release_max_calibration_error = "0.05"',
+            f'release_max_calibration_error = "{fine.calibration_error * 0.9:.4f}"',
+        )
     )
-    assert release_decision(absent, LOW).allowed  # the low tier does not require it
+    assert failed(release_decision(fine, "high", strict.encode())) == ["release.calibration_error"]
+    absent, _ = assessment_of(local={"a": 0.8, "b": 0.8, "c": 0.8}, federated={"a": 0.82})
+    verdict = release_decision(absent, "high")
+    assert not verdict.allowed and failed(verdict) == ["release.every_company_assessed"]
+    assert any("was not assessed at 2 of its companies" in r for r in verdict.reasons)
+    assert release_decision(absent, "low").allowed  # the low tier does not require it
     # A gap that cannot be measured is not a gap that passes.
     unmeasured, _ = assessment_of(local={}, federated={"a": 0.82})
-    assert not release_decision(unmeasured, LOW).allowed
+    verdict = release_decision(unmeasured, "low")
+    assert not verdict.allowed
+    assert any("not measurable, counted as the worst" in r for r in verdict.reasons)
 
 
 def test_the_tier_and_its_thresholds_are_the_policy_sets() -> None:
@@ -161,8 +215,11 @@ def test_the_tier_and_its_thresholds_are_the_policy_sets() -> None:
     assert tiers.risk_tier(["Finance insurance and real estate"], ["general"]) == "high"
     assert tiers.risk_tier(["Retail trade"], ["important"]) == "medium"
     assert tiers.risk_tier(["Retail trade"], ["core"]) == "high"
-    assert ReleaseThresholds.of("high") == HIGH
-    assert ReleaseThresholds.of("low") == LOW
+    high = tiers.tiers["high"]
+    assert (high.release_max_worst_company_gap, high.release_require_every_company) == (
+        Decimal("0.05"),
+        True,
+    )
 
 
 def test_the_privacy_summary_sums_each_companys_runs_over_the_job() -> None:
@@ -199,8 +256,8 @@ INDUSTRIES = ("Construction", "Finance insurance and real estate", "Education")
 def companies_with_plan(settings: Settings, engine):  # type: ignore[no-untyped-def]
     setting = Setting(industries=INDUSTRIES, rows=(240,) * 3, shuffled=None, rounds=2)
     for industry in INDUSTRIES:
-        onboard_company(
-            engine,
+        companies.join(
+            get_governance(settings),
             settings.company_dir(census.slug(industry)),
             census.slug(industry),
             industry,
@@ -224,12 +281,12 @@ def conclude(settings, engine, job, plan, nodes, weights, assessment, verdict): 
     run_dir = settings.runs_dir / job.id
     save_weights(run_dir / "model.npz", weights)
     digest = model_hash(weights)
-    spec = service.job_spec(job)
+    spec = job_store.job_spec(job)
     outcome = conclude_release(
         job=job,
         spec=spec,
         plan=plan,
-        datasets=[service.get_dataset(engine, c, "census") for c in nodes],
+        datasets=[company_store.get_dataset(engine, c, "census") for c in nodes],
         run_dir=run_dir,
         model_hash=digest,
         rounds_completed=plan.rounds,
@@ -246,18 +303,18 @@ def test_a_denied_release_is_recorded_and_nothing_is_exported(
     sandbox_home: Settings, engine
 ) -> None:
     nodes, plan = companies_with_plan(sandbox_home, engine)
-    job = service.file_job(
-        engine, JobSpec(purpose="income-prediction", companies=tuple(nodes)), filed_by="engineer"
+    job = job_store.get_job(
+        engine, file_bare(engine, {"purpose": "income-prediction", "companies": list(nodes)})
     )
     tier = shipped_tiers().risk_tier(
-        [service.get_dataset(engine, c, "census").industry for c in nodes], ["general"]
+        [company_store.get_dataset(engine, c, "census").industry for c in nodes], ["general"]
     )
     assert tier == "high"  # finance takes part
 
     # An untrained model: far below every company's local-only model.
     weights = initial_weights(plan)
     assessment = assess_at_companies(nodes, plan, weights)
-    verdict = PolicyGate(engine, job, service.job_spec(job)).decide(job.id, tier, assessment)
+    verdict = PolicyGate(engine, job, job_store.job_spec(job)).decide(job.id, tier, assessment)
     assert not verdict.allowed
     assert any("worst-served company" in r and "(high: 0.05)" in r for r in verdict.reasons), (
         verdict.reasons
@@ -269,7 +326,7 @@ def test_a_denied_release_is_recorded_and_nothing_is_exported(
     assert outcome.exported_to is None
     assert not (run_dir / "release").exists()
     assert model_hash(load_weights(run_dir / "model.npz")) == digest  # kept, not exported
-    [record] = service.job_releases(engine, job.id)
+    [record] = job_store.releases_of(engine, job.id)
     assert not record.allowed and record.tier == "high" and record.model_hash == digest
     assert record.reasons == verdict.reasons and record.exported_to is None
     assert record.assessment["worst_company_gap"] == assessment.worst_company_gap
@@ -279,7 +336,8 @@ def test_a_denied_release_is_recorded_and_nothing_is_exported(
     # A trained model that meets the thresholds it is held to is exported with its card.
     trained = run_fedavg(sorted(nodes), nodes, plan)
     assessment = assess_at_companies(nodes, plan, trained)
-    lenient = release_decision(assessment, ReleaseThresholds("low", 1.0, 1.0, 1.0))
+    lenient = release_decision(assessment, "low", tiers_with("low", "1.0"))
+    assert lenient.allowed
     run_dir, digest, outcome = conclude(
         sandbox_home, engine, job, plan, nodes, trained, assessment, lenient
     )
@@ -302,10 +360,11 @@ def test_a_denied_release_is_recorded_and_nothing_is_exported(
     assert digest in markdown and "**allowed**" in markdown
 
     # Denied again (say, under stricter thresholds): the earlier export is withdrawn.
-    denied = release_decision(assessment, ReleaseThresholds("high", -1.0, 1.0))
+    denied = release_decision(assessment, "high", tiers_with("high", "0.0"))
+    assert not denied.allowed
     conclude(sandbox_home, engine, job, plan, nodes, trained, assessment, denied)
     assert not folder.exists()
-    assert [r.allowed for r in service.job_releases(engine, job.id)] == [False, True, False]
+    assert [r.allowed for r in job_store.releases_of(engine, job.id)] == [False, True, False]
 
 
 def test_the_company_side_assessment_sends_only_allowed_scalars(
@@ -313,7 +372,7 @@ def test_the_company_side_assessment_sends_only_allowed_scalars(
 ) -> None:
     from flwr.app import MetricRecord, RecordDict
 
-    from sandbox.protocol import TASK_ASSESS, check_reply
+    from sandbox.protocol.messages import TASK_ASSESS, check_reply
 
     nodes, plan = companies_with_plan(sandbox_home, engine)
     node = next(iter(nodes.values()))
@@ -338,13 +397,12 @@ def test_a_job_ends_with_assessment_release_and_contributions(
 
     from benchmarks.contribution import INDUSTRIES as FIVE
     from benchmarks.contribution import company_table, ground_truth
-    from coordinator.simulation import run_on_simulation
-    from sandbox.protocol import TrainingPlan
+    from sandbox.protocol.messages import TrainingPlan
 
     setting = Setting()  # 5 companies x 300 rows, manufacturing-durable-goods shuffled
     for industry, rows in zip(FIVE, setting.rows, strict=True):
-        onboard_company(
-            engine,
+        companies.join(
+            get_governance(sandbox_home),
             sandbox_home.company_dir(census.slug(industry)),
             census.slug(industry),
             industry,
@@ -361,10 +419,10 @@ def test_a_job_ends_with_assessment_release_and_contributions(
         min_participants=3,
         seed=setting.seed,
     )
-    job = service.file_job(engine, spec, filed_by="engineer")
+    job = job_store.get_job(engine, file_bare(engine, spec))
     # The learning engine alone: no DP (its noise would make the job's model differ from
     # the in-process ground truth), so no governance either (the policy requires DP here).
-    outcome = run_on_simulation(sandbox_home, job.id, governed=False)
+    outcome = run_bare(sandbox_home, [job.id])[job.id]
     assert outcome["status"] == "completed", outcome
     result = outcome["result"]
     run_dir = sandbox_home.runs_dir / job.id
@@ -402,12 +460,13 @@ def test_a_job_ends_with_assessment_release_and_contributions(
     # The release: finance takes part, so the high tier; the export follows the verdict.
     release = result["release"]
     assert release["tier"] == "high" and release["model_hash"] == result["model_hash"]
-    [record] = service.job_releases(engine, job.id)
+    [record] = job_store.releases_of(engine, job.id)
     assert (record.allowed, record.reasons) == (release["allowed"], release["reasons"])
     assert (run_dir / "release").exists() == release["allowed"]
     for check in release["checks"]:
         value, limit = check["value"], check["limit"]
-        assert check["passed"] == (value is not None and value <= limit), check
+        if limit is not None:
+            assert check["passed"] == (value is not None and value <= limit), check
     # Filed without governance, the high-tier job was never approved by a regulator: the
     # policy withholds its model whatever the figures say, and says why.
     assert not release["allowed"]

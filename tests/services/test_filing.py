@@ -10,14 +10,18 @@ import pytest
 
 from clients.gate import bundle_refusal
 from coordinator.runner import JobRunner
-from sandbox import pki
-from sandbox.bundle import bundle_of, package_folders, running_bundle
 from sandbox.config import Settings
-from sandbox.jobspec import JobSpec
+from sandbox.errors import Conflict, Forbidden, Invalid, NotFound
+from sandbox.governance import get_governance
+from sandbox.identity import pki
 from sandbox.learning.encoding import FeatureSpec
-from sandbox.registry import service
-from sandbox.registry.errors import Conflict, Invalid, NotFound
-from tests.test_federated import join
+from sandbox.protocol.bundle import bundle_of, package_folders, running_bundle
+from sandbox.protocol.jobspec import JobSpec
+from sandbox.registry import jobs as job_store
+from sandbox.registry import nodes as node_store
+from sandbox.services import jobs as job_service
+from sandbox.services import nodes, principals, runs
+from tests.support.world import ENGINEER, join
 
 
 @pytest.fixture
@@ -68,65 +72,75 @@ def test_any_change_to_the_code_changes_the_bundle_hash(
 def test_a_filed_job_carries_its_bundle_into_the_plan_and_the_gate_checks_it(
     sandbox_home: Settings, engine
 ) -> None:
-    companies = join(sandbox_home, engine, ["Construction", "Education"], rows=60)
+    gov = get_governance(sandbox_home)
+    companies = join(sandbox_home, engine, ["Construction", "Agriculture"], rows=60)
     spec = JobSpec(purpose="income-prediction", companies=tuple(companies), rounds=1)
-    job = service.file_job(engine, spec, filed_by="engineer")
+    job = job_service.file_job(gov, spec, ENGINEER).job
     assert job.bundle_hash == running_bundle().digest
-    assert service.get_job(engine, job.id).bundle_hash == running_bundle().digest
+    assert job_store.get_job(engine, job.id).bundle_hash == running_bundle().digest
 
     runner = JobRunner(sandbox_home, engine, None, job.id)  # type: ignore[arg-type]
-    plan = runner.base_plan(FeatureSpec.from_manifests(runner.manifests(), spec.features))
+    manifests = runs.manifests(engine, job)
+    plan = runner.ctx.base_plan(FeatureSpec.from_manifests(manifests, spec.features))
     assert plan.code_bundle == running_bundle().digest
     assert bundle_refusal(plan) is None
 
-    other = service.file_job(engine, spec, filed_by="engineer", bundle_hash="ab" * 32)
+    other = job_service.file_job(gov, spec, ENGINEER, bundle_hash="ab" * 32).job
     runner = JobRunner(sandbox_home, engine, None, other.id)  # type: ignore[arg-type]
-    plan = runner.base_plan(FeatureSpec.from_manifests(runner.manifests(), spec.features))
+    plan = runner.ctx.base_plan(FeatureSpec.from_manifests(manifests, spec.features))
     refusal = bundle_refusal(plan)
     assert refusal is not None and "is not the code filed for job" in refusal
     unfiled = plan.model_copy(update={"code_bundle": None})
     assert "no filed code bundle" in (bundle_refusal(unfiled) or "")
 
 
-def test_a_filing_is_never_replaced_and_must_match_the_spec(sandbox_home: Settings, engine) -> None:
+def test_a_filing_needs_a_bundle_hash_and_a_new_job_id(sandbox_home: Settings, engine) -> None:
+    gov = get_governance(sandbox_home)
     companies = join(sandbox_home, engine, ["Construction"], rows=60)
     spec = JobSpec(purpose="income-prediction", companies=tuple(companies), min_participants=1)
-    job = service.file_job(engine, spec, filed_by="engineer")
-    # Filing the same bundle again is harmless; another bundle is refused.
-    service.file_algorithm(engine, job.id, job.bundle_hash or "", job.spec_hash)
-    with pytest.raises(Conflict, match="already has a filed code bundle"):
-        service.file_algorithm(engine, job.id, "cd" * 32, job.spec_hash)
-    with pytest.raises(Conflict, match="another spec"):
-        service.file_algorithm(engine, job.id, job.bundle_hash or "", "00" * 32)
-    with pytest.raises(Invalid):
-        service.file_job(engine, spec, filed_by="engineer", bundle_hash="not-a-hash")
-    with pytest.raises(NotFound):
-        service.file_algorithm(engine, "job-missing", "ab" * 32, job.spec_hash)
+    job = job_service.file_job(gov, spec, ENGINEER).job
+    size = gov.ledger.size
+    with pytest.raises(Invalid, match="code bundle hash"):
+        job_service.file_job(gov, spec, ENGINEER, bundle_hash="not-a-hash")
+    with pytest.raises(Conflict, match="filed already"):
+        job_service.file_job(gov, spec, ENGINEER, job_id=job.id)
+    # Refused filings leave the job as it was filed.
+    assert job_store.get_job(engine, job.id).bundle_hash == running_bundle().digest
+    assert gov.ledger.size > size  # each attempt's admission decision is recorded
 
 
-def test_node_keys_in_the_registry(sandbox_home: Settings, engine, tmp_path: Path) -> None:
+def test_node_keys_are_recorded_by_the_operator(
+    sandbox_home: Settings, engine, tmp_path: Path
+) -> None:
+    gov = get_governance(sandbox_home)
+    operator = principals.operator(gov)
     first, second = join(sandbox_home, engine, ["Construction", "Education"], rows=60)
     key_a = pki.generate_node_auth_key(tmp_path / "a.key", "a")
     key_b = pki.generate_node_auth_key(tmp_path / "b.key", "b")
-    record = service.set_node_key(engine, first, f"{key_a} comment")
+    size = gov.ledger.size
+    record = nodes.record_node_key(gov, operator, first, f"{key_a} comment")
     assert record.public_key == key_a and record.fingerprint == pki.node_key_fingerprint(key_a)
-    assert service.set_node_key(engine, first, key_a).public_key == key_a  # idempotent
+    actions = [e.record.action for e in gov.ledger.entries(after_index=size - 1)]
+    assert actions == ["decision.register_node_key", "node_key.recorded"]
+    assert nodes.record_node_key(gov, operator, first, key_a).public_key == key_a  # idempotent
     with pytest.raises(Conflict, match="another company's"):
-        service.set_node_key(engine, second, key_a)
+        nodes.record_node_key(gov, operator, second, key_a)
     with pytest.raises(Conflict, match="already has another node key"):
-        service.set_node_key(engine, first, key_b)
+        nodes.record_node_key(gov, operator, first, key_b)
     with pytest.raises(Invalid):
-        service.set_node_key(engine, second, "ssh-ed25519 AAAA")
+        nodes.record_node_key(gov, operator, second, "ssh-ed25519 AAAA")
     with pytest.raises(NotFound):
-        service.set_node_key(engine, "nobody", key_b)
+        nodes.record_node_key(gov, operator, "nobody", key_b)
+    with pytest.raises(Forbidden):  # only the operator records node keys
+        nodes.record_node_key(gov, ENGINEER, second, key_b)
 
-    registered = service.record_node_registration(
-        engine, first, key_a, "127.0.0.1:9092", "16084083815596862012"
+    registered = nodes.record_registration(
+        gov, operator, first, key_a, "127.0.0.1:9092", "16084083815596862012"
     )
     assert registered.flower_node_id == "16084083815596862012"
     with pytest.raises(Conflict, match="not the one registered"):
-        service.record_node_registration(engine, first, key_b, "127.0.0.1:9092", "1")
+        nodes.record_registration(gov, operator, first, key_b, "127.0.0.1:9092", "1")
     # A rotated key voids the registration of the old one.
-    rotated = service.set_node_key(engine, first, key_b, replace=True)
+    rotated = nodes.record_node_key(gov, operator, first, key_b, replace=True)
     assert rotated.flower_node_id is None and rotated.superlink is None
-    assert [k.company_id for k in service.list_node_keys(engine)] == [first]
+    assert [k.company_id for k in node_store.list_node_keys(engine)] == [first]

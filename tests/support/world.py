@@ -1,0 +1,89 @@
+"""Small builders shared by several test modules: companies that join, jobs that are filed,
+approved where the policy asks and run, all through the sandbox's services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies.facts import EngineerFacts, RegulatorFacts
+from sandbox.config import Settings
+from sandbox.data import census
+from sandbox.governance import get_governance
+from sandbox.learning.encoding import FeatureSpec, NumericFeature
+from sandbox.protocol.jobspec import JobSpec, ModelSpec
+from sandbox.protocol.messages import TrainingPlan, TrainSettings
+from sandbox.registry.models import Job
+from sandbox.runtime.simulation import outcome_of, simulate
+from sandbox.services import companies, jobs
+from sandbox.services.bare import file_unreviewed
+
+ENGINEER = EngineerFacts("eve")
+REGULATOR = RegulatorFacts("reg-anna")
+
+
+def join(settings: Settings, engine: Any, industries: list[str], rows: int = 300) -> list[str]:
+    """One census company per industry (``rows`` sampled rows each), consenting to
+    income prediction; returns the company ids."""
+    gov = get_governance(settings)
+    ids = []
+    for industry in industries:
+        company = census.slug(industry)
+        companies.join(
+            gov,
+            settings.company_dir(company),
+            company,
+            industry,
+            census.company_table(industry, rows=rows, seed=1),
+            purposes=("income-prediction",),
+        )
+        ids.append(company)
+    return ids
+
+
+def file_runnable(
+    settings: Settings, spec: JobSpec | dict[str, Any], engineer: Any = ENGINEER
+) -> Job:
+    """File a job as ``engineer`` and, where the policy asks for it, approve it as a
+    regulator: a job ready to start. Fails the test if the job is not admitted."""
+    gov = get_governance(settings)
+    spec = spec if isinstance(spec, JobSpec) else JobSpec.model_validate(spec)
+    filed = jobs.file_job(gov, spec, engineer)
+    assert filed.allowed, filed.reasons
+    if filed.approval_by:
+        return jobs.approve_job(gov, REGULATOR, filed.job.id, "approved for the test")
+    return filed.job
+
+
+def tiny_plan(**changes: Any) -> TrainingPlan:
+    """A training plan over one numeric column, for checks that never train."""
+    plan = TrainingPlan(
+        job_id="job-a",
+        purpose="income-prediction",
+        engineer="eve",
+        dataset="census",
+        model=ModelSpec(),
+        encoding=FeatureSpec(target="y", numeric=(NumericFeature(name="x"),), categorical=()),
+        train=TrainSettings(
+            epochs=1,
+            learning_rate=1.0,
+            batch_size=64,
+            optimizer="sgd",
+            weight_decay=0.0,
+            proximal_mu=0.0,
+            seed=0,
+        ),
+    )
+    return plan.model_copy(update=changes)
+
+
+def file_bare(engine: Any, spec: JobSpec | dict[str, Any]) -> str:
+    """A job filed without governance (the benchmarks' bare arm): for tests that drill the
+    learning and privacy mechanisms themselves."""
+    spec = spec if isinstance(spec, JobSpec) else JobSpec.model_validate(spec)
+    return file_unreviewed(engine, spec, "engineer").id
+
+
+def run_bare(settings: Settings, job_ids: list[str], **options: Any) -> dict[str, Any]:
+    """Run jobs filed bare on the simulation engine without governance; each job's outcome."""
+    simulate(settings, job_ids, governed=False, **options)
+    return {job_id: outcome_of(settings, job_id) for job_id in job_ids}
