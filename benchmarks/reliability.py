@@ -78,8 +78,8 @@ def kill() -> dict[str, Any]:
 
 
 def ledger_crash(postgres: bool) -> dict[str, Any]:
+    from benchmarks.ledger_drills import check_after_crash, kill_mid_append
     from sandbox.config import load_settings
-    from tests.ledger.test_crash import check_after_crash, kill_mid_append
 
     results = []
     with isolated_home(f"reliability-ledger-{'pg' if postgres else 'sqlite'}"):

@@ -23,7 +23,7 @@ from sandbox.identity import pki
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-SCHEMA = Path(__file__).resolve().parent / "compose-spec.json"
+SCHEMA = Path(__file__).resolve().parents[1] / "data" / "compose-spec.json"
 IN_IMAGE = Path("/app")  # where the Dockerfile puts the repository's deploy/ folder
 # Commands the compose file runs that another branch adds. Each is checked like any other
 # as soon as it exists; until then its check is an expected failure that names the branch.

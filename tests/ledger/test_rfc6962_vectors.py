@@ -18,7 +18,7 @@ from sandbox.ledger.merkle import (
     verify_inclusion,
 )
 
-VECTORS = Path(__file__).resolve().parent / "rfc6962-vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "data" / "rfc6962-vectors"
 
 
 def _vector_files(kind: str) -> list[Path]:
