@@ -156,21 +156,12 @@ def run_bare_or_governed(settings: Any, job_id: str, governed: bool, progress: A
     services, as the CLI does) or bare (the same learning, DP and SecAgg+, with no
     decisions, gates, receipts or ledger): the two arms that the overhead and scale
     benchmarks set side by side."""
-    from functools import partial
-
-    from clients.app import make_client_app
-    from sandbox.runtime.simulation import outcome_of, run_on_simulation, simulate
+    from sandbox.runtime.bare import run_bare
+    from sandbox.runtime.simulation import run_on_simulation
 
     if governed:
         return run_on_simulation(settings, job_id, progress=progress)
-    simulate(
-        settings,
-        [job_id],
-        progress=progress,
-        governed=False,
-        client_app=partial(make_client_app, gate=False),
-    )
-    return outcome_of(settings, job_id)
+    return run_bare(settings, [job_id], progress=progress)[job_id]
 
 
 def file_bare(engine: Any, spec: Any, filed_by: str = "engineer") -> str:

@@ -60,6 +60,7 @@ from sandbox.learning.models import build_model, get_weights
 from sandbox.node.home import NodeHome
 from sandbox.protocol.jobspec import ModelSpec
 from sandbox.protocol.messages import TrainingPlan, TrainSettings, stack_models, unstack_models
+from sandbox.runtime.bare import serving_plan
 
 torch.set_num_threads(1)  # as a company's node does: tiny models run faster on one thread
 
@@ -160,7 +161,10 @@ def run_fedavg(
     for number in range(1, plan.rounds + 1):
         updates, examples = {}, {}
         for company in members:
-            updates[company], stats, _ = work.local_training(nodes[company], plan, weights, number)
+            with serving_plan(nodes[company], plan):
+                updates[company], stats, _ = work.local_training(
+                    nodes[company], plan, weights, number
+                )
             examples[company] = float(stats.num_examples)
         if store is not None:
             store.save(number, weights, updates, examples)
@@ -172,7 +176,11 @@ def in_process_scorer(nodes: Mapping[str, NodeHome], plan: TrainingPlan) -> Scor
     """Every company scores the models with the evaluate-models task's own function."""
 
     def score(stacked: Weights, count: int) -> dict[str, dict[str, float]]:
-        return {c: assess.evaluate_models(node, plan, stacked) for c, node in nodes.items()}
+        scores = {}
+        for company, node in nodes.items():
+            with serving_plan(node, plan):
+                scores[company] = assess.evaluate_models(node, plan, stacked)
+        return scores
 
     return score
 

@@ -99,7 +99,7 @@ def dropout_drill(
     kinds = {r: {c: failure_kind(job, r, c, "mixed", seed) for c in expected[r]} for r in expected}
     app = partial(faulty_client_app, fraction=fraction, mode="mixed", seed=seed, delay_s=24.0)
     started = time.monotonic()
-    outcome = run_jobs_on_simulation(settings, [job], client_app=app, client_cpus=0.5)[job]
+    outcome = run_jobs_on_simulation(settings, [job], company_app=app, client_cpus=0.5)[job]
     seconds = time.monotonic() - started
     records = job_store.rounds_of(get_engine(settings.database_url), job)
     entries = [json.loads(e.entry) for e in get_governance(settings).ledger.iter_entries()]

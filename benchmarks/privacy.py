@@ -113,13 +113,11 @@ def describe(engine: Any, job_id: str, label: str, epsilon: float | None) -> dic
 def run_seed(
     seed: int, rows: int, epsilons: list[float], industries: int | None, secagg: bool
 ) -> dict[str, Any]:
-    from functools import partial
 
-    from clients.app import make_client_app
     from sandbox.config import load_settings
     from sandbox.data import census
     from sandbox.db import get_engine
-    from sandbox.runtime.simulation import simulate
+    from sandbox.runtime.bare import run_bare
 
     with isolated_home(f"privacy-{seed}"):
         settings = load_settings()
@@ -143,13 +141,7 @@ def run_seed(
         started = time.monotonic()
         # The learning and privacy mechanisms alone (the bare arm): the non-private reference
         # jobs are ones the policy would not admit over personal data.
-        simulate(
-            settings,
-            [j for j, *_ in jobs],
-            progress=Printer(seed),
-            governed=False,
-            client_app=partial(make_client_app, gate=False),
-        )
+        run_bare(settings, [j for j, *_ in jobs], progress=Printer(seed))
         seconds = time.monotonic() - started
         runs = [describe(engine, j, label, e) | {"kind": kind} for j, label, kind, e in jobs]
         out: dict[str, Any] = {"seed": seed, "seconds": round(seconds, 1), "runs": runs}

@@ -33,7 +33,7 @@ from benchmarks.common import (
     run_bare_or_governed,
     write_results,
 )
-from policies.facts import EngineerFacts, RegulatorFacts
+from policies.facts import EngineerFacts
 
 PURPOSE = "income-prediction"
 
@@ -71,7 +71,7 @@ def run_size(
     from sandbox.governance import get_governance
     from sandbox.protocol.jobspec import JobSpec
     from sandbox.services.companies import join
-    from sandbox.services.jobs import approve_job, file_job
+    from sandbox.services.jobs import approve_as_installation_regulator, file_job
 
     with isolated_home(f"scale-{count}-{'gov' if governed else 'bare'}"):
         settings = load_settings()
@@ -115,7 +115,7 @@ def run_size(
                 raise RuntimeError(f"{count} companies: not admitted: {filed.reasons}")
             job_id = filed.job.id
             if filed.job.status == "awaiting_approval":
-                approve_job(gov, RegulatorFacts("regulator"), job_id, "scale benchmark")
+                approve_as_installation_regulator(gov, job_id, "scale benchmark")
         else:
             job_id = file_bare(engine, spec)
         entries_before = gov.ledger.size

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 
 from clients import assess, work
 from clients.gate import make_gate
@@ -76,16 +77,20 @@ def weights_of(message: Message) -> dict[str, np.ndarray]:
     return from_array_record(message.content.array_records[ARRAYS])
 
 
-def make_client_app(simulated_nodes: Sequence[str] | None = None, gate: bool = True) -> ClientApp:
-    """The ClientApp; ``simulated_nodes`` maps partition ids to node folders in simulation.
-
-    ``gate=False`` leaves out the company's gate (its policy check, local log and receipts);
-    only the benchmark that measures what governance costs uses it."""
-    app = ClientApp()
+def make_client_app(simulated_nodes: Sequence[str] | None = None) -> ClientApp:
+    """The company's ClientApp, its gate around every task that reads data;
+    ``simulated_nodes`` maps partition ids to node folders in simulation."""
     nodes = list(simulated_nodes) if simulated_nodes is not None else None
-    # The company's gate sits innermost, next to the task: it sees the plain task in every
-    # form of round, decides before any data is read, and signs the receipt after.
-    mods = [make_gate(lambda context: resolve_node(context, nodes))] if gate else []
+    return build_client_app(nodes, make_gate(lambda context: resolve_node(context, nodes)))
+
+
+def build_client_app(nodes: list[str] | None, gate: Mod) -> ClientApp:
+    """The ClientApp's handlers around ``gate``. The handlers read no row without the
+    mandate the gate makes active (:func:`clients.gate.active_mandate`)."""
+    app = ClientApp()
+    # The gate sits innermost, next to the task: it sees the plain task in every form of
+    # round, decides before any data is read, and signs the receipt after.
+    mods = [gate]
 
     @app.query(mods=mods)
     def query(message: Message, context: Context) -> Message:
@@ -110,10 +115,9 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None, gate: bool = T
             stats = work.feature_statistics(node, plan)
             return Message(RecordDict({STATS: metric_record(stats)}), reply_to=message)
         if task == TASK_BASELINE:
-            result = work.local_baseline(node, plan)
-            return Message(
-                RecordDict({METRICS: metric_record(result.as_metrics())}), reply_to=message
-            )
+            result, cost = work.local_baseline(node, plan)
+            metrics = {**result.as_metrics(), **(cost.as_metrics() if cost else {})}
+            return Message(RecordDict({METRICS: metric_record(metrics)}), reply_to=message)
         if task == TASK_ASSESS:
             settings = RobustnessSettings.model_validate_json(str(config["robustness"]))
             metrics = assess.assessment(node, plan, weights_of(message), settings)
@@ -131,12 +135,11 @@ def make_client_app(simulated_nodes: Sequence[str] | None = None, gate: bool = T
         weights, stats, privacy = work.local_training(
             node, plan, weights_of(message), int(number(config, "round"))
         )
-        metrics = {
-            "num-examples": float(stats.num_examples),
-            "loss": stats.loss,
-            "steps": float(stats.steps),
-            **(privacy.as_metrics() if privacy is not None else {}),
-        }
+        metrics: dict[str, float] = {"num-examples": float(stats.num_examples)}
+        if privacy is not None:
+            metrics.update(privacy.as_metrics())  # the training loss stays here under DP
+        else:
+            metrics.update({"loss": stats.loss, "steps": float(stats.steps)})
         content = RecordDict(
             {
                 ARRAYS: to_array_record(weights),

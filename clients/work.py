@@ -12,12 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from clients.privacy import PrivacyReport, RunLog
+from clients.accountant import PrivacyAccount, PrivacyReport, RunKind
+from clients.gate import active_mandate, report_spend, shipped_policy_set
+from clients.mandate import Mandate, Refusal
 from sandbox.learning.dp import train_dp
 from sandbox.learning.models import build_model, get_weights, set_weights
 from sandbox.learning.train import EvalStats, TrainConfig, TrainStats, evaluate, train
 from sandbox.node.home import NodeHome
-from sandbox.privacy.accounting import DpSchedule, PrivacyBudgetExceeded, Run, plan_schedule
+from sandbox.privacy.accounting import DpSchedule, Run, plan_schedule
 from sandbox.protocol.messages import TrainingPlan
 
 _CACHE_SIZE = 64
@@ -38,7 +40,9 @@ def _encoding_digest(plan: TrainingPlan) -> str:
 
 
 def encoded(node: NodeHome, plan: TrainingPlan) -> EncodedData:
-    """The company's vault encoded with the job's encoding (verified, cached per process)."""
+    """The company's vault encoded with the job's encoding (verified, cached per process).
+    Only for a task that passed the company's gate."""
+    active_mandate()
     key = (str(node.folder), plan.dataset, _encoding_digest(plan))
     with _cache_lock:
         hit = _cache.get(key)
@@ -59,7 +63,11 @@ def encoded(node: NodeHome, plan: TrainingPlan) -> EncodedData:
 
 def feature_statistics(node: NodeHome, plan: TrainingPlan) -> dict[str, float]:
     """Counts, sums and sums of squares of the numeric columns over the training rows, plus
-    the row count and positive count: the sufficient statistics for standardisation."""
+    the row count and positive count: the sufficient statistics for standardisation. Only in
+    jobs without differential privacy (the release inventory has them nowhere else)."""
+    mandate = active_mandate()
+    if mandate.spec.privacy.dp is not None:
+        raise Refusal("inventory", "exact statistics of the training rows never leave in a DP job")
     vault = node.vault(plan.dataset)
     vault.verify()
     train_rows = vault.read("train")
@@ -93,38 +101,64 @@ def _model(plan: TrainingPlan) -> torch.nn.Module:
     )
 
 
-def local_baseline(node: NodeHome, plan: TrainingPlan) -> EvalStats:
+def local_baseline(node: NodeHome, plan: TrainingPlan) -> tuple[EvalStats, PrivacyReport | None]:
     """The company's model trained alone: same model, same optimiser, same splits, and the
-    same number of epochs over its rows as it trains in the whole federated job."""
+    same number of epochs over its rows as it trains in the whole federated job. In a job
+    under differential privacy it is trained with the same DP-SGD noise and paid for from the
+    job's budget (its measures leave the node, so its training must be private too)."""
+    mandate = active_mandate()
     data = encoded(node, plan)
     model = _model(plan)
-    train(model, data.x_train, data.y_train, train_config(plan, 0, plan.train.epochs * plan.rounds))
-    return evaluate(model, data.x_test, data.y_test, plan.threshold)
+    config = train_config(plan, 0, plan.train.epochs * plan.rounds)
+    if mandate.spec.privacy.dp is None:
+        train(model, data.x_train, data.y_train, config)
+        return evaluate(model, data.x_test, data.y_test, plan.threshold), None
+    schedule = _schedule(node, mandate, len(data.x_train))
+    report = _private_run(
+        node, mandate, schedule, schedule.baseline_run, "baseline", 0, model, data, config
+    )
+    return evaluate(model, data.x_test, data.y_test, plan.threshold), report
 
 
-def dp_schedule(plan: TrainingPlan, rows: int) -> DpSchedule:
-    """This company's DP-SGD schedule for the job (its own rows set the rate and delta)."""
-    if plan.dp is None:
-        raise ValueError("the plan asks for no differential privacy")
-    return plan_schedule(plan.dp, rows, plan.train.batch_size, plan.train.epochs, plan.rounds)
+def _schedule(node: NodeHome, mandate: Mandate, rows: int) -> DpSchedule:
+    """This company's DP-SGD schedule for the job, from the warrant's spec (never the plan)
+    and the training rows its dataset's registration declared."""
+    spec = mandate.spec
+    if spec.privacy.dp is None:
+        raise Refusal("inventory", "the job's filed spec asks for no differential privacy")
+    declared = node.vault(mandate.dataset).manifest.train_rows
+    if declared is not None and declared != rows:
+        raise Refusal(
+            "declared-rows",
+            f"the vault holds {rows} training rows; its registration declared {declared}",
+        )
+    if rows == 0:
+        raise Refusal("privacy-budget", "a company without training rows cannot train under DP")
+    return plan_schedule(spec.privacy.dp, rows, spec.batch_size, spec.local_epochs, spec.rounds)
 
 
-def local_training(
-    node: NodeHome, plan: TrainingPlan, weights: dict[str, np.ndarray], round_number: int
-) -> tuple[dict[str, np.ndarray], TrainStats, PrivacyReport | None]:
-    """One round's local training; under DP, also what the run cost this company."""
-    data = encoded(node, plan)
-    model = _model(plan)
-    set_weights(model, weights)
-    config = train_config(plan, round_number)
-    if plan.dp is None:
-        stats = train(model, data.x_train, data.y_train, config)
-        return get_weights(model), stats, None
-    if len(data.x_train) == 0:
-        raise PrivacyBudgetExceeded("a company without training rows cannot train under DP")
-    schedule = dp_schedule(plan, len(data.x_train))
-    with RunLog.locked(node, plan.job_id) as runs:
-        runs.check_next(schedule)
+def _caps(mandate: Mandate) -> dict[str, float]:
+    if mandate.caps is not None:
+        return mandate.caps
+    params = shipped_policy_set().tiers.tiers[mandate.tier]
+    return {"purpose": float(params.dp_epsilon_cap), "dataset": float(params.dataset_epsilon_cap)}
+
+
+def _private_run(
+    node: NodeHome,
+    mandate: Mandate,
+    schedule: DpSchedule,
+    planned: Run,
+    kind: RunKind,
+    round_number: int,
+    model: torch.nn.Module,
+    data: EncodedData,
+    config: TrainConfig,
+) -> PrivacyReport:
+    """One DP-SGD run under the node's accountant: checked against every budget, run, checked
+    to be the run planned, written down before its result leaves."""
+    with PrivacyAccount.locked(node, mandate.dataset) as account:
+        account.check(mandate, schedule, planned, _caps(mandate))
         dp_stats = train_dp(
             model,
             data.x_train,
@@ -134,12 +168,39 @@ def local_training(
             schedule.max_grad_norm,
         )
         run = Run(dp_stats.noise_multiplier, dp_stats.sample_rate, dp_stats.steps)
-        if run != schedule.run:
-            raise PrivacyBudgetExceeded(
-                f"the run Opacus accounted ({run}) is not the one planned ({schedule.run})"
+        if run != planned:
+            raise Refusal(
+                "privacy-run",
+                f"the run Opacus accounted ({run}) is not the one planned ({planned})",
             )
-        report = runs.record(round_number, schedule, run)
-    return get_weights(model), dp_stats, report
+        report = account.record(mandate, schedule, run, kind, round_number)
+    report_spend(
+        {
+            "job": report.epsilon_job,
+            "purpose": report.epsilon_purpose,
+            "dataset": report.epsilon_dataset,
+        }
+    )
+    return report
+
+
+def local_training(
+    node: NodeHome, plan: TrainingPlan, weights: dict[str, np.ndarray], round_number: int
+) -> tuple[dict[str, np.ndarray], TrainStats, PrivacyReport | None]:
+    """One round's local training; under DP, also what the run cost this company."""
+    mandate = active_mandate()
+    data = encoded(node, plan)
+    model = _model(plan)
+    set_weights(model, weights)
+    config = train_config(plan, round_number)
+    if mandate.spec.privacy.dp is None:
+        stats = train(model, data.x_train, data.y_train, config)
+        return get_weights(model), stats, None
+    schedule = _schedule(node, mandate, len(data.x_train))
+    report = _private_run(
+        node, mandate, schedule, schedule.run, "train", round_number, model, data, config
+    )
+    return get_weights(model), TrainStats(len(data.x_train), float("nan"), report.steps), report
 
 
 def local_evaluation(

@@ -20,7 +20,8 @@ from sandbox.config import Settings
 from sandbox.learning.encoding import FeatureSpec
 from sandbox.learning.robustness import RobustnessSettings
 from sandbox.protocol.jobspec import JobSpec
-from sandbox.protocol.messages import TrainingPlan, TrainSettings
+from sandbox.protocol.messages import TrainingPlan, plan_from_spec
+from sandbox.protocol.warrant import Warrant
 from sandbox.registry.models import Job
 
 
@@ -50,6 +51,11 @@ class RunContext:
     def job_id(self) -> str:
         return self.job.id
 
+    @property
+    def warrant(self) -> Warrant | None:
+        """The job's signed warrant (every task carries it to the companies' nodes)."""
+        return Warrant.parse(self.job.warrant) if self.job.warrant is not None else None
+
     def participants(self) -> list[str]:
         """Companies asked to take part in the next step: the job's companies whose node
         proved its identity."""
@@ -65,27 +71,12 @@ class RunContext:
             )
 
     def base_plan(self, encoding: FeatureSpec, threshold: float = 0.5) -> TrainingPlan:
-        spec = self.spec
-        return TrainingPlan(
-            job_id=self.job_id,
-            purpose=spec.purpose,
-            engineer=self.job.filed_by,
-            dataset=spec.dataset,
-            model=spec.model,
-            encoding=encoding,
-            train=TrainSettings(
-                epochs=spec.local_epochs,
-                learning_rate=spec.learning_rate,
-                batch_size=spec.batch_size,
-                optimizer=spec.optimizer,
-                weight_decay=spec.weight_decay,
-                proximal_mu=spec.strategy.proximal_mu if spec.strategy.name == "fedprox" else 0.0,
-                seed=spec.seed,
-            ),
-            threshold=threshold,
-            dp=spec.privacy.dp,
-            rounds=spec.rounds,
-            max_update_norm=spec.privacy.max_update_norm,
-            secure_aggregation=spec.privacy.secure_aggregation,
-            code_bundle=self.job.bundle_hash,
+        return plan_from_spec(
+            self.spec,
+            self.job_id,
+            self.job.filed_by,
+            self.job.bundle_hash,
+            self.warrant.digest() if self.warrant is not None else None,
+            encoding,
+            threshold,
         )

@@ -4,20 +4,19 @@ in each round, receipts, the ledger, the release decision.
 The runner calls this at fixed points. Before each exchange the policy decides, company by
 company, ``participate_in_round`` from the registry as it is now (a consent revoked since the
 last round removes its company; a spent privacy budget too). After each exchange, every
-accepted reply must carry a receipt signed by its company for exactly this job, round and
-task; a reply without one is refused. Receipts, rounds and the model's hash go to the ledger.
+accepted reply must carry a receipt signed by its company for exactly this job, round, task
+and warrant (:mod:`coordinator.receipts`). Receipts, refusals, rounds and the model's hash go
+to the ledger.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from flwr.app import RecordDict
-
 from coordinator.assessment import Assessment
+from coordinator.receipts import COORDINATOR, ReceiptKeeper
 from coordinator.release import (
     Check,
     RegistryRecorder,
@@ -33,19 +32,16 @@ from policies.policyset import LoadedPolicySet
 from policies.rounds import select_participants
 from policies.tiers import TierConfig
 from sandbox.governance import Annotation, Governance, job_world
-from sandbox.ledger import Actor, LedgerRecord, Privacy, Purpose, Resource
+from sandbox.ledger import LedgerRecord, Privacy, Resource
 from sandbox.privacy.budget import shipped_tiers
 from sandbox.protocol.jobspec import JobSpec
-from sandbox.protocol.messages import RECEIPT, TrainingPlan
-from sandbox.protocol.receipts import ReceiptError, ReceiptPayload, verify_receipt
-from sandbox.registry.models import Job, Receipt, Round
+from sandbox.protocol.messages import TrainingPlan
+from sandbox.registry.models import Job, Round
 from sandbox.services import runs
 from sandbox.vocabulary import JobStatus
 
 if TYPE_CHECKING:
     from coordinator.messaging import Exchange
-
-COORDINATOR = Actor(principal="coordinator", role="coordinator")
 
 
 class RoundGovernor:
@@ -59,6 +55,7 @@ class RoundGovernor:
         self.release_recorder: ReleaseRecorder = Recorders(
             RegistryRecorder(gov.engine), LedgerReleaseRecorder(gov)
         )
+        self.receipts = ReceiptKeeper(gov, job, spec)
 
     def tiers(self) -> TierConfig:
         return self.gov.tiers
@@ -119,89 +116,10 @@ class RoundGovernor:
 
     # ------------------------------------------------------------------ receipts
     def verify(self, task: str, round_number: int, exchange: Exchange) -> None:
-        """Refuse every taken reply without a valid receipt (a reply inside a secure
-        aggregate is refused too, which fails that round: its update cannot be taken out)."""
-        for company, content in exchange.contents().items():
-            if company in exchange.receipts:
-                continue
-            try:
-                exchange.receipts[company] = self._receipt(company, task, round_number, content)
-            except ReceiptError as exc:
-                exchange.reject(company, [f"receipt refused: {exc}"])
-
-    def _receipt(
-        self, company: str, task: str, round_number: int, content: RecordDict
-    ) -> tuple[ReceiptPayload, str, str]:
-        record = content.config_records.get(RECEIPT)
-        if record is None:
-            raise ReceiptError("the reply carries no signed receipt")
-        text, signature = str(record["payload"]), str(record["signature"])
-        public_key = runs.company_key(self.gov.engine, company)
-        payload = verify_receipt(
-            text,
-            signature,
-            public_key,
-            company=company,
-            job=self.job_id,
-            round=round_number,
-            task=task,
-        )
-        if payload.dataset != f"{company}/{self.spec.dataset}":
-            raise ReceiptError(f"the receipt names dataset {payload.dataset}")
-        return payload, text, signature
+        self.receipts.verify(task, round_number, exchange)
 
     def record_exchange(self, task: str, round_number: int, exchange: Exchange) -> None:
-        """Store the round's receipts and put them in the ledger, in one batch."""
-        if not exchange.receipts:
-            return
-        rows, records = [], []
-        for company, (payload, text, signature) in sorted(exchange.receipts.items()):
-            rows.append(
-                Receipt(
-                    job_id=self.job_id,
-                    round=round_number,
-                    company_id=company,
-                    dataset_id=payload.dataset,
-                    task=task,
-                    rows=payload.rows,
-                    epsilon=payload.epsilon,
-                    delta=payload.delta,
-                    payload=text,
-                    signature=signature,
-                )
-            )
-            records.append(
-                LedgerRecord(
-                    action="receipt.recorded",
-                    actor=Actor(principal=company, role="company", organisation=company),
-                    resource=Resource(
-                        kind="dataset",
-                        id=payload.dataset,
-                        owner=company,
-                        content_hash=payload.dataset_hash
-                        if len(payload.dataset_hash) == 64
-                        else None,
-                    ),
-                    purpose=Purpose(
-                        name=payload.purpose,
-                        legal_basis="consent",
-                        consent_id=payload.consent or "none",
-                    ),
-                    job_id=self.job_id,
-                    round=round_number,
-                    privacy=Privacy(epsilon_spent=payload.epsilon, delta=payload.delta)
-                    if payload.epsilon is not None
-                    else None,
-                    details={
-                        "task": task,
-                        "rows": payload.rows,
-                        "receipt_sha256": hashlib.sha256(text.encode()).hexdigest(),
-                        "node_log_index": payload.log_index,
-                    },
-                )
-            )
-        runs.store_receipts(self.gov.engine, rows)
-        self.gov.record_many(records)
+        self.receipts.record_exchange(task, round_number, exchange)
 
     # -------------------------------------------------------------------- rounds
     def record_round(self, record: Round, plan: TrainingPlan | None) -> None:

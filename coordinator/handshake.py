@@ -7,21 +7,26 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from typing import Any
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.app.typing import ConfigRecordValues
 
 from coordinator.context import JobStopped, RunContext
 from coordinator.persistence import JobState
+from coordinator.privacy import JobPrivacy
 from coordinator.rounds import select
 from sandbox import identity
+from sandbox.data.manifest import DatasetManifest
 from sandbox.learning.encoding import ColumnMoments, FeatureSpec
+from sandbox.learning.models import build_model, get_weights
 from sandbox.protocol.messages import (
     CONFIG,
     IDENTITY,
     METRICS,
     STATS,
     TASK_BASELINE,
+    TASK_EVALUATE,
     TASK_IDENTIFY,
     TASK_STATS,
     check_reply,
@@ -98,8 +103,12 @@ def identify(ctx: RunContext) -> None:
 
 
 def prepare(ctx: RunContext) -> JobState:
-    """Encoding statistics from sums and counts, then every company's local baseline."""
+    """The encoding, the decision threshold and every company's local-only baseline: from
+    the companies' exact sums in a job without differential privacy; under DP from public
+    figures only (:func:`_prepare_private`)."""
     encoding = FeatureSpec.from_manifests(runs.manifests(ctx.engine, ctx.job), ctx.spec.features)
+    if ctx.spec.privacy.dp is not None:
+        return _prepare_private(ctx, encoding)
     ctx.messenger.stage("computing feature statistics from company sums")
     draft = ctx.base_plan(encoding)
     asked, sat_out = select(ctx, 0, draft)
@@ -135,3 +144,65 @@ def prepare(ctx: RunContext) -> JobState:
         for company, reply in exchange.accepted.items()
     }
     return JobState(plan=plan, baselines=baselines, rows=per_company)
+
+
+def _prepare_private(ctx: RunContext, encoding: FeatureSpec) -> JobState:
+    """Under differential privacy no exact statistic of any company's training rows is asked
+    for: the numeric columns are scaled by the manifests' public bounds, the training-row
+    counts are the ones the companies' registrations declared, and the decision threshold is
+    the positive rate of the test splits (from scoring the initial model there). Each
+    company's baseline is trained with DP-SGD under the job's noise and charged as round 0."""
+    try:
+        encoding = encoding.with_public_bounds()
+    except ValueError as exc:
+        raise JobStopped(str(exc)) from None
+    declared = {
+        d.company_id: int(DatasetManifest.model_validate(d.manifest).train_rows or 0)
+        for d in runs.datasets(ctx.engine, ctx.job)
+    }
+    draft = ctx.base_plan(encoding)
+    ctx.messenger.stage("scoring the initial model on each test split (its positive rate)")
+    asked, sat_out = select(ctx, 0, draft)
+    initial = initial_weights(ctx, encoding)
+    exchange = ctx.messenger.send(
+        TASK_EVALUATE, asked, {"round": 0, "plan": draft.model_dump_json()}, initial
+    )
+    exchange.missing.update(sat_out)
+    ctx.require(exchange.accepted, "scoring the initial model", exchange)
+    counts = [numbers(r.content.metric_records[METRICS]) for r in exchange.accepted.values()]
+    tested = sum(c.get("num-examples", 0.0) for c in counts)
+    threshold = sum(c.get("positives", 0.0) for c in counts) / tested if tested > 0 else 0.5
+    plan = ctx.base_plan(encoding, threshold=threshold)
+    ctx.privacy = JobPrivacy(
+        ctx.engine,
+        ctx.job_id,
+        ctx.job.risk_tier,
+        plan,
+        declared,
+        tiers=ctx.governor.tiers(),
+    )
+    ctx.messenger.stage("training local-only baselines at each company, under DP")
+    charged, refused = ctx.privacy.charge(sorted(exchange.accepted), 0, baseline=True)
+    baseline = ctx.messenger.send(
+        TASK_BASELINE, charged, {"round": 0, "plan": plan.model_dump_json()}
+    )
+    baselines: dict[str, dict[str, float]] = {}
+    for company in charged:
+        reply = baseline.accepted.get(company)
+        problems = ctx.privacy.settle(
+            company,
+            reply.content if reply is not None else None,
+            baseline.missing.get(company, ""),
+        )
+        if reply is not None and not problems:
+            baselines[company] = numbers(reply.content.metric_records[METRICS])
+    for company, why in refused.items():
+        log.warning("job %s: no baseline at %s: %s", ctx.job_id, company, why)
+    return JobState(plan=plan, baselines=baselines, rows=declared)
+
+
+def initial_weights(ctx: RunContext, encoding: FeatureSpec) -> dict[str, Any]:
+    """The job's initial model (the same the rounds start from)."""
+    return get_weights(
+        build_model(ctx.spec.model.kind, encoding.input_dim, ctx.spec.model.hidden, ctx.spec.seed)
+    )

@@ -21,9 +21,11 @@ from sandbox.protocol.messages import (
     CONFIG,
     TASK_EVALUATE,
     TASK_TRAIN,
+    WARRANT,
     check_reply,
     to_array_record,
 )
+from sandbox.protocol.notices import detach
 
 log = logging.getLogger("sandbox.coordinator")
 
@@ -55,6 +57,8 @@ class Exchange:
     replies: dict[str, RecordDict] = field(default_factory=dict)
     masked: dict[str, RecordDict] = field(default_factory=dict)
     receipts: dict[str, Any] = field(default_factory=dict)
+    notices: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Signed refusal notices (payload, signature) of the nodes that refused the task."""
 
     def contents(self) -> dict[str, RecordDict]:
         """The contents of the replies taken so far: accepted, or inside a secure aggregate."""
@@ -90,6 +94,8 @@ class Messenger:
         self.progress = progress
         self.observer = observer
         self.nodes: dict[str, int] = {}
+        self.warrant: str | None = None
+        """The job's warrant, sent with every task: each node derives what it may do from it."""
 
     def stage(self, name: str) -> None:
         log.info("job %s: %s", self.job_id, name)
@@ -115,9 +121,10 @@ class Messenger:
             task, MessageType.QUERY
         )
         targets = {self.nodes[c]: c for c in companies}
-        record: dict[str, Any] = {
-            CONFIG: ConfigRecord({"task": task, "job-id": self.job_id, **config})
-        }
+        values = {"task": task, "job-id": self.job_id, **config}
+        if self.warrant is not None:
+            values[WARRANT] = self.warrant
+        record: dict[str, Any] = {CONFIG: ConfigRecord(values)}
         if arrays is not None:
             record[ARRAYS] = to_array_record(arrays)
         messages = [
@@ -136,7 +143,10 @@ class Messenger:
             if company is None:
                 continue
             if reply.has_error():
-                outcome.missing[company] = f"error at the node: {node_error(reply.error.reason)}"
+                reason, notice = detach(reply.error.reason or "")
+                if notice is not None:
+                    outcome.notices[company] = notice
+                outcome.missing[company] = f"error at the node: {node_error(reason)}"
                 continue
             self.observe(task, company, reply.content)
             outcome.replies[company] = reply.content

@@ -2,10 +2,13 @@
 round, the write-ahead charge before its task is sent, and the settlement of its reply.
 
 The coordinator computes every company's schedule with the same function the company uses
-(from the row count the company reported for the encoding statistics), so it can predict what
-the next round costs before asking, and check what a company reports: a reply that claims
-less noise, a higher sampling rate, other steps, a larger delta or less epsilon than its runs
-add up to is refused, and the charge stays.
+(from the filed spec and the training rows the company's dataset registration declared), so it
+can predict what the next run costs before asking, and check what a company reports: a reply
+that claims less noise, a higher sampling rate, other steps, a larger delta or less epsilon
+than its runs add up to is refused, and the charge stays. The company's node keeps the
+account that counts (``clients.accountant``); these figures mirror it, and each receipt
+states the node's own totals beside them. Round 0 is the company's local-only baseline,
+trained under the same noise.
 """
 
 from __future__ import annotations
@@ -57,10 +60,17 @@ class JobPrivacy:
             if n > 0
         }
         self.charges: dict[str, int] = {}
+        self.baseline = False
 
     def _scope(self, company: str, round_number: int) -> ledger.RunScope:
         return ledger.RunScope(
-            company, self.purpose, self.job_id, round_number, self.schedules[company], self.cap
+            company,
+            self.purpose,
+            self.job_id,
+            round_number,
+            self.schedules[company],
+            self.cap,
+            baseline=self.baseline,
         )
 
     def facts(self, companies: Iterable[str], round_number: int) -> dict[str, BudgetFacts]:
@@ -72,11 +82,13 @@ class JobPrivacy:
         }
 
     def charge(
-        self, companies: Iterable[str], round_number: int
+        self, companies: Iterable[str], round_number: int, baseline: bool = False
     ) -> tuple[list[str], dict[str, str]]:
-        """Charge each company's next run before its task goes out; returns the charged
-        companies and, for the rest, why the charge was refused."""
+        """Charge each company's next run (its baseline with ``baseline``) before its task
+        goes out; returns the charged companies and, for the rest, why the charge was
+        refused."""
         self.charges = {}
+        self.baseline = baseline
         charged: list[str] = []
         refused: dict[str, str] = {}
         for company in companies:
@@ -115,10 +127,9 @@ class JobPrivacy:
             problems.append(
                 f"sample rate {rate:.6g} exceeds the planned {schedule.sample_rate:.6g}"
             )
-        if int(values["steps"]) != schedule.steps_per_round:
-            problems.append(
-                f"{int(values['steps'])} steps reported, {schedule.steps_per_round} planned"
-            )
+        planned = schedule.baseline_steps if self.baseline else schedule.steps_per_round
+        if int(values["steps"]) != planned:
+            problems.append(f"{int(values['steps'])} steps reported, {planned} planned")
         if values["delta"] > schedule.delta * (1 + RELATIVE_TOLERANCE):
             problems.append(
                 f"delta {values['delta']:.3g} exceeds the company's {schedule.delta:.3g}"

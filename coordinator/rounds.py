@@ -25,6 +25,7 @@ from sandbox.protocol.messages import (
     METRICS,
     TASK_EVALUATE,
     TASK_TRAIN,
+    WARRANT,
     TrainingPlan,
     check_reply,
     check_update_norm,
@@ -82,7 +83,9 @@ def run_round(
             f"round {number}: {len(asked)} companies may take part, fewer than the minimum "
             f"{ctx.spec.min_participants}" + (f" ({detail})" if detail else "")
         )
-    config = {"round": number, "plan": plan.model_dump_json()}
+    config: dict[str, Any] = {"round": number, "plan": plan.model_dump_json()}
+    if ctx.messenger.warrant is not None:
+        config[WARRANT] = ctx.messenger.warrant
     metrics: dict[str, Any] = {}
     outcome: SecureRound | None = None
     if plan.secure_aggregation:

@@ -40,7 +40,6 @@ from coordinator.strategies import make_strategy
 from sandbox.config import Settings
 from sandbox.governance import Governance
 from sandbox.learning.metrics import mean_defined
-from sandbox.learning.models import build_model, get_weights
 from sandbox.learning.robustness import RobustnessSettings
 from sandbox.services import runs
 
@@ -85,6 +84,7 @@ class JobRunner:
             strategy=make_strategy(spec.strategy),
             flower_context=context,
         )
+        self.ctx.messenger.warrant = job.warrant
         self.progress = progress
 
     @property
@@ -127,18 +127,11 @@ class JobRunner:
             start = 0
             state = handshake.prepare(ctx)
             ctx.folder.save_state(state)
-            weights = get_weights(
-                build_model(
-                    ctx.spec.model.kind,
-                    state.plan.encoding.input_dim,
-                    ctx.spec.model.hidden,
-                    ctx.spec.seed,
-                )
-            )
+            weights = handshake.initial_weights(ctx, state.plan.encoding)
             save_weights(ctx.folder.weights_path(0), weights)
         ctx.plan = state.plan
         ctx.rows = state.rows
-        if state.plan.dp is not None:
+        if state.plan.dp is not None and ctx.privacy is None:
             ctx.privacy = JobPrivacy(
                 ctx.engine,
                 self.job_id,

@@ -49,6 +49,7 @@ ACTIONS = (
     "register_principal",
     "manage_tokens",
     "register_node_key",
+    "report_refusal",
 )
 NO_POLICY_SET = "(none)"
 NOT_RECORDED = "The decision could not be written to the audit ledger, so the request is denied."

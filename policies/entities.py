@@ -277,6 +277,7 @@ def tier_entity(tiers: TierConfig, name: str) -> dict[str, Any]:
         "attrs": {
             "min_participants": params.min_participants,
             "dp_epsilon_cap": cedar_decimal(params.dp_epsilon_cap),
+            "dataset_epsilon_cap": cedar_decimal(params.dataset_epsilon_cap),
             "release_max_worst_company_gap": cedar_decimal(params.release_max_worst_company_gap),
             "release_max_calibration_error": cedar_decimal(params.release_max_calibration_error),
             "release_max_robustness_drop": cedar_decimal(params.release_max_robustness_drop),

@@ -20,7 +20,7 @@ _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 class ReasonFiller:
     """Fills the placeholders of a policy's @reason from the request: ``{principal}``,
     ``{action}``, ``{resource}``, and, about the job of the request (the resource, or the
-    context's job), ``{tier}``, ``{participant_count}``, ``{without_consent}``,
+    context's job), ``{job}``, ``{tier}``, ``{participant_count}``, ``{without_consent}``,
     ``{dp_epsilon}``, the tier's numbers (``{min_participants}``, ``{dp_epsilon_cap}``, ...)
     and the context's values (``{epsilon_after}``, ``{worst_company_gap}``, ...). The details
     are worked out only when a reason asks for one."""
@@ -80,6 +80,7 @@ class ReasonFiller:
         without = sorted({c["__entity"]["id"] for c in attrs["participants"]} - consenting)
         details.update(
             {
+                "job": repr(job["uid"]["id"]),
                 "tier": tier,
                 "participant_count": str(attrs["participant_count"]),
                 "without_consent": ", ".join(without) or "none",

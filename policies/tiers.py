@@ -22,6 +22,7 @@ TIERS_FILE = "tiers.toml"
 _TIER_NUMBERS = {
     "min_participants": int,
     "dp_epsilon_cap": Decimal,
+    "dataset_epsilon_cap": Decimal,
     "release_max_worst_company_gap": Decimal,
     "release_max_calibration_error": Decimal,
     "release_max_robustness_drop": Decimal,
@@ -40,6 +41,7 @@ class TierParameters:
     name: str
     min_participants: int
     dp_epsilon_cap: Decimal
+    dataset_epsilon_cap: Decimal
     release_max_worst_company_gap: Decimal
     release_max_calibration_error: Decimal
     release_max_robustness_drop: Decimal

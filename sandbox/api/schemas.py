@@ -216,10 +216,22 @@ class ConsentOut(Out):
         return "expired" if self.expires_at <= utcnow() else "live"
 
 
+class SandboxKeysOut(BaseModel):
+    """The sandbox's public keys a company's node pins when it joins: the operator's (it
+    signs job warrants) and the installation's regulator key (it signs or endorses
+    approvals). Compare their fingerprints with the ones the sandbox publishes."""
+
+    operator: str
+    regulator: str
+    operator_fingerprint: str
+    regulator_fingerprint: str
+
+
 class JoinResult(BaseModel):
     company: CompanyOut
     dataset: DatasetOut | None
     consents: list[ConsentOut]
+    sandbox_keys: SandboxKeysOut
 
 
 class ReceiptOut(Out):
@@ -345,7 +357,18 @@ class ResultOut(BaseModel):
 
 
 class ApprovalIn(Strict):
+    """A regulator's approval: the note, when it was signed, and the regulator's Ed25519
+    signature over the approval statement (``GET /approvals/{job_id}/statement`` gives the
+    bytes to sign for a note and a time)."""
+
     note: Annotated[str, StringConstraints(max_length=2000)] = ""
+    signed_at: Annotated[str, StringConstraints(max_length=40)]
+    signature: Signature
+
+
+class ApprovalStatementOut(BaseModel):
+    statement: str = Field(description="the exact bytes to sign (UTF-8 canonical JSON)")
+    signed_at: str
 
 
 class RejectionIn(Strict):
@@ -434,3 +457,33 @@ class VerificationOut(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+class SignedNoticeIn(Strict):
+    payload: Annotated[str, StringConstraints(max_length=8000)]
+    signature: Signature
+
+
+class RefusalsIn(Strict):
+    """Signed notices of the company's node's refusals (``sandbox company refusals`` prints
+    them), for the ledger."""
+
+    notices: Annotated[list[SignedNoticeIn], Field(min_length=1, max_length=500)]
+
+
+class RefusalOut(Out):
+    """A refusal of the company's node: its signed notice, the node's reason, where it is in
+    the ledger."""
+
+    id: str
+    company_id: str
+    job_id: str | None
+    task: str
+    cause: str
+    reason: str
+    payload: str
+    signature: str
+    noticed_at: str
+    via: str
+    recorded_at: datetime
+    ledger_index: int | None

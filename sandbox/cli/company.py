@@ -282,3 +282,47 @@ def company_register_dataset(
     except (SandboxError, ValueError, OSError) as exc:
         fail(str(exc))
     console.print(f"dataset {dataset.id} registered ({dataset.row_count} rows, {dataset.grade})")
+
+
+@company_app.command("refusals")
+def company_refusals(
+    company_id: str = typer.Argument(..., help="The company's id"),
+    node: Path | None = typer.Option(
+        None, "--node", help="Your node folder (default: <SANDBOX_HOME>/companies/<id>)"
+    ),
+    deliver: bool = typer.Option(
+        False, "--deliver", help="Hand the notices not yet in the ledger to the sandbox"
+    ),
+) -> None:
+    """Every task your node refused (from its own log), and whether the sandbox's ledger has
+    it. ``--deliver`` hands the missing ones over, signed, as the company (the API's
+    POST /companies/<id>/refusals does the same from elsewhere)."""
+    from sandbox.node import refusals
+    from sandbox.node.home import NodeHome
+    from sandbox.services import nodes as node_service
+
+    home = NodeHome(node or load_settings().company_dir(company_id))
+    try:
+        if home.company_id != company_id:
+            fail(f"{home.folder} is {home.company_id}'s node, not {company_id}'s")
+        found = refusals.notices(home)
+        pending = {n.notice.notice_id for n in refusals.pending(home)}
+        if deliver and pending:
+            gov = governance()
+            todo = [(n.text, n.signature) for n in found if n.notice.notice_id in pending]
+            recorded = node_service.record_refusals(
+                gov, company_id, todo, via="company", actor=acting(gov, company_id, "company")
+            )
+            refusals.mark_delivered(home, [r.id for r in recorded], "sandbox ledger")
+            pending -= {r.id for r in recorded}
+    except (SandboxError, OSError, ValueError) as exc:
+        fail(str(exc))
+    table = Table("time", "job", "task", "cause", "acknowledged", "reason")
+    for item in found:
+        n = item.notice
+        table.add_row(
+            n.time, n.job or "-", n.task, n.cause,
+            "no" if n.notice_id in pending else "yes", n.reason,
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"{len(found)} refusals in the node's log; {len(pending)} not delivered")

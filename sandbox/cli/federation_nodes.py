@@ -17,6 +17,7 @@ from sandbox.config import load_settings
 from sandbox.errors import SandboxError
 from sandbox.identity import KeyFileError, pki
 from sandbox.node.home import NodeHome
+from sandbox.node.pins import pin
 from sandbox.runtime.federation import commands, local, registration
 from sandbox.services import nodes as node_service
 from sandbox.services import principals as principal_service
@@ -139,6 +140,12 @@ def demo_company(
                 key, company_id, industry, filled.industry, filled, tuple(purpose)
             )
             joined = _post_join(api, body, signature)
+            keys = joined["sandbox_keys"]
+            pin(node.folder, keys["operator"], keys["regulator"])
+            console.print(
+                f"{company_id} pinned the sandbox's keys: operator "
+                f"{keys['operator_fingerprint']}, regulator {keys['regulator_fingerprint']}"
+            )
             for consent in joined["consents"]:
                 node.record_grant(
                     LocalConsent(

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from sandbox import identity
 from sandbox.cli.render import (
     RoundProgress,
     acting,
@@ -23,6 +24,7 @@ from sandbox.ledger import LedgerError
 from sandbox.protocol.jobspec import JobSpecError, load_job_spec
 from sandbox.services import audit as audit_service
 from sandbox.services import jobs as job_service
+from sandbox.services.warrants import INSTALLATION_REGULATOR
 
 job_app = typer.Typer(help="Engineers: file, run and inspect training jobs.", no_args_is_help=True)
 
@@ -64,12 +66,27 @@ def job_approve(
     job_id: str = typer.Argument(...),
     regulator: str = typer.Option("regulator", "--as", help="The regulator approving"),
     note: str = typer.Option("", "--note", help="Why (recorded)"),
+    key_file: Path | None = typer.Option(
+        None,
+        "--key-file",
+        help="The regulator's Ed25519 private key (PEM); the installation's regulator "
+        "'regulator' signs with the sandbox home's regulator key",
+    ),
 ) -> None:
-    """Approve a job that awaits a regulator's approval (decided by policy, recorded)."""
+    """Approve a job that awaits a regulator's approval: signed with the regulator's key
+    (the signature travels in the job's warrant to every company's node), decided by
+    policy, recorded."""
     gov = governance()
     try:
-        job = job_service.approve_job(gov, acting(gov, regulator, "regulator"), job_id, note)
-    except SandboxError as exc:
+        if key_file is not None:
+            key = identity.read_private_key(key_file)
+        elif regulator == INSTALLATION_REGULATOR:
+            key = identity.sandbox_key(gov.settings.keys_dir, "regulator")
+        else:
+            fail(f"regulator {regulator} signs an approval with its own key: give --key-file")
+        actor = acting(gov, regulator, "regulator")
+        job = job_service.approve_with_key(gov, actor, job_id, note, key)
+    except (SandboxError, identity.KeyFileError) as exc:
         fail(str(exc))
     console.print(f"Job {job.id} approved by {regulator}; it may now run")
 

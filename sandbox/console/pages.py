@@ -278,7 +278,14 @@ async def approve(
 ) -> Response:
     """The regulator's approval, through the same governed operation as the API's."""
     clean(job_id, JOB_ID, "job id")
-    job_service.approve_job(gov, me.facts, job_id, fields.get("note", "").strip())
+    job_service.approve_job(
+        gov,
+        me.facts,
+        job_id,
+        fields.get("note", "").strip(),
+        fields.get("signed_at", ""),
+        fields.get("signature", ""),
+    )
     return RedirectResponse(f"/console/jobs/{job_id}?done=approved", status_code=303)
 
 

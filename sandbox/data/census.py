@@ -69,6 +69,18 @@ INDUSTRY = "major_industry_code"
 NOT_WORKER = "Not in universe or children"
 EXCLUDED = {INDUSTRY, "detailed_industry_recode", "instance_weight", TARGET}
 
+# Public bounds of the numeric columns, from the survey's codebook (ages are top-coded at 90,
+# dollar amounts at 99,999, hourly wages in cents at 9,999): a job under differential privacy
+# scales with these instead of statistics of any company's rows.
+BOUNDS = {
+    "age": (0.0, 90.0),
+    "wage_per_hour": (0.0, 9999.0),
+    "capital_gains": (0.0, 99999.0),
+    "capital_losses": (0.0, 99999.0),
+    "dividends_from_stocks": (0.0, 99999.0),
+    "num_persons_worked_for_employer": (0.0, 6.0),
+    "weeks_worked_in_year": (0.0, 52.0),
+}
 # Heavy-tailed amounts are log-scaled before standardisation.
 NUMERIC = {
     "age": "none",
@@ -149,7 +161,14 @@ def feature_columns() -> tuple[ColumnSpec, ...]:
         if name in EXCLUDED:
             continue
         if name in NUMERIC:
-            columns.append(ColumnSpec(name=name, kind="numeric", transform=NUMERIC[name]))  # type: ignore[arg-type]
+            columns.append(
+                ColumnSpec(
+                    name=name,
+                    kind="numeric",
+                    transform=NUMERIC[name],  # type: ignore[arg-type]
+                    bounds=BOUNDS[name],
+                )
+            )
         else:
             categories = tuple(sorted(df[name].unique().tolist()))
             columns.append(ColumnSpec(name=name, kind="categorical", categories=categories))

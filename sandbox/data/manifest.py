@@ -9,6 +9,7 @@ whether the data holds personal information.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
@@ -43,6 +44,10 @@ class ColumnSpec(BaseModel):
     kind: ColumnKind
     categories: tuple[str, ...] | None = None
     transform: NumericTransform = "none"
+    bounds: tuple[float, float] | None = None
+    """Public bounds of a numeric column (its codebook's range, before any transform): what
+    a job trained under differential privacy scales the column with, instead of statistics
+    of the company's rows. Values outside them are clipped."""
 
     @field_validator("name")
     @classmethod
@@ -65,6 +70,17 @@ class ColumnSpec(BaseModel):
                 raise ValueError(f"categorical column {self.name!r} cannot have a transform")
         elif self.categories is not None:
             raise ValueError(f"numeric column {self.name!r} cannot declare categories")
+        if self.bounds is not None:
+            if self.kind != "numeric":
+                raise ValueError(f"categorical column {self.name!r} cannot declare bounds")
+            low, high = self.bounds
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise ValueError(
+                    f"numeric column {self.name!r} declares bounds {self.bounds}: two finite "
+                    "numbers, the lower first, are needed"
+                )
+            if self.transform == "log1p" and low <= -1:
+                raise ValueError(f"log-scaled column {self.name!r} needs bounds above -1")
         return self
 
 

@@ -1,7 +1,11 @@
 """The job's feature encoding: fixed by the job spec, the same at every company.
 
-Numeric columns are (optionally log-scaled and) standardised with statistics computed
-federatedly: each company sends counts, sums and sums of squares, never rows. Categorical
+Numeric columns are (optionally log-scaled and) standardised. Without differential privacy
+the statistics are computed federatedly: each company sends counts, sums and sums of
+squares, never rows. Under differential privacy exact sums would tell whether a record is
+present, so the columns are scaled from the public bounds the manifests declare instead
+(centred on the middle of the range, half the range to one; values outside are clipped) and
+no statistic of any company's rows is used. Categorical
 columns are one-hot encoded over the union of the vocabularies the participants' manifests
 declare; a value outside the vocabulary encodes as all zeros.
 """
@@ -25,6 +29,9 @@ class NumericFeature(BaseModel):
     transform: NumericTransform = "none"
     mean: float = 0.0
     std: float = 1.0
+    bounds: tuple[float, float] | None = None
+    """Public bounds (before the transform); values are clipped to them when scaled by them."""
+    clip: bool = False
 
 
 class CategoricalFeature(BaseModel):
@@ -110,7 +117,15 @@ class FeatureSpec(BaseModel):
                     f"datasets disagree on the kind of column {name!r}: {sorted(kinds)}"
                 )
             if specs[0].kind == "numeric":
-                numeric.append(NumericFeature(name=name, transform=specs[0].transform))
+                declared = [s.bounds for s in specs]
+                bounds = (
+                    (min(b[0] for b in declared if b), max(b[1] for b in declared if b))
+                    if all(declared)
+                    else None
+                )
+                numeric.append(
+                    NumericFeature(name=name, transform=specs[0].transform, bounds=bounds)
+                )
             else:
                 vocab = sorted({v for s in specs for v in (s.categories or ())})
                 categorical.append(CategoricalFeature(name=name, vocabulary=tuple(vocab)))
@@ -122,8 +137,31 @@ class FeatureSpec(BaseModel):
         out = {}
         for feature in self.numeric:
             values = df[feature.name].to_numpy(dtype="float64")
+            if feature.clip and feature.bounds is not None:
+                values = np.clip(values, *feature.bounds)
             out[feature.name] = np.log1p(values) if feature.transform == "log1p" else values
         return out
+
+    def with_public_bounds(self) -> FeatureSpec:
+        """The spec scaled by the manifests' public bounds alone (for jobs under differential
+        privacy): no statistic of any company's rows. Every numeric column needs bounds."""
+        numeric = []
+        for feature in self.numeric:
+            if feature.bounds is None:
+                raise ValueError(
+                    f"numeric column {feature.name!r} has no public bounds in every "
+                    "participant's manifest; a job under differential privacy scales its "
+                    "numeric columns by declared bounds, never by statistics of the rows"
+                )
+            low, high = feature.bounds
+            if feature.transform == "log1p":
+                low, high = math.log1p(low), math.log1p(high)
+            numeric.append(
+                feature.model_copy(
+                    update={"mean": (low + high) / 2, "std": (high - low) / 2, "clip": True}
+                )
+            )
+        return self.model_copy(update={"numeric": tuple(numeric)})
 
     def moments(self, df: pd.DataFrame) -> dict[str, ColumnMoments]:
         """This company's sufficient statistics for the numeric columns."""

@@ -9,7 +9,9 @@ subsampled Gaussian mechanism), composed over every training run the company mad
 
 A *run* is one round's local training at one company. The count of runs, not round numbers,
 drives the accounting: a round re-sent after a coordinator restart is a second run and is
-paid for again.
+paid for again. The company's local-only baseline (its model trained alone, for comparison)
+is trained under the same noise and paid for from the same budget: one more run of as many
+epochs as the whole federated job.
 """
 
 from __future__ import annotations
@@ -108,10 +110,15 @@ class DpSchedule:
     sample_rate: float
     steps_per_round: int
     rounds: int
+    baseline_steps: int = 0
 
     @property
     def run(self) -> Run:
         return Run(self.noise_multiplier, self.sample_rate, self.steps_per_round)
+
+    @property
+    def baseline_run(self) -> Run:
+        return Run(self.noise_multiplier, self.sample_rate, self.baseline_steps)
 
     def epsilon_after(self, runs: int) -> float:
         """Epsilon spent after ``runs`` training runs of this schedule."""
@@ -129,12 +136,14 @@ for, and the job must still be able to finish within its budget."""
 def plan_schedule(
     dp: DifferentialPrivacySpec, rows: int, batch_size: int, epochs: int, rounds: int
 ) -> DpSchedule:
-    """The noise multiplier that keeps ``rounds`` runs (and ``SPARE_RUNS`` more) of
-    ``epochs`` epochs over ``rows`` rows within the job's epsilon at the company's delta."""
+    """The noise multiplier that keeps the local-only baseline and ``rounds`` runs (and
+    ``SPARE_RUNS`` more) of ``epochs`` epochs over ``rows`` rows within the job's epsilon at
+    the company's delta."""
     delta = default_delta(rows, dp.delta)
     rate = sample_rate(rows, batch_size)
     per_round = epochs * steps_per_epoch(rows, batch_size)
-    sigma = _calibrate(dp.epsilon, delta, rate, per_round * (rounds + SPARE_RUNS))
+    baseline = per_round * rounds
+    sigma = _calibrate(dp.epsilon, delta, rate, per_round * (rounds + SPARE_RUNS) + baseline)
     return DpSchedule(
         target_epsilon=dp.epsilon,
         delta=delta,
@@ -143,6 +152,7 @@ def plan_schedule(
         sample_rate=rate,
         steps_per_round=per_round,
         rounds=rounds,
+        baseline_steps=baseline,
     )
 
 

@@ -103,6 +103,10 @@ class JobSpec(BaseModel):
     weight_decay: float = Field(default=0.001, ge=0.0, le=1.0)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     evaluate_every: int = Field(default=1, ge=1, le=1000)
+    contribution_models: int = Field(default=6000, ge=0, le=100_000)
+    """How many coalition models each company scores at most for the contribution estimate
+    (jobs without secure aggregation; under it no coalition is scored). Each company's node
+    refuses to score more."""
     min_participants: int = Field(default=2, ge=1, le=MAX_PARTICIPANTS)
     round_timeout_s: float = Field(default=300.0, gt=0.0, le=86400.0)
     description: str = Field(default="", max_length=2000)

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from sandbox.canonical import canonical_json
 from sandbox.learning.encoding import FeatureSpec
 from sandbox.learning.metrics import CALIBRATION_BINS
-from sandbox.protocol.jobspec import DifferentialPrivacySpec, ModelSpec
+from sandbox.protocol.jobspec import DifferentialPrivacySpec, JobSpec, ModelSpec
 
 TASK_IDENTIFY = "identify"
 TASK_STATS = "feature-stats"
@@ -45,6 +45,8 @@ METRICS = "metrics"
 STATS = "stats"
 IDENTITY = "identity"
 RECEIPT = "receipt"
+WARRANT = "warrant"  # a task config's field: the job's signed warrant
+NOTICES = "notices"  # a reply's record: the node's signed refusal notices not yet delivered
 
 # Under secure aggregation the train task travels as Flower's legacy FitIns: its config names
 # the order of the model's arrays and the range the masked update must fit in.
@@ -108,9 +110,71 @@ class TrainingPlan(BaseModel):
     code_bundle: str | None = None
     """The SHA-256 of the code bundle filed for the job (``sandbox.protocol.bundle``); a company's
     gate refuses the task when the code its node runs hashes to anything else."""
+    warrant: str | None = None
+    """The SHA-256 of the job's warrant (``sandbox.protocol.warrant``), which travels with
+    every task; a company's node derives what it may do from the warrant, not from here."""
 
     def digest(self) -> str:
         return hashlib.sha256(canonical_json(self.model_dump(mode="json"))).hexdigest()
+
+    def terms(self) -> dict[str, object]:
+        """Everything of the plan that the filed spec fixes (all but the encoding and the
+        threshold, which the coordinator works out at the start of the run)."""
+        return self.model_dump(mode="json", exclude={"encoding", "threshold"})
+
+
+def plan_from_spec(
+    spec: JobSpec,
+    job_id: str,
+    engineer: str,
+    code_bundle: str | None,
+    warrant: str | None,
+    encoding: FeatureSpec,
+    threshold: float = 0.5,
+) -> TrainingPlan:
+    """The training plan a filed spec makes: the one rule, used by the coordinator to make
+    the plan and by each company's node to check the plan it is sent."""
+    return TrainingPlan(
+        job_id=job_id,
+        purpose=spec.purpose,
+        engineer=engineer,
+        dataset=spec.dataset,
+        model=spec.model,
+        encoding=encoding,
+        train=TrainSettings(
+            epochs=spec.local_epochs,
+            learning_rate=spec.learning_rate,
+            batch_size=spec.batch_size,
+            optimizer=spec.optimizer,
+            weight_decay=spec.weight_decay,
+            proximal_mu=spec.strategy.proximal_mu if spec.strategy.name == "fedprox" else 0.0,
+            seed=spec.seed,
+        ),
+        threshold=threshold,
+        dp=spec.privacy.dp,
+        rounds=spec.rounds,
+        max_update_norm=spec.privacy.max_update_norm,
+        secure_aggregation=spec.privacy.secure_aggregation,
+        code_bundle=code_bundle,
+        warrant=warrant,
+    )
+
+
+ASSESS_RETRIES = 1
+"""A release assessment may be asked once more (a coordinator restarted while asking)."""
+
+
+def scoring_allowance(spec: JobSpec) -> dict[str, int]:
+    """How many models a company's node scores for a job at most, per kind of task: one per
+    evaluation round (and the initial model's), the release assessment (and one retry), and
+    the contribution estimate's coalitions the spec allows (none under secure aggregation,
+    where the coordinator sees no company's update to build a coalition from)."""
+    evaluations = -(-spec.rounds // spec.evaluate_every) + 2
+    return {
+        TASK_EVALUATE: evaluations,
+        TASK_ASSESS: 1 + ASSESS_RETRIES,
+        TASK_EVALUATE_MODELS: 0 if spec.privacy.secure_aggregation else spec.contribution_models,
+    }
 
 
 def _one_number(key: str, value: object) -> float:
@@ -301,6 +365,7 @@ def check_reply(
             else:
                 names: dict[str, set[str] | re.Pattern[str]] = {
                     TASK_TRAIN: TRAIN_METRICS,
+                    TASK_BASELINE: EVAL_METRICS | set(DP_METRICS),
                     TASK_ASSESS: ASSESS_METRICS,
                     TASK_EVALUATE_MODELS: _MODEL_METRIC,
                 }

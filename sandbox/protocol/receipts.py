@@ -2,8 +2,11 @@
 
 "Dataset D served job J round R (task T) with n rows, spending epsilon e." The payload is
 canonical JSON (RFC 8785) signed with the company's Ed25519 key, so the coordinator can
-record a company's participation but cannot forge it. The payload also points into the
-company's own hash-chained log (``log_index``, ``log_hash``).
+record a company's participation but cannot forge it. It binds the job's warrant (its hash),
+the plan's digest, the round, the epsilon the task spent and the node's running totals after
+it (for the job, the purpose and the dataset), and points into the company's own hash-chained
+log (``log_index``, ``log_hash``). Version 1 receipts (before warrants) carry none of the
+warrant and totals.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from sandbox import identity
 from sandbox.canonical import canonical_json
 
 RECEIPT_TYPE = "sandbox-receipt"
+_V2_FIELDS = {"warrant", "epsilon_job", "epsilon_purpose", "epsilon_dataset"}
 
 
 class ReceiptPayload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: str = RECEIPT_TYPE
-    version: int = 1
+    version: int = 2
     company: str
     dataset: str
     dataset_hash: str
@@ -33,15 +37,20 @@ class ReceiptPayload(BaseModel):
     purpose: str
     consent: str | None
     plan: str
+    warrant: str | None = None
     rows: int = Field(ge=0)
     epsilon: float | None = None
     delta: float | None = None
+    epsilon_job: float | None = None
+    epsilon_purpose: float | None = None
+    epsilon_dataset: float | None = None
     time: str
     log_index: int = Field(ge=0)
     log_hash: str
 
     def canonical(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json"))
+        newer = _V2_FIELDS if self.version == 1 else set()
+        return canonical_json(self.model_dump(mode="json", exclude=newer))
 
 
 class ReceiptError(ValueError):
@@ -69,7 +78,7 @@ def verify_receipt(
         payload = ReceiptPayload.model_validate(json.loads(payload_text))
     except (ValueError, ValidationError) as exc:
         raise ReceiptError(f"the receipt is not a receipt: {exc}") from exc
-    if payload.type != RECEIPT_TYPE or payload.version != 1:
+    if payload.type != RECEIPT_TYPE or payload.version not in (1, 2):
         raise ReceiptError("the receipt has an unknown type or version")
     if payload.canonical() != payload_text.encode("utf-8"):
         raise ReceiptError("the receipt payload is not in canonical form")

@@ -89,6 +89,10 @@ class Job(SQLModel, table=True):
     approval_note: str | None = Field(default=None, sa_column=Column(Text))
     model_hash: str | None = Field(default=None, max_length=64)
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # What the policy decided for the job at admission (sandbox.protocol.warrant.WarrantRules)
+    # and the signed warrant issued once it may run (canonical JSON).
+    rules: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    warrant: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class Round(SQLModel, table=True):
@@ -211,6 +215,9 @@ class Principal(SQLModel, table=True):
     registered_by: str = Field(max_length=64)
     registered_at: datetime = Field(default_factory=utcnow)
     disabled_at: datetime | None = None
+    # A regulator's key record, endorsed by the installation's regulator key: what lets a
+    # company's node trust this regulator's approvals (sandbox.protocol.warrant.KeyRecord).
+    endorsement: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class ApiToken(SQLModel, table=True):
@@ -229,3 +236,23 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
     revoked_at: datetime | None = None
+
+
+class NodeRefusal(SQLModel, table=True):
+    """A company's signed notice that its node refused a task (sandbox.protocol.notices):
+    kept whole, so that anyone can verify the signature again and read the node's reason."""
+
+    __tablename__ = "node_refusal"
+
+    id: str = Field(primary_key=True, max_length=64, description="the notice's SHA-256")
+    company_id: str = Field(index=True, max_length=64)
+    job_id: str | None = Field(default=None, index=True, max_length=64)
+    task: str = Field(max_length=64)
+    cause: str = Field(max_length=64)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    signature: str = Field(max_length=200)
+    noticed_at: str = Field(max_length=40)
+    via: str = Field(max_length=32)
+    recorded_at: datetime = Field(default_factory=utcnow)
+    ledger_index: int | None = None

@@ -4,12 +4,12 @@ a SuperLink."""
 from __future__ import annotations
 
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from sandbox.db import session_scope
 from sandbox.errors import Conflict, Invalid, NotFound
 from sandbox.identity import pki
-from sandbox.registry.models import Company, NodeKey
+from sandbox.registry.models import Company, NodeKey, NodeRefusal
 from sandbox.utc import utcnow
 
 
@@ -79,3 +79,36 @@ def mark_registered(
         record.registered_at = utcnow()
         session.add(record)
         return record
+
+
+# ----------------------------------------------------------------------- refusal notices
+def add_refusal(engine: Engine, refusal: NodeRefusal) -> tuple[NodeRefusal, bool]:
+    """Store a refusal notice once; returns it and whether it is new."""
+    with session_scope(engine) as session:
+        found = session.get(NodeRefusal, refusal.id)
+        if found is not None:
+            return found, False
+        session.add(refusal)
+        session.flush()
+        session.refresh(refusal)
+        return refusal, True
+
+
+def set_refusal_index(engine: Engine, refusal_id: str, index: int) -> None:
+    with session_scope(engine) as session:
+        row = session.get(NodeRefusal, refusal_id)
+        if row is not None:
+            row.ledger_index = index
+            session.add(row)
+
+
+def refusals_of(
+    engine: Engine, company_id: str | None = None, job_id: str | None = None
+) -> list[NodeRefusal]:
+    query = select(NodeRefusal)
+    if company_id is not None:
+        query = query.where(NodeRefusal.company_id == company_id)
+    if job_id is not None:
+        query = query.where(NodeRefusal.job_id == job_id)
+    with session_scope(engine) as session:
+        return list(session.exec(query.order_by(col(NodeRefusal.recorded_at))).all())

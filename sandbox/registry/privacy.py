@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 
 from sandbox.db import session_scope
 from sandbox.errors import NotFound
-from sandbox.privacy.accounting import DpSchedule, PrivacyBudgetExceeded, next_round_epsilon
+from sandbox.privacy.accounting import DpSchedule, PrivacyBudgetExceeded, Run, composed_epsilon
 from sandbox.privacy.budget import BudgetFacts
 from sandbox.registry.models import Company, PrivacySpend
 from sandbox.utc import utcnow
@@ -88,10 +88,19 @@ class RunScope:
     round: int
     schedule: DpSchedule
     purpose_cap: float
+    baseline: bool = False
+    """The run is the company's local-only baseline (round 0), not a round's training."""
+
+    @property
+    def run(self) -> Run:
+        return self.schedule.baseline_run if self.baseline else self.schedule.run
 
 
 def _facts(rows: list[PrivacySpend], scope: RunScope) -> BudgetFacts:
     in_job = [r for r in rows if r.job_id == scope.job_id]
+    done = [Run(r.noise_multiplier, r.sample_rate, r.steps) for r in in_job]
+    delta = scope.schedule.delta
+    next_epsilon = composed_epsilon([*done, scope.run], delta) - composed_epsilon(done, delta)
     return BudgetFacts(
         company=scope.company_id,
         purpose=scope.purpose,
@@ -100,7 +109,7 @@ def _facts(rows: list[PrivacySpend], scope: RunScope) -> BudgetFacts:
         spent_purpose=_spend(rows).epsilon,
         spent_job=max((r.epsilon_job for r in in_job), default=0.0),
         runs_done=len(in_job),
-        next_epsilon=next_round_epsilon(scope.schedule, len(in_job)),
+        next_epsilon=next_epsilon,
         purpose_cap=scope.purpose_cap,
         job_epsilon=scope.schedule.target_epsilon,
         delta=scope.schedule.delta,
@@ -137,7 +146,7 @@ def charge_run(engine: Engine, scope: RunScope) -> PrivacySpend:
             delta=schedule.delta,
             noise_multiplier=schedule.noise_multiplier,
             sample_rate=schedule.sample_rate,
-            steps=schedule.steps_per_round,
+            steps=scope.run.steps,
         )
         session.add(row)
         session.flush()

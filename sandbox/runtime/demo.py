@@ -27,10 +27,11 @@ from sandbox.protocol.messages import TrainingPlan
 from sandbox.protocol.receipts import ReceiptError, verify_receipt
 from sandbox.runtime.simulation import run_on_simulation
 from sandbox.services import audit, companies, jobs, principals
+from sandbox.services.warrants import INSTALLATION_REGULATOR
 
 PURPOSE = "income-prediction"
 DEMO_ENGINEER = "demo-engineer"
-DEMO_REGULATOR = "demo-regulator"
+DEMO_REGULATOR = INSTALLATION_REGULATOR
 
 
 @dataclass(frozen=True)
@@ -129,9 +130,8 @@ def file_demo_job(settings: Settings, spec: JobSpec) -> FiledDemoJob:
     if not filed.allowed:
         raise RuntimeError(f"the demo job was not admitted: {' '.join(filed.reasons)}")
     if filed.approval_by:
-        regulator = principals.acting_as(gov, "regulator", DEMO_REGULATOR)
-        jobs.approve_job(
-            gov, regulator, filed.job.id, "demo: approved after review of the filed spec"
+        jobs.approve_as_installation_regulator(
+            gov, filed.job.id, "demo: approved after review of the filed spec"
         )
         steps.append(
             f"risk tier {filed.job.risk_tier}: approval asked by {', '.join(filed.approval_by)};"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
 
 from clients.app import make_client_app
 from coordinator import linkstate
@@ -35,37 +36,31 @@ def _silence_flower() -> None:
     logging.getLogger("flwr").setLevel(logging.ERROR)
 
 
-def simulate(
-    settings: Settings,
-    job_ids: Sequence[str],
-    progress: Progress | None = None,
-    observer: ReplyObserver | None = None,
-    client_cpus: float = 1.0,
-    client_app: ClientAppFactory | None = None,
-    governed: bool = True,
-) -> None:
-    """Run ``job_ids`` one after another in one simulation, over one node per company that
-    any of them names (the simulation engine starts once). ``client_app`` builds the
-    ClientApp from the node folders in partition order (default: the company's own app)."""
-    quiet_flower_environment(settings.home)
-    from flwr.simulation import run_simulation
-
+def node_dirs_of(settings: Settings, job_ids: Sequence[str]) -> list[str]:
+    """The node folders of every company any of the jobs names, in partition order."""
     engine = get_governance(settings).engine
     companies: list[str] = []
     for job_id in job_ids:
         for company in runs.spec(runs.job(engine, job_id)).companies:
             if company not in companies:
                 companies.append(company)
-    node_dirs = [str(settings.company_dir(company)) for company in companies]
+    return [str(settings.company_dir(company)) for company in companies]
+
+
+def run_engine(
+    settings: Settings, server_app: ServerApp, client_app: ClientApp, nodes: int, client_cpus: float
+) -> None:
+    """Flower's simulation engine over ``nodes`` virtual SuperNodes."""
+    quiet_flower_environment(settings.home)
+    from flwr.simulation import run_simulation
+
     _silence_flower()
     linkstate.install()
     cpus = max(1, os.cpu_count() or 1)
     run_simulation(
-        server_app=build_server_app(
-            list(job_ids), progress=progress, observer=observer, governed=governed
-        ),
-        client_app=(client_app or make_client_app)(node_dirs),
-        num_supernodes=len(node_dirs),
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=nodes,
         backend_config={
             "client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0},
             "init_args": {
@@ -77,6 +72,24 @@ def simulate(
             },
         },
     )
+
+
+def simulate(
+    settings: Settings,
+    job_ids: Sequence[str],
+    progress: Progress | None = None,
+    observer: ReplyObserver | None = None,
+    client_cpus: float = 1.0,
+    company_app: ClientAppFactory = make_client_app,
+) -> None:
+    """Run ``job_ids`` one after another in one simulation, governed, over one node per
+    company that any of them names (the engine starts once). Each node is assembled from the
+    company's own folder (its keys, its vault, the keys it pinned) with the company's app,
+    whose gate no one but the company can leave out: ``company_app`` is the company's
+    choice (a test plays a misbehaving company with it), never the coordinator's."""
+    dirs = node_dirs_of(settings, job_ids)
+    server = build_server_app(list(job_ids), progress=progress, observer=observer)
+    run_engine(settings, server, company_app(dirs), len(dirs), client_cpus)
 
 
 def outcome_of(settings: Settings, job_id: str) -> dict[str, Any]:
@@ -91,7 +104,7 @@ def run_jobs_on_simulation(
     progress: Progress | None = None,
     observer: ReplyObserver | None = None,
     client_cpus: float = 1.0,
-    client_app: ClientAppFactory | None = None,
+    company_app: ClientAppFactory = make_client_app,
 ) -> dict[str, dict[str, Any]]:
     """Start each job through the services (decided, recorded; ``actor`` by default the
     job's filing engineer, on the sandbox's own machine), then run them all in one
@@ -102,7 +115,7 @@ def run_jobs_on_simulation(
             gov, "engineer", runs.job(gov.engine, job_id).filed_by
         )
         runs.start_job(gov, filer, job_id, launch=lambda _: None, resume=True)
-    simulate(settings, job_ids, progress, observer, client_cpus, client_app)
+    simulate(settings, job_ids, progress, observer, client_cpus, company_app)
     return {job_id: outcome_of(settings, job_id) for job_id in job_ids}
 
 
@@ -113,9 +126,8 @@ def run_on_simulation(
     progress: Progress | None = None,
     observer: ReplyObserver | None = None,
     client_cpus: float = 1.0,
-    client_app: ClientAppFactory | None = None,
 ) -> dict[str, Any]:
     """Start ``job_id`` through the services and run it to its end on the simulation."""
-    return run_jobs_on_simulation(
-        settings, [job_id], actor, progress, observer, client_cpus, client_app
-    )[job_id]
+    return run_jobs_on_simulation(settings, [job_id], actor, progress, observer, client_cpus)[
+        job_id
+    ]

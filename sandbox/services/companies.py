@@ -18,6 +18,7 @@ from sandbox.governance import Annotation, Governance
 from sandbox.ledger import Actor, LedgerRecord, Resource
 from sandbox.node.home import NodeHome
 from sandbox.node.onboarding import prepare_node, remove_node
+from sandbox.node.pins import pin
 from sandbox.registry import companies as store
 from sandbox.registry import consents as consent_store
 from sandbox.registry import jobs as job_store
@@ -31,6 +32,7 @@ from sandbox.services.base import (
     view,
 )
 from sandbox.services.consents import consent_record, local_consent
+from sandbox.services.warrants import sandbox_public_keys
 from sandbox.vocabulary import dataset_id
 
 
@@ -214,6 +216,8 @@ def join(
             industry=manifest.industry,
             public_key=identity.public_b64(key),
         )
+        keys = sandbox_public_keys(gov)
+        pin(node_dir, keys["operator"], keys["regulator"])
         joined = Joined(*store.add_company(gov.engine, row, filled, consents))
     except BaseException:
         remove_node(node_dir, created)

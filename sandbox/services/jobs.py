@@ -9,22 +9,29 @@ policies that ask for the approval are recorded with the filing.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from policies.engine import Decision
-from policies.facts import EngineerFacts, JobListScope, RegistryFacts
+from policies.facts import EngineerFacts, JobListScope, RegistryFacts, RegulatorFacts
+from sandbox import identity
 from sandbox.errors import Conflict, Invalid, check_id
 from sandbox.governance import Annotation, Governance, JobWorld, job_world
 from sandbox.ledger import LedgerRecord, Purpose, Resource
 from sandbox.protocol.bundle import running_bundle
 from sandbox.protocol.jobspec import JobSpec
+from sandbox.protocol.warrant import Warrant
 from sandbox.registry import companies as company_store
 from sandbox.registry import jobs as store
 from sandbox.registry.models import Dataset, Job, PolicyDecision, Release, Round
+from sandbox.services import warrants
 from sandbox.services.base import actor_of, authorize, company_in_question, view
-from sandbox.utc import utcnow
+from sandbox.utc import rfc3339, utcnow
 from sandbox.vocabulary import MAX_PARTICIPANTS, JobStatus, dataset_id, new_id
+
+APPROVAL_SKEW = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,9 @@ def file_job(
         ),
     )
     approval_by = approval_policies(gov, filer, world) if decision.allowed else ()
+    rules = (
+        warrants.decided_rules(gov, filer, world, tier, approval_by) if decision.allowed else None
+    )
     if not decision.allowed:
         status = JobStatus.DENIED
     elif approval_by:
@@ -114,21 +124,24 @@ def file_job(
         participants=list(spec.companies),
         details=details,
     )
-    job = store.insert_job(
-        gov.engine,
-        Job(
-            id=job_id,
-            purpose=spec.purpose,
-            spec=spec.model_dump(mode="json"),
-            spec_hash=spec.spec_hash,
-            bundle_hash=bundle_hash if bundle_hash is not None else running_bundle().digest,
-            filed_by=filer.id,
-            status=status,
-            status_reason=" ".join(decision.reasons) if not decision.allowed else None,
-            risk_tier=tier,
-            admission_decision=decision.decision_id,
-        ),
+    job = Job(
+        id=job_id,
+        purpose=spec.purpose,
+        spec=spec.model_dump(mode="json"),
+        spec_hash=spec.spec_hash,
+        bundle_hash=bundle_hash if bundle_hash is not None else running_bundle().digest,
+        filed_by=filer.id,
+        status=status,
+        status_reason=" ".join(decision.reasons) if not decision.allowed else None,
+        risk_tier=tier,
+        admission_decision=decision.decision_id,
+        rules=rules.model_dump(mode="json") if rules is not None else None,
     )
+    if status == JobStatus.ADMITTED:
+        job.warrant = warrants.issue(gov, job, world)
+        details["warrant_sha256"] = Warrant.parse(job.warrant).digest()
+        record = record.model_copy(update={"details": details})
+    job = store.insert_job(gov.engine, job)
     gov.record(record)
     return FiledJob(job, decision.decision_id, decision.allowed, decision.reasons, approval_by)
 
@@ -162,17 +175,34 @@ def _moved(gov: Governance, job_id: str, moved: Job | None, to: JobStatus) -> Jo
     return moved
 
 
-def approve_job(gov: Governance, regulator: Any, job_id: str, note: str = "") -> Job:
-    """A regulator approves a job that awaits approval."""
+def approval_statement(
+    gov: Governance, job_id: str, regulator_id: str, time: str, note: str
+) -> bytes:
+    """The bytes ``regulator_id`` signs to approve ``job_id`` with ``note`` at ``time``."""
+    return warrants.approval_to_sign(store.get_job(gov.engine, job_id), regulator_id, time, note)
+
+
+def approve_job(
+    gov: Governance, regulator: Any, job_id: str, note: str, signed_at: str, signature: str
+) -> Job:
+    """A regulator approves a job that awaits approval, with its own signature over the
+    job's filed spec and code (:func:`approval_statement`); the job's warrant is issued with
+    that signature in it."""
+    note = note[:2000]
     job = _awaiting(gov, job_id)
     decision = _decide_on_approval(gov, regulator, job, "approve_job")
+    _check_recent(signed_at)
+    approval = warrants.signed_approval(gov, job, regulator.id, signed_at, note, signature)
+    world = world_of(gov, job)
+    warrant = warrants.issue(gov, job, world, approval)
     approved = store.move_job(
         gov.engine,
         job_id,
         JobStatus.APPROVED,
         approved_by=regulator.id,
         approved_at=utcnow(),
-        approval_note=note[:2000] or None,
+        approval_note=note or None,
+        warrant=warrant,
     )
     approved = _moved(gov, job_id, approved, JobStatus.APPROVED)
     gov.record(
@@ -181,10 +211,26 @@ def approve_job(gov: Governance, regulator: Any, job_id: str, note: str = "") ->
             actor=actor_of(regulator),
             resource=Resource(kind="job", id=job_id),
             job_id=job_id,
-            details={"decision": decision.decision_id},
+            details={
+                "decision": decision.decision_id,
+                "warrant_sha256": Warrant.parse(warrant).digest(),
+                "approval_signature_sha256": hashlib.sha256(signature.encode()).hexdigest(),
+            },
         )
     )
     return approved
+
+
+def _check_recent(signed_at: str) -> None:
+    try:
+        moment = datetime.fromisoformat(signed_at.replace("Z", "+00:00"))
+    except ValueError:
+        raise Invalid(f"the approval's time {signed_at[:40]!r} is not an RFC 3339 time") from None
+    if moment.tzinfo is None or abs(utcnow() - moment) > APPROVAL_SKEW:
+        raise Invalid(
+            "the approval was signed too long ago or in the future; sign it again now "
+            f"(at most {int(APPROVAL_SKEW.total_seconds() // 60)} minutes apart)"
+        )
 
 
 def reject_job(gov: Governance, regulator: Any, job_id: str, reason: str) -> Job:
@@ -322,3 +368,19 @@ def store_job(gov: Governance, job_id: str) -> Job:
     """A job as stored, undecided: for the sandbox's own tooling to learn who filed it
     (and so who starts it) before the governed act."""
     return store.get_job(gov.engine, job_id)
+
+
+def approve_with_key(gov: Governance, regulator: Any, job_id: str, note: str, key: Any) -> Job:
+    """Approve as a regulator whose private key is at hand (the CLI's ``--key-file``; the
+    installation's regulator key in the sandbox's home): sign the statement now, then
+    :func:`approve_job`."""
+    signed_at = rfc3339(utcnow())
+    statement = approval_statement(gov, job_id, regulator.id, signed_at, note[:2000])
+    return approve_job(gov, regulator, job_id, note, signed_at, identity.sign(key, statement))
+
+
+def approve_as_installation_regulator(gov: Governance, job_id: str, note: str) -> Job:
+    """Approve as the installation's own regulator, whose key is in the sandbox's home (the
+    demo plays it; so do the benchmarks)."""
+    key = identity.sandbox_key(gov.settings.keys_dir, "regulator")
+    return approve_with_key(gov, RegulatorFacts(warrants.INSTALLATION_REGULATOR), job_id, note, key)

@@ -31,6 +31,7 @@ from sandbox.registry import companies as company_store
 from sandbox.registry import principals as store
 from sandbox.registry.models import ApiToken, Principal
 from sandbox.services.base import actor_of, authorize, read_registry
+from sandbox.services.warrants import INSTALLATION_REGULATOR, endorsement_for
 from sandbox.utc import rfc3339, utcnow
 from sandbox.vocabulary import OPERATOR_ID, REGISTERED_ROLES, ROLES, new_id
 
@@ -138,8 +139,15 @@ def register_principal(
     public_key: str,
     organisation: str | None = None,
 ) -> Principal:
-    """Register an engineer, regulator or operator with its Ed25519 public key."""
+    """Register an engineer, regulator or operator with its Ed25519 public key. A regulator's
+    key is endorsed by the installation's regulator key, so that the companies' nodes trust
+    the approvals it signs (:mod:`sandbox.services.warrants`)."""
     check_registration(principal_id, role, public_key, organisation)
+    if principal_id == INSTALLATION_REGULATOR:
+        raise Invalid(
+            f"{INSTALLATION_REGULATOR!r} is the installation's own regulator (its key is the "
+            "sandbox's regulator key); register others under their own ids"
+        )
     account = AccountFacts(role=role, holder=principal_id)
     authorize(
         gov,
@@ -156,6 +164,9 @@ def register_principal(
             organisation=organisation,
             public_key=public_key,
             registered_by=actor.id,
+            endorsement=endorsement_for(gov, principal_id, public_key)
+            if role == "regulator"
+            else None,
         ),
     )
     gov.record(

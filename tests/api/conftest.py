@@ -27,11 +27,14 @@ from sandbox.config import Settings
 from sandbox.data import census
 from sandbox.data.validation import validate_frame
 from sandbox.governance import Governance, get_governance
+from sandbox.node.home import NodeHome
+from sandbox.node.refusals import refuse
 from sandbox.protocol.jobspec import JobSpec
 from sandbox.services import companies as company_service
 from sandbox.services import consents as consent_service
 from sandbox.services import jobs as job_service
 from sandbox.services import principals as principal_service
+from sandbox.utc import rfc3339, utcnow
 from sandbox.vocabulary import OPERATOR_ID
 from tests.conftest import isolated_home
 
@@ -104,6 +107,18 @@ class World:
         )
         assert filed.job.status == "awaiting_approval", filed.reasons
         return filed.job.id
+
+    def approval(self, job: str, note: str = "checked", principal: str = "reg") -> dict[str, str]:
+        """An approval body signed with ``principal``'s key (as its own machine would)."""
+        signed_at = rfc3339(utcnow())
+        statement = job_service.approval_statement(self.gov, job, principal, signed_at, note)
+        signature = identity.sign(self.keys[principal], statement)
+        return {"note": note, "signed_at": signed_at, "signature": signature}
+
+    def refusal_notices(self, company: str) -> dict[str, list[dict[str, str]]]:
+        """A fresh signed notice of a refusal by ``company``'s node, as the API takes it."""
+        signed = refuse(NodeHome(self.settings.company_dir(company)), "test", "a test", "train")
+        return {"notices": [{"payload": signed.text, "signature": signed.signature}]}
 
     def new_consent(self, company: str = "construction", purpose: str = "fraud-model") -> str:
         return consent_service.grant_consent(self.gov, company, "census", purpose).id

@@ -92,6 +92,22 @@ ENDPOINTS = [
     Endpoint("GET", "/companies/construction/datasets", "read_company_data", OWNER_AND_REGULATOR),
     Endpoint("GET", "/companies/construction/consents", "read_company_data", OWNER_AND_REGULATOR),
     Endpoint("GET", "/companies/construction/receipts", "read_company_data", OWNER_AND_REGULATOR),
+    Endpoint("GET", "/companies/construction/refusals", "read_company_data", OWNER_AND_REGULATOR),
+    Endpoint(
+        "POST",
+        "/companies/construction/refusals",
+        "report_refusal",
+        frozenset({"company"}),
+        body=lambda w, p: w.refusal_notices("construction"),
+        served=(201,),
+    ),
+    Endpoint(
+        "GET",
+        "/approvals/{job}/statement",
+        "read_job",
+        JOB_READERS,
+        prepare=lambda w, r: {"job": w.awaiting_job()},
+    ),
     Endpoint(
         "GET", "/companies/construction/privacy-spend", "read_company_data", OWNER_AND_REGULATOR
     ),
@@ -173,7 +189,7 @@ ENDPOINTS = [
         "approve_job",
         frozenset({"regulator"}),
         prepare=lambda w, r: {"job": w.awaiting_job()},
-        body=lambda w, p: {"note": "reviewed"},
+        body=lambda w, p: w.approval(p["job"], "reviewed"),
     ),
     Endpoint(
         "POST",

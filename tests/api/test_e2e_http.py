@@ -33,6 +33,7 @@ from sandbox.db import get_engine
 from sandbox.identity.requests import join_request, sign_token_request
 from sandbox.ledger import leaf_hash, verify_checkpoint, verify_inclusion
 from sandbox.node.onboarding import prepare_node
+from sandbox.node.pins import pin
 from sandbox.registry import jobs as job_store
 
 pytestmark = pytest.mark.slow
@@ -118,6 +119,7 @@ class People:
     engineer: dict[str, str]
     regulator: dict[str, str]
     companies: dict[str, dict[str, str]]
+    regulator_key: Any = None
 
 
 def sign_in(http: httpx.Client, key: Any, role: str, principal: str) -> dict[str, str]:
@@ -159,6 +161,8 @@ def set_up(settings: Settings, url: str, industries: list[str]) -> People:
             headers={"Content-Type": "application/json", "X-Sandbox-Signature": signature},
         )
         assert joined.status_code == 201, joined.text
+        keys_to_pin = joined.json()["sandbox_keys"]
+        pin(settings.company_dir(company_id), keys_to_pin["operator"], keys_to_pin["regulator"])
         companies[company_id] = sign_in(http, key, "company", company_id)
     return People(
         http,
@@ -166,6 +170,7 @@ def set_up(settings: Settings, url: str, industries: list[str]) -> People:
         sign_in(http, keys["eve"], "engineer", "eve"),
         sign_in(http, keys["reg"], "regulator", "reg"),
         companies,
+        keys["reg"],
     )
 
 
@@ -205,8 +210,16 @@ def test_a_high_tier_job_from_join_to_verified_rounds(
     # The regulator approves it from the queue.
     queue = http.get("/approvals", headers=regulator).json()["jobs"]
     assert [j["id"] for j in queue] == [job_id]
+    # ... signing, on the regulator's own machine, the statement the API gives for the note.
+    note = "privacy as the tier asks"
+    statement = http.get(
+        f"/approvals/{job_id}/statement", params={"note": note}, headers=regulator
+    ).json()
+    signature = identity.sign(people.regulator_key, statement["statement"].encode("utf-8"))
     approved = http.post(
-        f"/approvals/{job_id}/approve", json={"note": "privacy as the tier asks"}, headers=regulator
+        f"/approvals/{job_id}/approve",
+        json={"note": note, "signed_at": statement["signed_at"], "signature": signature},
+        headers=regulator,
     )
     assert approved.status_code == 200 and approved.json()["status"] == "approved"
 

@@ -35,7 +35,7 @@ def test_the_queue_approval_and_start_under_policy(world: World) -> None:
     assert early.status_code == 403
     assert "no regulator approval" in early.json()["detail"]
     approved = world.client.post(
-        f"/approvals/{job}/approve", json={"note": "checked"}, headers=world.headers("regulator")
+        f"/approvals/{job}/approve", json=world.approval(job), headers=world.headers("regulator")
     )
     assert approved.status_code == 200 and approved.json()["status"] == "approved"
     assert approved.json()["approved_by"] == "reg"
@@ -79,7 +79,9 @@ def test_the_stream_of_a_waiting_job_is_bounded(world: World) -> None:
 
 def test_compliance_summary_points_into_the_ledger(world: World) -> None:
     job = world.awaiting_job()
-    world.client.post(f"/approvals/{job}/approve", json={}, headers=world.headers("regulator"))
+    world.client.post(
+        f"/approvals/{job}/approve", json=world.approval(job), headers=world.headers("regulator")
+    )
     summary = world.client.get(f"/jobs/{job}/compliance", headers=world.headers("regulator"))
     assert summary.status_code == 200, summary.text
     body = summary.json()

@@ -46,7 +46,11 @@ def test_not_found(world: World) -> None:
 def test_conflict(world: World) -> None:
     job = world.admitted_job()
     problem = assert_problem(
-        world.client.post(f"/approvals/{job}/approve", json={}, headers=world.headers("regulator")),
+        world.client.post(
+            f"/approvals/{job}/approve",
+            json=world.approval(job),
+            headers=world.headers("regulator"),
+        ),
         409,
     )
     assert "not awaiting approval" in problem["detail"]

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from sandbox import identity
 from tests.api.conftest import World
 from tests.console.conftest import WAIT_MS
 
@@ -106,7 +107,7 @@ def test_an_entry_tampered_with_in_the_database_shows_as_failed(
 
 
 def test_a_regulator_approves_a_pending_job_and_the_ledger_records_it(
-    world: World, server: str, browser: Any, screenshots: Path
+    world: World, server: str, browser: Any, screenshots: Path, tmp_path: Path
 ) -> None:
     job = world.awaiting_job()
     page = signed_in(browser, server, world.token("regulator"))
@@ -115,7 +116,22 @@ def test_a_regulator_approves_a_pending_job_and_the_ledger_records_it(
     page.screenshot(path=screenshots / "job-awaiting-approval.png", full_page=True)
     size = world.ledger_size
     page.get_by_label("Note (recorded)").fill("secure aggregation and epsilon as the tier asks")
-    page.get_by_role("button", name="Approve job").click()
+    # A key that is not the regulator's: the browser signs, the server refuses the signature.
+    stranger = tmp_path / "stranger.pem"
+    identity.write_private_key(stranger, identity.generate_key())
+    page.get_by_label("Your private key (PEM)").set_input_files(str(stranger))
+    page.get_by_role("button", name="Sign and approve job").click()
+    page.get_by_text("is not regulator reg's").wait_for()
+    assert (
+        world.client.get(f"/jobs/{job}", headers=world.headers("regulator")).json()["status"]
+        == "awaiting_approval"
+    )
+    page.goto(f"{server}/console/jobs/{job}")
+    page.get_by_label("Note (recorded)").fill("secure aggregation and epsilon as the tier asks")
+    own = tmp_path / "reg.pem"
+    identity.write_private_key(own, world.keys["reg"])
+    page.get_by_label("Your private key (PEM)").set_input_files(str(own))
+    page.get_by_role("button", name="Sign and approve job").click()
     page.wait_for_url(f"**/console/jobs/{job}?done=approved")
     assert "The job was approved" in page.locator(".flash").inner_text()
     assert "approved by reg" in page.inner_text("main")

@@ -164,7 +164,7 @@ def test_approval_through_the_console_is_the_governed_operation_under_the_origin
     assert "Decide on approval" not in get(world, "engineer", f"/console/jobs/{job}").text
     world.client.post("/auth/session", json={"token": world.new_token("regulator")})
     try:
-        form = {"note": "checked"}
+        form = world.approval(job)
         foreign = world.client.post(
             f"/console/jobs/{job}/approve",
             data=form,

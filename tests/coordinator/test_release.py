@@ -32,6 +32,7 @@ from sandbox.protocol.jobspec import JobSpec
 from sandbox.registry import companies as company_store
 from sandbox.registry import jobs as job_store
 from sandbox.reports.model_card import privacy_summary
+from sandbox.runtime.bare import serving_plan
 from sandbox.services import companies
 from tests.support.world import file_bare, run_bare
 
@@ -271,8 +272,11 @@ def companies_with_plan(settings: Settings, engine):  # type: ignore[no-untyped-
 def assess_at_companies(nodes, plan, weights):  # type: ignore[no-untyped-def]
     """What the runner gathers: each company's assess reply and local baseline."""
     robustness = RobustnessSettings()
-    replies = {c: assess.assessment(n, plan, weights, robustness) for c, n in nodes.items()}
-    baselines = {c: work.local_baseline(n, plan).as_metrics() for c, n in nodes.items()}
+    replies, baselines = {}, {}
+    for company, node in nodes.items():
+        with serving_plan(node, plan):
+            replies[company] = assess.assessment(node, plan, weights, robustness)
+            baselines[company] = work.local_baseline(node, plan)[0].as_metrics()
     return build_assessment(sorted(nodes), replies, baselines, {}, plan.encoding, robustness)
 
 
@@ -376,9 +380,9 @@ def test_the_company_side_assessment_sends_only_allowed_scalars(
 
     nodes, plan = companies_with_plan(sandbox_home, engine)
     node = next(iter(nodes.values()))
-    metrics = assess.assessment(
-        node, plan, run_fedavg(sorted(nodes), nodes, plan), RobustnessSettings()
-    )
+    weights = run_fedavg(sorted(nodes), nodes, plan)
+    with serving_plan(node, plan):
+        metrics = assess.assessment(node, plan, weights, RobustnessSettings())
     assert check_reply(TASK_ASSESS, RecordDict({"metrics": MetricRecord(metrics)})) == []
     assert {"clean/auc", "noise/auc", "missing/auc", "missing/feature"} <= set(metrics)
     assert metrics["num-examples"] == 60 and metrics["calibration/count/0"] >= 0

@@ -1,5 +1,6 @@
-"""Record-level DP-SGD: the accountant against Opacus' own, the company's run log, and the
-training loop (noise that the plan cannot predict, FedProx kept under DP)."""
+"""Record-level DP-SGD: the accountant against Opacus' own, the company's own account (per
+job, purpose and dataset, the baseline paid for too), and the training loop (noise that the
+plan cannot predict, FedProx kept under DP)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from opacus.accountants.utils import get_noise_multiplier
 from torch.utils.data import DataLoader, TensorDataset
 
 from clients import work
+from clients.accountant import privacy_path
+from clients.mandate import Refusal
 from sandbox.data import census
 from sandbox.governance import get_governance
 from sandbox.learning.dp import train_dp
@@ -23,7 +26,6 @@ from sandbox.learning.train import TrainConfig
 from sandbox.node.home import NodeHome
 from sandbox.privacy.accounting import (
     SPARE_RUNS,
-    PrivacyBudgetExceeded,
     Run,
     composed_epsilon,
     default_delta,
@@ -32,6 +34,7 @@ from sandbox.privacy.accounting import (
 )
 from sandbox.protocol.jobspec import DifferentialPrivacySpec
 from sandbox.protocol.messages import TrainingPlan
+from sandbox.runtime.bare import serving_plan
 from sandbox.services.companies import join
 from tests.support.world import tiny_plan
 
@@ -65,13 +68,14 @@ def test_epsilon_matches_opacus_accountant(
     assert schedule.delta == pytest.approx(delta)
     assert schedule.sample_rate == rate
     assert schedule.steps_per_round == epochs * per_epoch
-    # Opacus' own calibration for the whole job gives the same noise multiplier.
-    # (calibrated for the job's rounds and its spare run)
+    # Opacus' own calibration for the whole job gives the same noise multiplier: calibrated
+    # for the local-only baseline, the job's rounds and its spare run.
+    assert schedule.baseline_steps == rounds * epochs * per_epoch
     sigma = get_noise_multiplier(
         target_epsilon=epsilon,
         target_delta=delta,
         sample_rate=rate,
-        steps=(rounds + SPARE_RUNS) * epochs * per_epoch,
+        steps=(2 * rounds + SPARE_RUNS) * epochs * per_epoch,
         accountant="rdp",
     )
     assert schedule.noise_multiplier == pytest.approx(sigma)
@@ -86,7 +90,11 @@ def test_epsilon_matches_opacus_accountant(
             )
     total = schedule.epsilon_after(rounds)
     assert total < epsilon
-    assert epsilon - 0.05 < schedule.epsilon_after(rounds + SPARE_RUNS) <= epsilon
+    everything = composed_epsilon(
+        [schedule.baseline_run, Run(sigma, rate, (rounds + SPARE_RUNS) * schedule.steps_per_round)],
+        delta,
+    )
+    assert epsilon - 0.05 < everything <= epsilon
     # An independent method (PRV) gives a tighter, not a larger, epsilon: RDP is an upper bound.
     prv = PRVAccountant()
     prv.history = [(sigma, rate, rounds * schedule.steps_per_round)]
@@ -118,9 +126,8 @@ def census_plan(
     node: NodeHome, job_id: str, dp: DifferentialPrivacySpec, rounds: int
 ) -> TrainingPlan:
     manifest = node.vault("census").manifest
-    encoding = FeatureSpec.from_manifests([manifest])
-    moments = encoding.moments(node.vault("census").read("train"))
-    return tiny_plan(job_id=job_id, encoding=encoding.with_moments(moments), dp=dp, rounds=rounds)
+    encoding = FeatureSpec.from_manifests([manifest]).with_public_bounds()
+    return tiny_plan(job_id=job_id, encoding=encoding, dp=dp, rounds=rounds)
 
 
 @pytest.fixture
@@ -137,54 +144,98 @@ def node(sandbox_home, engine) -> NodeHome:  # type: ignore[no-untyped-def]
     return NodeHome(folder)
 
 
-def test_each_run_reports_what_opacus_accounted_and_the_log_survives_a_restart(
+def runs_of(node: NodeHome, job_id: str) -> list[dict[str, object]]:
+    document = json.loads(privacy_path(node, "census").read_text())
+    return [r for r in document["runs"] if r["job"] == job_id]
+
+
+def test_each_run_reports_what_opacus_accounted_and_the_account_survives_a_restart(
     node: NodeHome,
 ) -> None:
     rounds = 3
     plan = census_plan(node, "job-dp", DifferentialPrivacySpec(epsilon=2.0), rounds)
-    rows = len(work.encoded(node, plan).x_train)
-    schedule = work.dp_schedule(plan, rows)
-    weights = get_weights(build_model("logreg", plan.encoding.input_dim))
-    accountant = RDPAccountant()
-    reports = []
-    for number in range(1, rounds + 1):
-        weights, stats, report = work.local_training(node, plan, weights, number)
-        assert report is not None and stats.steps == schedule.steps_per_round
-        for _ in range(stats.steps):
+    with serving_plan(node, plan):
+        rows = len(work.encoded(node, plan).x_train)
+        schedule = plan_schedule(plan.dp, rows, plan.train.batch_size, 1, rounds)  # type: ignore[arg-type]
+        weights = get_weights(build_model("logreg", plan.encoding.input_dim))
+        accountant = RDPAccountant()
+        _, baseline = work.local_baseline(node, plan)
+        assert baseline is not None and baseline.steps == schedule.baseline_steps
+        for _ in range(baseline.steps):
             accountant.step(
                 noise_multiplier=schedule.noise_multiplier, sample_rate=schedule.sample_rate
             )
-        assert report.epsilon_job == pytest.approx(accountant.get_epsilon(schedule.delta), rel=1e-9)
-        assert report.delta == schedule.delta == pytest.approx(1 / (10 * rows))
-        assert report.noise_multiplier == schedule.noise_multiplier
-        reports.append(report)
-    assert sum(r.epsilon for r in reports) == pytest.approx(reports[-1].epsilon_job)
-    assert reports[-1].epsilon_job <= 2.0
-    # The log is in the node folder: a restarted node (a fresh read) knows every run. A round
-    # re-sent after a restart is paid for out of the spare run; one more would exceed the
-    # job's epsilon: refused, and not written down.
-    saved = json.loads(node.privacy_path("job-dp").read_text())
-    assert [r["round"] for r in saved["runs"]] == [1, 2, 3]
-    assert SPARE_RUNS == 1
-    _, _, again = work.local_training(node, plan, weights, rounds)
-    assert again is not None and again.epsilon_job <= 2.0
-    with pytest.raises(PrivacyBudgetExceeded, match="beyond the job's 2"):
-        work.local_training(node, plan, weights, rounds)
-    assert len(json.loads(node.privacy_path("job-dp").read_text())["runs"]) == 4
+        reports = [baseline]
+        for number in range(1, rounds + 1):
+            weights, stats, report = work.local_training(node, plan, weights, number)
+            assert report is not None and stats.steps == schedule.steps_per_round
+            for _ in range(stats.steps):
+                accountant.step(
+                    noise_multiplier=schedule.noise_multiplier, sample_rate=schedule.sample_rate
+                )
+            assert report.epsilon_job == pytest.approx(
+                accountant.get_epsilon(schedule.delta), rel=1e-9
+            )
+            assert report.delta == schedule.delta == pytest.approx(1 / (10 * rows))
+            assert report.noise_multiplier == schedule.noise_multiplier
+            reports.append(report)
+        assert sum(r.epsilon for r in reports) == pytest.approx(reports[-1].epsilon_job)
+        assert reports[-1].epsilon_job <= 2.0
+        # The account is in the node folder: a restarted node (a fresh read) knows every run.
+        # A round re-sent after a restart is paid for out of the spare run; one more would
+        # exceed the job's epsilon: refused, and not written down.
+        assert [r["round"] for r in runs_of(node, "job-dp")] == [0, 1, 2, 3]
+        assert SPARE_RUNS == 1
+        _, _, again = work.local_training(node, plan, weights, rounds)
+        assert again is not None and again.epsilon_job <= 2.0
+        with pytest.raises(Refusal, match="beyond its 2"):
+            work.local_training(node, plan, weights, rounds)
+    assert len(runs_of(node, "job-dp")) == 5
 
 
 def test_a_job_cannot_change_its_privacy_terms_midway(node: NodeHome) -> None:
     plan = census_plan(node, "job-terms", DifferentialPrivacySpec(epsilon=4.0), 3)
     weights = get_weights(build_model("logreg", plan.encoding.input_dim))
-    work.local_training(node, plan, weights, 1)
+    with serving_plan(node, plan):
+        work.local_training(node, plan, weights, 1)
     looser = plan.model_copy(update={"dp": DifferentialPrivacySpec(epsilon=8.0)})
-    with pytest.raises(PrivacyBudgetExceeded, match="privacy terms"):
+    with serving_plan(node, looser), pytest.raises(Refusal, match="privacy terms"):
         work.local_training(node, looser, weights, 2)
 
 
-def test_the_node_refuses_a_job_id_that_is_not_an_identifier(node: NodeHome) -> None:
+def test_the_dataset_cap_holds_across_purposes(node: NodeHome) -> None:
+    """Jobs of different purposes each within their own epsilon still meet the dataset's cap,
+    which the node enforces over all of them together."""
+    weights = None
+    spent = []
+    for n, purpose in enumerate(("income-prediction", "churn", "fraud")):
+        plan = census_plan(node, f"job-{purpose}", DifferentialPrivacySpec(epsilon=3.0), 1)
+        plan = plan.model_copy(update={"purpose": purpose})
+        weights = weights or get_weights(build_model("logreg", plan.encoding.input_dim))
+        # The third purpose meets a dataset cap that the first two have already reached.
+        cap = 6.0 if n < 2 else spent[-1]
+        with serving_plan(node, plan, caps={"purpose": 100.0, "dataset": cap}):
+            if n < 2:
+                _, _, report = work.local_training(node, plan, weights, 1)
+                assert report is not None and report.epsilon_purpose == report.epsilon_job
+                spent.append(report.epsilon_dataset)
+            else:
+                with pytest.raises(Refusal, match="for the dataset"):
+                    work.local_training(node, plan, weights, 1)
+    # Composed over both purposes: more than either job alone, less than their sum.
+    assert spent[0] < spent[1] < 2 * spent[0]
+    assert len(json.loads(privacy_path(node, "census").read_text())["runs"]) == 2
+
+
+def test_the_handlers_read_nothing_without_the_gate(node: NodeHome) -> None:
+    plan = census_plan(node, "job-nogate", DifferentialPrivacySpec(epsilon=2.0), 1)
+    with pytest.raises(Refusal, match="did not pass the company's gate"):
+        work.encoded(node, plan)
+
+
+def test_the_node_refuses_a_dataset_name_that_is_not_an_identifier(node: NodeHome) -> None:
     with pytest.raises(ValueError):
-        node.privacy_path("../../escape")
+        privacy_path(node, "../../escape")
 
 
 def test_dp_noise_cannot_be_predicted_from_the_plan() -> None:

@@ -117,7 +117,11 @@ def test_the_charge_refuses_a_company_at_its_cap(engine) -> None:
     add_job(engine, "job-old")
     add_job(engine, "job-new")
     big = schedule(epsilon=8.0, rounds=1)
-    # the planned round and the spare run together spend the job's 8.0, the purpose's cap
+    # the baseline, the planned round and the spare run together spend the job's 8.0, the
+    # purpose's cap
+    ledger.charge_run(
+        engine, ledger.RunScope("acme", PURPOSE, "job-old", 0, big, 8.0, baseline=True)
+    )
     for number in (1, 1 + SPARE_RUNS):
         ledger.charge_run(engine, ledger.RunScope("acme", PURPOSE, "job-old", number, big, 8.0))
     with pytest.raises(
@@ -128,6 +132,9 @@ def test_the_charge_refuses_a_company_at_its_cap(engine) -> None:
     add_job(engine, "job-short")
     add_company(engine, "other")
     short = schedule(epsilon=1.0, rounds=2)
+    ledger.charge_run(
+        engine, ledger.RunScope("other", PURPOSE, "job-short", 0, short, 8.0, baseline=True)
+    )
     for number in range(1, 2 + SPARE_RUNS + 1):
         ledger.charge_run(
             engine, ledger.RunScope("other", PURPOSE, "job-short", number, short, 8.0)

@@ -24,6 +24,7 @@ from sandbox.protocol.jobspec import DifferentialPrivacySpec, JobSpec
 from sandbox.registry import jobs as job_store
 from sandbox.registry import privacy as ledger
 from sandbox.registry.models import PrivacySpend
+from sandbox.runtime.bare import bare_client_app
 from sandbox.runtime.simulation import run_jobs_on_simulation
 from sandbox.services.jobs import file_job
 from tests.support.attackers import attacking_client_app
@@ -173,7 +174,9 @@ def test_bad_updates_are_refused_and_trimmed_mean_resists_poisoning(
     outcomes = run_bare(
         sandbox_home,
         [checked, clean, poisoned, trimmed],
-        client_app=partial(attacking_client_app, attacks=attacks),
+        company_app=partial(
+            attacking_client_app, attacks=attacks, honest_app=bare_client_app(sandbox_home)
+        ),
     )
     assert all(o["status"] == "completed" for o in outcomes.values()), outcomes
 
@@ -208,7 +211,11 @@ def test_secure_aggregation_completes_or_is_caught_halting(sandbox_home: Setting
         sandbox_home,
         [plain, secure, secure_dp, halting],
         observer=lambda t, c, r: replies.append((t, c, r)),
-        client_app=partial(attacking_client_app, dropouts={halting: set(companies[:2])}),
+        company_app=partial(
+            attacking_client_app,
+            dropouts={halting: set(companies[:2])},
+            honest_app=bare_client_app(sandbox_home),
+        ),
     )
 
     # Completed: every stage ran, the aggregate equals plain FedAvg up to quantisation.

@@ -33,6 +33,7 @@ from sandbox.node.onboarding import prepare_node
 from sandbox.protocol.jobspec import JobSpec
 from sandbox.registry.policy_sets import sign_hash
 from sandbox.services import companies, consents, jobs, principals
+from sandbox.utc import rfc3339, utcnow
 from sandbox.vocabulary import OPERATOR_ID
 
 PURPOSE = "income-prediction"
@@ -51,6 +52,14 @@ class World:
     tmp: Path
     tokens: dict[str, str] = field(default_factory=dict)
     consoles: dict[str, TestClient] = field(default_factory=dict)
+    keys: dict[str, Path] = field(default_factory=dict)
+
+    def approval(self, job: str, who: str, note: str) -> dict[str, str]:
+        """An approval signed with ``who``'s key, as the regulator's own machine makes it."""
+        signed_at = rfc3339(utcnow())
+        statement = jobs.approval_statement(self.gov, job, who, signed_at, note)
+        signature = identity.sign(identity.read_private_key(self.keys[who]), statement)
+        return {"note": note, "signed_at": signed_at, "signature": signature}
 
     def ready(self, who: str, role: str) -> None:
         """A token for ``who`` and a console signed in with it: both recorded before an act
@@ -124,8 +133,10 @@ def world(sandbox_home: Settings, tmp_path: Path) -> Iterator[World]:
     operator = principals.operator(gov)
     world = World(sandbox_home, gov, TestClient(create_app(sandbox_home, run_capacity=1)), tmp_path)
     for who, role in (("eve", "engineer"), ("reg-anna", "regulator")):
-        key = identity.public_b64(identity.generate_key())
-        principals.register_principal(gov, operator, who, role, key)
+        key = identity.generate_key()
+        world.keys[who] = tmp_path / f"{who}.pem"
+        identity.write_private_key(world.keys[who], key)
+        principals.register_principal(gov, operator, who, role, identity.public_b64(key))
     with world.client:
         for who, role in (
             ("eve", "engineer"),
@@ -263,18 +274,21 @@ def high_job(world: World) -> str:
 
 
 def approve_by_cli(world: World, job: str) -> None:
-    world.cli("job", "approve", job, "--as", "reg-anna", "--note", "fine")
+    world.cli("job", "approve", job, "--as", "reg-anna", "--note", "fine",
+              "--key-file", str(world.keys["reg-anna"]))  # fmt: skip
 
 
 def approve_by_api(world: World, job: str) -> None:
-    answer = world.client.post(f"/approvals/{job}/approve", json={"note": "fine"},
+    answer = world.client.post(f"/approvals/{job}/approve",
+                               json=world.approval(job, "reg-anna", "fine"),
                                headers=world.bearer("reg-anna"))  # fmt: skip
     assert answer.status_code == 200, answer.text
 
 
 def approve_by_console(world: World, job: str) -> None:
     client = world.console("reg-anna")
-    answer = client.post(f"/console/jobs/{job}/approve", data={"note": "fine"},
+    answer = client.post(f"/console/jobs/{job}/approve",
+                         data=world.approval(job, "reg-anna", "fine"),
                          headers={"Origin": "http://testserver"}, follow_redirects=False)  # fmt: skip
     assert answer.status_code == 303, answer.text
 

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from clients.gate import bundle_refusal
+from clients.gate import shipped_policy_set
+from clients.mandate import Refusal, mandate_for
 from coordinator.runner import JobRunner
 from sandbox.config import Settings
 from sandbox.errors import Conflict, Forbidden, Invalid, NotFound
 from sandbox.governance import get_governance
 from sandbox.identity import pki
 from sandbox.learning.encoding import FeatureSpec
+from sandbox.node.home import NodeHome
 from sandbox.protocol.bundle import bundle_of, package_folders, running_bundle
 from sandbox.protocol.jobspec import JobSpec
 from sandbox.registry import jobs as job_store
@@ -74,8 +76,16 @@ def test_a_filed_job_carries_its_bundle_into_the_plan_and_the_gate_checks_it(
 ) -> None:
     gov = get_governance(sandbox_home)
     companies = join(sandbox_home, engine, ["Construction", "Agriculture"], rows=60)
-    spec = JobSpec(purpose="income-prediction", companies=tuple(companies), rounds=1)
+    spec = JobSpec.model_validate(
+        {
+            "purpose": "income-prediction",
+            "companies": companies,
+            "rounds": 1,
+            "privacy": {"dp": {"epsilon": 2.0}},
+        }
+    )
     job = job_service.file_job(gov, spec, ENGINEER).job
+    assert job.status == "admitted" and job.warrant is not None
     assert job.bundle_hash == running_bundle().digest
     assert job_store.get_job(engine, job.id).bundle_hash == running_bundle().digest
 
@@ -83,15 +93,18 @@ def test_a_filed_job_carries_its_bundle_into_the_plan_and_the_gate_checks_it(
     manifests = runs.manifests(engine, job)
     plan = runner.ctx.base_plan(FeatureSpec.from_manifests(manifests, spec.features))
     assert plan.code_bundle == running_bundle().digest
-    assert bundle_refusal(plan) is None
+    node = NodeHome(sandbox_home.company_dir(companies[0]))
+    tiers = shipped_policy_set().tiers
+    mandate = mandate_for(node, plan, job.warrant, tiers)
+    assert mandate.warrant.code_bundle == running_bundle().digest
 
     other = job_service.file_job(gov, spec, ENGINEER, bundle_hash="ab" * 32).job
     runner = JobRunner(sandbox_home, engine, None, other.id)  # type: ignore[arg-type]
     plan = runner.ctx.base_plan(FeatureSpec.from_manifests(manifests, spec.features))
-    refusal = bundle_refusal(plan)
-    assert refusal is not None and "is not the code filed for job" in refusal
-    unfiled = plan.model_copy(update={"code_bundle": None})
-    assert "no filed code bundle" in (bundle_refusal(unfiled) or "")
+    with pytest.raises(Refusal) as refused:
+        mandate_for(node, plan, other.warrant, tiers)
+    assert refused.value.cause == "code-bundle"
+    assert "is not the code filed for job" in refused.value.reason
 
 
 def test_a_filing_needs_a_bundle_hash_and_a_new_job_id(sandbox_home: Settings, engine) -> None:

@@ -26,7 +26,7 @@ from sandbox.registry.policy_sets import sign_policy_set
 from sandbox.services.audit import authorize_audit_read
 from sandbox.services.companies import join
 from sandbox.services.consents import grant_consent, revoke_consent
-from sandbox.services.jobs import approve_job, file_job, reject_job
+from sandbox.services.jobs import approve_as_installation_regulator, file_job, reject_job
 from sandbox.services.principals import acting_as
 from sandbox.services.runs import check_runnable
 
@@ -174,11 +174,11 @@ def test_high_tier_and_important_data_wait_for_a_regulator(sandbox_home: Setting
     )
     attempt = gov.decide(EngineerFacts("eve"), "approve_job", world.job, entities=world.entities)
     assert not attempt.allowed
-    approved = approve_job(gov, RegulatorFacts("reg-1"), filed.job.id, "reviewed the filed spec")
-    assert approved.status == "approved" and approved.approved_by == "reg-1"
+    approved = approve_as_installation_regulator(gov, filed.job.id, "reviewed the filed spec")
+    assert approved.status == "approved" and approved.approved_by == "regulator"
     check_runnable(approved)
     with pytest.raises(Conflict):
-        approve_job(gov, RegulatorFacts("reg-1"), filed.job.id)
+        approve_as_installation_regulator(gov, filed.job.id, "")
     assert [r["decision"]["allowed"] for r in ledger_decisions(gov, "approve_job")] == [False, True]
 
 

@@ -64,10 +64,12 @@ def attacking_client_app(
     node_dirs: Sequence[str],
     attacks: Mapping[tuple[str, str], str] | None = None,
     dropouts: Mapping[str, set[str]] | None = None,
+    honest_app: Callable[[Sequence[str]], ClientApp] = make_client_app,
 ) -> ClientApp:
     """``attacks``: (job id, company) -> attack name applied to its train replies;
-    ``dropouts``: job id -> companies that fail when SecAgg+ collects masked updates."""
-    honest = make_client_app(node_dirs)
+    ``dropouts``: job id -> companies that fail when SecAgg+ collects masked updates.
+    ``honest_app`` is the app the misbehaving companies wrap (the bare arm's for bare jobs)."""
+    honest = honest_app(node_dirs)
     companies = [NodeHome(Path(d)).company_id for d in node_dirs]
     attacks = dict(attacks or {})
     dropouts = {job: set(c) for job, c in (dropouts or {}).items()}

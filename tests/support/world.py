@@ -13,7 +13,7 @@ from sandbox.learning.encoding import FeatureSpec, NumericFeature
 from sandbox.protocol.jobspec import JobSpec, ModelSpec
 from sandbox.protocol.messages import TrainingPlan, TrainSettings
 from sandbox.registry.models import Job
-from sandbox.runtime.simulation import outcome_of, simulate
+from sandbox.runtime import bare
 from sandbox.services import companies, jobs
 from sandbox.services.bare import file_unreviewed
 
@@ -50,7 +50,7 @@ def file_runnable(
     filed = jobs.file_job(gov, spec, engineer)
     assert filed.allowed, filed.reasons
     if filed.approval_by:
-        return jobs.approve_job(gov, REGULATOR, filed.job.id, "approved for the test")
+        return jobs.approve_as_installation_regulator(gov, filed.job.id, "approved for the test")
     return filed.job
 
 
@@ -85,5 +85,4 @@ def file_bare(engine: Any, spec: JobSpec | dict[str, Any]) -> str:
 
 def run_bare(settings: Settings, job_ids: list[str], **options: Any) -> dict[str, Any]:
     """Run jobs filed bare on the simulation engine without governance; each job's outcome."""
-    simulate(settings, job_ids, governed=False, **options)
-    return {job_id: outcome_of(settings, job_id) for job_id in job_ids}
+    return bare.run_bare(settings, job_ids, **options)

@@ -19,14 +19,20 @@ from sandbox.api.schemas import (
     JoinResult,
     ReceiptOut,
     ReceiptPage,
+    RefusalOut,
+    RefusalsIn,
     RevocationIn,
+    SandboxKeysOut,
     SpendOut,
 )
 from sandbox.data.manifest import DatasetManifest
 from sandbox.governance import Governance
+from sandbox.identity import key_id
 from sandbox.services import companies as company_service
 from sandbox.services import consents as consent_service
+from sandbox.services import nodes as node_service
 from sandbox.services import principals as principal_service
+from sandbox.services.warrants import sandbox_public_keys
 from sandbox.vocabulary import ID_PATTERN
 
 router = APIRouter(prefix="/companies", tags=["companies"])
@@ -70,10 +76,17 @@ def join(
         timedelta(days=body.valid_days),
         node_dir=gov.settings.company_dir(body.company_id),
     )
+    keys = sandbox_public_keys(gov)
     return JoinResult(
         company=CompanyOut.model_validate(done.company),
         dataset=DatasetOut.model_validate(done.dataset) if done.dataset else None,
         consents=[ConsentOut.model_validate(c) for c in done.consents],
+        sandbox_keys=SandboxKeysOut(
+            operator=keys["operator"],
+            regulator=keys["regulator"],
+            operator_fingerprint=key_id(keys["operator"]),
+            regulator_fingerprint=key_id(keys["regulator"]),
+        ),
     )
 
 
@@ -187,6 +200,36 @@ def receipts(
         receipts=[ReceiptOut.model_validate(r) for r in found],
         next_after=found[-1].id if len(found) == limit else None,
     )
+
+
+@router.get("/{company_id}/refusals", response_model=list[RefusalOut])
+def refusals(
+    company_id: CompanyId, me: Caller = Depends(caller), gov: Governance = Depends(governance)
+) -> list[RefusalOut]:
+    """Every refusal of the company's node that reached the sandbox (through the coordinator,
+    or handed over by the company): its signed notice, the node's reason, its ledger entry.
+    Policy action: `read_company_data`."""
+    return [RefusalOut.model_validate(r) for r in node_service.refusals(gov, me.facts, company_id)]
+
+
+@router.post("/{company_id}/refusals", status_code=201, response_model=list[RefusalOut])
+def report_refusals(
+    company_id: CompanyId,
+    body: RefusalsIn,
+    me: Caller = Depends(caller),
+    gov: Governance = Depends(governance),
+) -> list[RefusalOut]:
+    """Hand the sandbox the signed notices of the company's node's refusals, for the ledger
+    (each notice once; one not signed by the company is refused). Policy action:
+    `report_refusal`."""
+    recorded = node_service.record_refusals(
+        gov,
+        company_id,
+        [(n.payload, n.signature) for n in body.notices],
+        via="company",
+        actor=me.facts,
+    )
+    return [RefusalOut.model_validate(r) for r in recorded]
 
 
 @router.get("/{company_id}/privacy-spend", response_model=SpendOut)

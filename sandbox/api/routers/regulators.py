@@ -18,6 +18,7 @@ from sandbox.api.auth import Caller, caller, governance
 from sandbox.api.routers.jobs import JobId, job_out
 from sandbox.api.schemas import (
     ApprovalIn,
+    ApprovalStatementOut,
     CheckpointOut,
     ConsistencyOut,
     EntryOut,
@@ -36,6 +37,7 @@ from sandbox.identity import public_b64
 from sandbox.reports.compliance import ComplianceSummary
 from sandbox.services import audit as audit_service
 from sandbox.services import jobs as job_service
+from sandbox.utc import rfc3339, utcnow
 
 router = APIRouter(tags=["regulators: approvals and audit"])
 
@@ -87,9 +89,31 @@ def approve(
     me: Caller = Depends(caller),
     gov: Governance = Depends(governance),
 ) -> JobOut:
-    """Approve a job that awaits approval; the note is recorded. Policy action:
-    `approve_job`."""
-    return job_out(gov, job_service.approve_job(gov, me.facts, job_id, body.note))
+    """Approve a job that awaits approval, with the regulator's own signature over the
+    job's filed spec and code (see `GET /approvals/{job_id}/statement`); the note is
+    recorded and the job's warrant carries the signature to every company's node. Policy
+    action: `approve_job`."""
+    approved = job_service.approve_job(
+        gov, me.facts, job_id, body.note, body.signed_at, body.signature
+    )
+    return job_out(gov, approved)
+
+
+@router.get("/approvals/{job_id}/statement", response_model=ApprovalStatementOut)
+def approval_statement(
+    job_id: JobId,
+    note: str = Query("", max_length=2000),
+    signed_at: str | None = Query(None, max_length=40),
+    me: Caller = Depends(caller),
+    gov: Governance = Depends(governance),
+) -> ApprovalStatementOut:
+    """The statement the calling regulator signs to approve the job with this note (now,
+    unless `signed_at` is given). Reading it is reading the job: policy action
+    `read_job`."""
+    job_service.read_job(gov, me.facts, job_id, "approval_statement")
+    moment = signed_at or rfc3339(utcnow())
+    statement = job_service.approval_statement(gov, job_id, me.who.id, moment, note)
+    return ApprovalStatementOut(statement=statement.decode("utf-8"), signed_at=moment)
 
 
 @router.post("/approvals/{job_id}/reject", response_model=JobOut)
