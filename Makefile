@@ -26,13 +26,13 @@ demo: $(STAMP)
 	$(BIN)/sandbox demo
 
 test: $(STAMP)
-	scripts/ensure-chromium
+	scripts/ensure-test-tools
 	$(BIN)/python -m pytest
 
 # The same suite with every database-backed test on a fresh PostgreSQL database. The
 # deployment tests are left out: they run on PostgreSQL in `make test` already.
 test-postgres: $(STAMP)
-	scripts/ensure-chromium
+	scripts/ensure-test-tools
 	SANDBOX_TEST_DATABASE=postgres $(BIN)/python -m pytest -m "not deployment"
 
 # The house rules: style, the import contracts (pyproject.toml) and the types.

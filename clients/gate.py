@@ -42,6 +42,7 @@ from sandbox.protocol.messages import (
     METRICS,
     RECEIPT,
     STATS,
+    TASK_BASELINE,
     TASK_IDENTIFY,
     WARRANT,
     TrainingPlan,
@@ -164,7 +165,10 @@ def _refusal(message: Message, node: NodeHome | None, refusal: Refusal, task: st
 
 
 def models_asked(message: Message, task: str) -> int:
-    """How many models a scoring task carries (a stacked batch counts each)."""
+    """How many models a scoring task carries (a stacked batch counts each; the baseline is
+    one model, trained at the node)."""
+    if task == TASK_BASELINE:
+        return 1
     arrays = message.content.array_records.get(ARRAYS)
     if arrays is None or not len(arrays):
         return 0

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS as SECAGG
 
 from sandbox.protocol.messages import (
     ARRAYS,
@@ -84,6 +85,11 @@ INVENTORY: tuple[Release, ...] = (
             "the model update, trained with DP-SGD"),
     Release(TASK_TRAIN, ARRAYS, "*", "exact", ("no-dp", "plain"),
             "the model update of a job without DP"),
+    Release(TASK_TRAIN, SECAGG, r"pk1|pk2|dsts|ctxts|masked_params|nids|shares",
+            "secure-aggregate", ("secure",),
+            "the SecAgg+ protocol's own messages (added by Flower's mod after the gate): "
+            "public keys, secret shares encrypted to the other nodes, the masked update, and "
+            "shares that unmask the sum"),
     Release(TASK_TRAIN, METRICS, r"num-examples", "declared", ("always",),
             "the training-row count the dataset's registration published"),
     Release(TASK_TRAIN, METRICS, _DP_FIGURES, "declared", ("dp",),
@@ -114,31 +120,86 @@ def allowed_tasks(dp: bool, secure: bool) -> set[str]:
     return {r.task for r in INVENTORY if applies(r, dp, secure)}
 
 
+def describe(content: RecordDict) -> dict[str, dict[str, Any]]:
+    """A reply's shape as the inventory sees it: each record's kind and field names."""
+    described: dict[str, dict[str, Any]] = {}
+    for name, record in content.items():
+        fields = (
+            sorted(record.keys())
+            if isinstance(record, ArrayRecord | MetricRecord | ConfigRecord)
+            else []
+        )
+        described[name] = {"kind": type(record).__name__, "fields": fields}
+    return described
+
+
 def check_outgoing(task: str, content: RecordDict, dp: bool, secure: bool) -> list[str]:
     """Every part of a reply that the inventory does not allow for this task in such a job
     (empty: the reply may leave)."""
+    return check_wire(task, describe(content), dp, secure)
+
+
+def check_wire(task: str, records: dict[str, dict[str, Any]], dp: bool, secure: bool) -> list[str]:
+    """:func:`check_outgoing` on a reply's shape (:func:`describe`), as it was captured at
+    the node's edge: after the gate, and after SecAgg+ masked the update."""
     releases = [r for r in INVENTORY if r.task == task and applies(r, dp, secure)]
-    problems: list[str] = []
     if not releases:
         return [f"this node sends nothing for task {task!r} in such a job"]
-    for name, record in content.items():
+    records, problems = _unwrapped(records, secure)
+    for name, record in records.items():
+        kind, fields = record["kind"], record["fields"]
         if name in STATEMENT_RECORDS:
-            if not isinstance(record, ConfigRecord):
+            if kind != "ConfigRecord":
                 problems.append(f"{STATEMENT_RECORDS[name]} must be a signed statement")
             continue
         for_record = [r for r in releases if r.record == name]
         if not for_record:
             problems.append(f"record {name!r} is not in the release inventory for {task!r}")
             continue
-        if isinstance(record, ArrayRecord):
+        if kind == "ArrayRecord":
             continue  # arrays are released as a whole: their treatment is the release's
-        if not isinstance(record, MetricRecord | ConfigRecord):
+        if kind not in ("MetricRecord", "ConfigRecord"):
             problems.append(f"record {name!r} is of a kind the node never sends")
             continue
-        for field in record:
+        for field in fields:
             if not any(r.matches(field) for r in for_record):
                 problems.append(
                     f"{name}.{field} of task {task!r} is not in the release inventory for a "
                     f"job {'under' if dp else 'without'} DP"
                 )
     return problems
+
+
+_LEGACY = "fitres."
+_LEGACY_PARTS = {"fitres.metrics", "fitres.num_examples", "fitres.parameters", "fitres.status"}
+
+
+def _unwrapped(
+    records: dict[str, dict[str, Any]], secure: bool
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The records of a SecAgg+ train reply as the gate let them out. Flower's SecAgg+ mod
+    speaks the legacy FitRes format: the gate's records flattened into ``fitres.metrics``
+    (``record.field``), the row count again in ``fitres.num_examples``, a status, and the
+    update's arrays, which the mask must have emptied (the masked update travels in the
+    SecAgg+ record)."""
+    if not any(name.startswith(_LEGACY) for name in records):
+        return records, []
+    problems = [f"record {n!r} is not a FitRes part" for n in records if n.startswith(_LEGACY)
+                and n not in _LEGACY_PARTS]  # fmt: skip
+    if not secure:
+        problems.append("a legacy FitRes reply leaves only through SecAgg+")
+    out = {n: r for n, r in records.items() if not n.startswith(_LEGACY)}
+    if records.get("fitres.parameters", {}).get("fields"):
+        problems.append("the update's arrays left unmasked beside the SecAgg+ record")
+    if set(records.get("fitres.num_examples", {}).get("fields", [])) - {"num_examples"}:
+        problems.append("fitres.num_examples holds more than the row count")
+    if set(records.get("fitres.status", {}).get("fields", [])) - {"code", "message"}:
+        problems.append("fitres.status holds more than a status")
+    for flat in records.get("fitres.metrics", {}).get("fields", []):
+        name, _, field = flat.partition(".")
+        if not field:
+            problems.append(f"fitres.metrics.{flat} names no record")
+            continue
+        kind = "ConfigRecord" if name in STATEMENT_RECORDS else "MetricRecord"
+        out.setdefault(name, {"kind": kind, "fields": []})["fields"].append(field)
+    return out, problems

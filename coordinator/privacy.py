@@ -62,7 +62,7 @@ class JobPrivacy:
         self.charges: dict[str, int] = {}
         self.baseline = False
 
-    def _scope(self, company: str, round_number: int) -> ledger.RunScope:
+    def _scope(self, company: str, round_number: int, baseline: bool = False) -> ledger.RunScope:
         return ledger.RunScope(
             company,
             self.purpose,
@@ -70,11 +70,12 @@ class JobPrivacy:
             round_number,
             self.schedules[company],
             self.cap,
-            baseline=self.baseline,
+            baseline=baseline,
         )
 
     def facts(self, companies: Iterable[str], round_number: int) -> dict[str, BudgetFacts]:
-        """Budget facts of each company that has a schedule (a company without rows has none)."""
+        """Budget facts of each company that has a schedule (a company without rows has none),
+        for a round's training run (never the baseline's, whatever was charged last)."""
         return {
             company: ledger.budget_facts(self.engine, self._scope(company, round_number))
             for company in companies
@@ -93,7 +94,7 @@ class JobPrivacy:
         refused: dict[str, str] = {}
         for company in companies:
             try:
-                row = ledger.charge_run(self.engine, self._scope(company, round_number))
+                row = ledger.charge_run(self.engine, self._scope(company, round_number, baseline))
             except PrivacyBudgetExceeded as exc:
                 refused[company] = str(exc)
                 continue

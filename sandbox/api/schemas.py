@@ -266,10 +266,11 @@ class JobSpendOut(BaseModel):
         "never below what the company reported)"
     )
     epsilon_receipted: float = Field(
-        description="epsilon that the company's own signed training receipts state"
+        description="epsilon for the job that the company's node states in its signed "
+        "receipts (its own accountant, over its DP-trained baseline and every round)"
     )
     delta: float | None
-    runs: int = Field(description="training runs charged")
+    runs: int = Field(description="DP runs charged: the local-only baseline and each round")
     runs_unsettled: int = Field(description="runs charged whose report never came")
     receipts: int
 

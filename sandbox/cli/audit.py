@@ -29,6 +29,8 @@ from sandbox.ledger.errors import BundleError, CheckpointError, LedgerError, Led
 from sandbox.ledger.log import Ledger
 from sandbox.ledger.merkle import leaf_hash
 from sandbox.ledger.verify import VerificationReport, verify_database
+from sandbox.protocol.job_receipts import JobReceipts, check_job_receipts
+from sandbox.protocol.receipts import ReceiptError
 from sandbox.services import audit as audit_service
 from sandbox.utc import as_utc
 
@@ -343,3 +345,63 @@ def list_entries(
             record.job_id or "",
         )
     console.print(table)
+
+
+@audit_app.command("receipts")
+def receipts_export(
+    job_id: Annotated[str, typer.Argument(help="the job")],
+    out: Annotated[Path, typer.Option("--out", help="the JSON file to write")],
+    as_: AsOption = "regulator",
+) -> None:
+    """Export a job's receipts with its signed warrant and the companies' public keys, to
+    check offline with `sandbox audit check-receipts`."""
+    gov, reader = _reader(as_)
+    try:
+        document = audit_service.job_receipts_evidence(gov, reader, job_id)
+    except SandboxError as exc:
+        _fail(str(exc))
+    try:
+        out.write_text(document.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror}")
+    console.print(f"[bold green]exported[/] {len(document.receipts)} receipts of {job_id} to {out}")
+
+
+@audit_app.command("check-receipts")
+def check_receipts(
+    evidence: Annotated[Path, typer.Argument(help="a file from `sandbox audit receipts`")],
+    operator_key: Annotated[
+        str, typer.Option("--operator-key", help="the operator's public key, or a file holding it")
+    ],
+    regulator_key: Annotated[
+        str,
+        typer.Option("--regulator-key", help="the installation's regulator public key, or a file"),
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Check a job's receipts offline, with public keys only: the warrant's signatures, each
+    receipt's company signature, and that every receipt stays inside the warrant."""
+    try:
+        document = JobReceipts.parse(evidence.read_text(encoding="utf-8"))
+    except OSError as exc:
+        _fail(f"cannot read {evidence}: {exc.strerror}")
+    except ReceiptError as exc:
+        _fail(str(exc))
+    result = check_job_receipts(document, _public_key(operator_key), _public_key(regulator_key))
+    if as_json:
+        console.print_json(json.dumps(asdict(result) | {"ok": result.ok}))
+    elif result.ok:
+        console.print(
+            f"[bold green]OK[/]: {result.receipts} receipts of {result.job} hold against its "
+            f"warrant, from {len(result.key_ids)} companies"
+        )
+        for company, key_id in sorted(result.key_ids.items()):
+            spent = result.epsilon_job.get(company)
+            tail = f", epsilon {spent:.4f} for the job" if spent is not None else ""
+            console.print(f"  {company}: key {key_id}{tail}")
+        console.print("compare the key ids with the ledger's company.joined entries")
+    else:
+        for problem in result.problems:
+            console.print(f"[bold red]problem[/]: {problem}")
+    if not result.ok:
+        raise typer.Exit(EXIT_FAILED)

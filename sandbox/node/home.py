@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sandbox import identity
 from sandbox.data.vault import Vault
 from sandbox.files import write_json_atomic
-from sandbox.vocabulary import is_job_id
 
 
 @dataclass(frozen=True)
@@ -63,12 +62,6 @@ class NodeHome:
     @property
     def local_log_path(self) -> Path:
         return self.folder / "gate-log.jsonl"
-
-    def privacy_path(self, job_id: str) -> Path:
-        """The company's DP accountant state for one job (the id is checked: it names a file)."""
-        if not is_job_id(job_id):
-            raise ValueError(f"job id {job_id!r} is not a job id")
-        return self.folder / "privacy" / f"{job_id}.json"
 
     def create(self, company_id: str) -> Ed25519PrivateKey:
         """Set up a new node folder with a fresh key; refuses to reuse one."""

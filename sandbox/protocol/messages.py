@@ -166,11 +166,13 @@ ASSESS_RETRIES = 1
 
 def scoring_allowance(spec: JobSpec) -> dict[str, int]:
     """How many models a company's node scores for a job at most, per kind of task: one per
-    evaluation round (and the initial model's), the release assessment (and one retry), and
-    the contribution estimate's coalitions the spec allows (none under secure aggregation,
-    where the coordinator sees no company's update to build a coalition from)."""
+    evaluation round (and the initial model's), the local-only baseline once, the release
+    assessment (and one retry), and the contribution estimate's coalitions the spec allows
+    (none under secure aggregation, where the coordinator sees no company's update to build a
+    coalition from)."""
     evaluations = -(-spec.rounds // spec.evaluate_every) + 2
     return {
+        TASK_BASELINE: 1,
         TASK_EVALUATE: evaluations,
         TASK_ASSESS: 1 + ASSESS_RETRIES,
         TASK_EVALUATE_MODELS: 0 if spec.privacy.secure_aggregation else spec.contribution_models,

@@ -12,6 +12,7 @@ warrant and totals.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -91,3 +92,22 @@ def verify_receipt(
                 f"the receipt names {field} {getattr(payload, field)!r}, not {value!r}"
             )
     return payload
+
+
+def stated_job_epsilon(receipts: Iterable[tuple[str, float | None, str]]) -> float:
+    """The epsilon a company's node states it spent in one job, from its receipts there as
+    ``(task, epsilon, payload text)``: the largest running total they carry (version 2, the
+    node's own accountant over its baseline and every round), else the sum of the training
+    runs' epsilons (version 1 receipts; an upper bound of the composed total)."""
+    totals: list[float] = []
+    summed = 0.0
+    for task, epsilon, payload in receipts:
+        try:
+            stated = json.loads(payload).get("epsilon_job")
+        except (ValueError, AttributeError):
+            stated = None
+        if isinstance(stated, int | float):
+            totals.append(float(stated))
+        elif task == "train":
+            summed += epsilon or 0.0
+    return max(totals) if totals else summed

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from sandbox.governance import Governance
 from sandbox.ledger.log import MAX_PAGE
+from sandbox.protocol.receipts import stated_job_epsilon
 from sandbox.registry import jobs as job_store
 from sandbox.registry.models import PolicyDecision
 from sandbox.registry.privacy import job_spends
@@ -52,7 +53,9 @@ class ParticipationFact(BaseModel):
 class CompanyUse(BaseModel):
     receipts: int
     epsilon: float = Field(description="epsilon charged to the company in this job")
-    epsilon_receipted: float = Field(description="epsilon its signed training receipts state")
+    epsilon_receipted: float = Field(
+        description="epsilon for the job that its node states in its signed receipts"
+    )
     rows: int
     ledger_indices: list[int] = Field(description="the ledger entries of its receipts")
 
@@ -134,12 +137,17 @@ def job_summary(gov: Governance, job_id: str, max_entries: int = MAX_ENTRIES) ->
             filed_index = item.index
         elif record.action == "receipt.recorded":
             _use(uses, record.actor.principal).ledger_indices.append(item.index)
+    signed: dict[str, list[tuple[str, float | None, str]]] = {}
     for receipt in job_store.receipts_of_job(gov.engine, job_id):
         use = _use(uses, receipt.company_id)
         use.receipts += 1
+        signed.setdefault(receipt.company_id, []).append(
+            (receipt.task, receipt.epsilon, receipt.payload)
+        )
         if receipt.task == "train":
-            use.epsilon_receipted += receipt.epsilon or 0.0
             use.rows = max(use.rows, receipt.rows)
+    for company, stated in signed.items():
+        uses[company].epsilon_receipted = stated_job_epsilon(stated)
     for charge in job_spends(gov.engine, job_id):
         use = _use(uses, charge.company_id)
         use.epsilon = max(use.epsilon, charge.epsilon_job)

@@ -176,3 +176,22 @@ def job_receipts(gov: Governance, actor: Any, job_id: str) -> list[Receipt]:
     """Every receipt the companies signed for a job, as stored (an audit read of the job)."""
     authorize_audit_read(gov, actor, job=job_id)
     return job_store.receipts_of_job(gov.engine, job_id)
+
+
+def job_receipts_evidence(gov: Governance, actor: Any, job_id: str) -> Any:
+    """A job's receipts as evidence to check offline (an export of the job's audit entries):
+    the signed warrant, each company's public key and every receipt as signed."""
+    from sandbox.protocol.job_receipts import receipts_document
+    from sandbox.registry.companies import companies_by_id
+
+    authorize_audit_read(gov, actor, job=job_id, export=True)
+    job = job_store.get_job(gov.engine, job_id)
+    if job.warrant is None:
+        raise Conflict(f"job {job_id} has no warrant: it was never admitted to run")
+    receipts = job_store.receipts_of_job(gov.engine, job_id)
+    keys = companies_by_id(gov.engine, sorted({r.company_id for r in receipts}))
+    return receipts_document(
+        job.warrant,
+        {company: found.public_key for company, found in keys.items()},
+        [(r.company_id, r.payload, r.signature) for r in receipts],
+    )

@@ -19,6 +19,7 @@ from sandbox.ledger import Actor, LedgerRecord, Resource
 from sandbox.node.home import NodeHome
 from sandbox.node.onboarding import prepare_node, remove_node
 from sandbox.node.pins import pin
+from sandbox.protocol.receipts import stated_job_epsilon
 from sandbox.registry import companies as store
 from sandbox.registry import consents as consent_store
 from sandbox.registry import jobs as job_store
@@ -321,7 +322,9 @@ def company_spend(gov: Governance, actor: Any, company_id: str) -> list[JobSpend
                 purpose=job.purpose,
                 budget=dp.get("epsilon"),
                 epsilon=max((c.epsilon_job for c in charged), default=0.0),
-                epsilon_receipted=sum(r.epsilon or 0.0 for r in signed if r.task == "train"),
+                epsilon_receipted=stated_job_epsilon(
+                    (r.task, r.epsilon, r.payload) for r in signed
+                ),
                 delta=max((c.delta for c in charged), default=None),
                 runs=len(charged),
                 runs_unsettled=sum(1 for c in charged if c.status != "reported"),

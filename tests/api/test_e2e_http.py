@@ -266,7 +266,8 @@ def test_a_high_tier_job_from_join_to_verified_rounds(
     assert {r["job_id"] for r in receipts["receipts"]} == {job_id}
     spend = http.get(f"/companies/{some_company}/privacy-spend", headers=company_headers).json()
     [used] = spend["jobs"]
-    assert used["job_id"] == job_id and used["runs"] == 2 and used["runs_unsettled"] == 0
+    # Three DP runs paid for: the local-only baseline (trained with DP-SGD) and two rounds.
+    assert used["job_id"] == job_id and used["runs"] == 3 and used["runs_unsettled"] == 0
     assert 0 < used["epsilon"] <= cap and used["epsilon_receipted"] <= used["epsilon"] + 1e-9
 
     # The server shuts down cleanly: the app's shutdown runs, then uvicorn passes the signal on.

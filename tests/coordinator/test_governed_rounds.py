@@ -150,9 +150,12 @@ def test_revocation_mid_job_and_the_companys_own_gate(sandbox_home: Settings, en
     by_task = {
         task: sum(1 for r in receipts if r.task == task) for task in {r.task for r in receipts}
     }
-    # set-up (5 companies), round 1 (5), rounds 2-3 (3 each), the release assessment (3)
-    assert by_task["feature-stats"] == by_task["local-baseline"] == 5
-    assert by_task["train"] == by_task["evaluate"] == 5 + 3 + 3
+    # set-up (5 companies: the DP-trained baseline; under DP no training statistic leaves),
+    # round 1 (5), rounds 2-3 (3 each), the release assessment (3)
+    assert "feature-stats" not in by_task and by_task["local-baseline"] == 5
+    # Under DP every company first scores the initial model on its test split (round 0):
+    # the decision threshold comes from those positive rates, not from training rows.
+    assert by_task["train"] == 5 + 3 + 3 and by_task["evaluate"] == 5 + by_task["train"]
     assert by_task["assess"] == 3
     for receipt in receipts:
         payload = verify_receipt(

@@ -204,6 +204,16 @@ def test_each_company_has_its_own_node_volume_key_and_no_database() -> None:
     assert sorted(spec["companies"]) == sorted(n.removeprefix("node-") for n in nodes)
 
 
+def test_the_coordinators_container_has_no_vault_mounted() -> None:
+    """The ServerApp runs in the SuperLink's container (and the API's worker in the API's):
+    neither mounts any company's node volume, so no vault is there to read."""
+    node_volumes = {mounts(s)[s["environment"]["SANDBOX_HOME"]]
+                    for n, s in SERVICES.items() if n.startswith("node-")}  # fmt: skip
+    assert node_volumes
+    for coordinator_side in ("superlink", "api", "migrate", "register"):
+        assert not set(mounts(SERVICES[coordinator_side]).values()) & node_volumes
+
+
 def test_start_order_uses_health_and_completion() -> None:
     for name, service in SERVICES.items():
         for target, rule in (service.get("depends_on") or {}).items():

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import Session
 
 from policies.facts import EngineerFacts
 from sandbox.config import Settings, load_settings
@@ -33,6 +34,7 @@ from sandbox.node.home import NodeHome
 from sandbox.node.locallog import HashChainLog
 from sandbox.protocol.bundle import bundle_of, code_root, package_folders, running_bundle
 from sandbox.protocol.jobspec import JobSpec
+from sandbox.protocol.warrant import Warrant
 from sandbox.registry import jobs as job_store
 from sandbox.registry import nodes as node_store
 from sandbox.registry.models import Job
@@ -41,6 +43,7 @@ from sandbox.services.jobs import file_job
 from sandbox.services.runs import start_job
 from tests.conftest import fresh_postgres_database
 from tests.runtime.test_federated import join
+from tests.support.filewatch import watch_opens
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.deployment]
 
@@ -155,7 +158,9 @@ def governed_job(settings: Settings, companies: list[str], **fields: Any) -> Job
     return filed.job
 
 
-def test_a_two_round_job_runs_end_to_end_on_postgres(federation: Federation) -> None:
+def test_a_two_round_job_runs_end_to_end_on_postgres(
+    federation: Federation, tmp_path: Path
+) -> None:
     engine = get_engine(federation.settings.database_url)
     job = governed_job(
         federation.settings,
@@ -167,9 +172,17 @@ def test_a_two_round_job_runs_end_to_end_on_postgres(federation: Federation) -> 
     )
     load = Path("/proc/loadavg").read_text().split()[:3]
     started = time.monotonic()
-    done = federation.sandbox("federation", "run", job.id, "--timeout", "900", timeout=1000)
+    superlink = federation.state.superlink
+    assert superlink is not None
+    # Everything the coordinator's side opens (the SuperLink, its ServerApp process and
+    # whatever they start) is watched from outside with strace: native reads included.
+    with watch_opens(superlink.pid, tmp_path / "superlink.strace") as opens:
+        done = federation.sandbox("federation", "run", job.id, "--timeout", "900", timeout=1000)
     seconds = round(time.monotonic() - started, 1)
     assert done.returncode == 0, done.stdout + done.stderr
+    companies_root = federation.settings.home / "companies"
+    assert any("coordinator" in p for p in opens.paths), "the watch saw the ServerApp start"
+    assert opens.under(companies_root) == [], "the coordinator's side opened a company's files"
     assert f"Job {job.id}: completed" in " ".join(done.stdout.split())
 
     job = job_store.get_job(engine, job.id)
@@ -198,8 +211,9 @@ def test_a_two_round_job_runs_end_to_end_on_postgres(federation: Federation) -> 
             if line.event.get("kind") == "data-use" and line.event.get("job") == job.id
         ]
         tasks = {(u["task"], u["round"]) for u in uses}
+        # A DP job: the initial model scored (no exact statistics), the baseline under DP.
         assert {
-            ("feature-stats", 0),
+            ("evaluate", 0),
             ("local-baseline", 0),
             ("train", 1),
             ("train", 2),
@@ -215,12 +229,12 @@ def test_a_two_round_job_runs_end_to_end_on_postgres(federation: Federation) -> 
             r for r in job_store.receipts_of_job(engine, job.id) if r.company_id == company_id
         ]
         assert len(receipts) == len(uses)
-        decisions = {
-            line.event.get("decision_id")
+        # Each use was under the job's warrant, after the node's own allowed decision.
+        assert {u["warrant"] for u in uses} == {Warrant.parse(job.warrant or "").digest()}
+        assert any(
+            line.event.get("kind") == "decision" and line.event.get("allowed")
             for line in log.read()
-            if line.event.get("kind") == "decision" and line.event.get("allowed")
-        }
-        assert {u["decision"] for u in uses} <= decisions
+        )
 
     # The ledger, written by the coordinator's process under the SuperLink, verifies.
     ledger = get_governance(federation.settings).ledger
@@ -366,9 +380,9 @@ def test_a_node_running_unfiled_code_is_refused_and_records_it(
     (round_one,) = job_store.rounds_of(engine, job.id)
     honest = sorted(set(federation.companies) - {altered_company})
     assert round_one.took_part == honest
-    # Refused in the set-up, the company has no privacy schedule: it sits the rounds out.
-    (sat_out,) = round_one.sat_out
-    assert sat_out["company"] == altered_company and "took no part" in sat_out["reason"]
+    # Refused in the set-up, the company has no baseline; its node refuses each round's task.
+    missing = {m["company"]: m["reason"] for m in round_one.missing}
+    assert "is not the code filed for job" in missing[altered_company]
 
     log = HashChainLog(node.local_log_path)
     assert log.verify().ok
@@ -377,14 +391,175 @@ def test_a_node_running_unfiled_code_is_refused_and_records_it(
         for line in log.read()
         if line.event.get("kind") == "refused" and line.event.get("job") == job.id
     ]
-    assert {"feature-stats", "assess"} <= {r["task"] for r in refusals}
+    assert {"evaluate", "train", "assess"} <= {r["task"] for r in refusals}
     for refusal in refusals:
         assert refusal["cause"] == "code-bundle"
-        assert refusal["filed"] == job.bundle_hash and refusal["running"] == altered.digest
+        assert (
+            job.bundle_hash[:16] in refusal["reason"] and altered.digest[:16] in refusal["reason"]
+        )
     assert not any(
         line.event.get("kind") == "data-use" and line.event.get("job") == job.id
         for line in log.read()
     )
+    # The coordinator passed the company's signed notices on: they are in the ledger.
+    recorded = node_store.refusals_of(engine, company_id=altered_company, job_id=job.id)
+    assert recorded and {r.cause for r in recorded} == {"code-bundle"}
+    assert all(r.via == "coordinator" and r.ledger_index is not None for r in recorded)
+
+
+FOREIGN_PYPROJECT = """[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "curious-app"
+version = "0.1.0"
+license = "Apache-2.0"
+dependencies = ["flwr==1.42.*"]
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "mallory"
+
+[tool.flwr.app.components]
+serverapp = "curious.server:app"
+clientapp = "curious.client:app"
+
+[tool.flwr.app.config]
+out = ""
+vault = ""
+"""
+
+FOREIGN_SERVER = """import json
+import pathlib
+import time
+
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    out = pathlib.Path(str(context.run_config["out"]))
+    # At the coordinator's side, where it runs, it also tries a company's vault directly.
+    try:
+        pathlib.Path(str(context.run_config["vault"])).read_bytes()
+    except OSError:
+        pass
+    deadline = time.monotonic() + 90
+    nodes = list(grid.get_node_ids())
+    while len(nodes) < 3 and time.monotonic() < deadline:
+        time.sleep(1)
+        nodes = list(grid.get_node_ids())
+    ask = [
+        Message(RecordDict({"config": ConfigRecord({"want": "vault"})}), dst_node_id=n,
+                message_type=MessageType.QUERY)
+        for n in nodes
+    ]
+    replies = grid.send_and_receive(ask, timeout=120)
+    out.write_text(json.dumps([
+        {"error": r.has_error(), "reason": r.error.reason if r.has_error() else ""}
+        for r in replies
+    ]))
+"""
+
+FOREIGN_CLIENT = """import json
+import pathlib
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+app = ClientApp()
+
+
+@app.query()
+def query(message: Message, context: Context) -> Message:
+    # Were this app to run at a company, it would say where the vault is.
+    seen = {k: str(v) for k, v in context.node_config.items()}
+    return Message(RecordDict({"seen": ConfigRecord({"config": json.dumps(seen)})}),
+                   reply_to=message)
+"""
+
+
+def test_an_app_that_is_not_the_filed_app_never_runs_at_a_company(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """Mallory, who can reach the SuperLink's control API, submits her own Flower app: every
+    company's node refuses it before it starts, logs and signs the refusal, and the company
+    hands the notice to the ledger and lists it."""
+    app_dir = tmp_path / "curious"
+    (app_dir / "curious").mkdir(parents=True)
+    (app_dir / "pyproject.toml").write_text(FOREIGN_PYPROJECT)
+    (app_dir / "curious" / "__init__.py").write_text("")
+    (app_dir / "curious" / "server.py").write_text(FOREIGN_SERVER)
+    (app_dir / "curious" / "client.py").write_text(FOREIGN_CLIENT)
+    out = tmp_path / "replies.json"
+    victim = NodeHome(federation.settings.company_dir(federation.companies[0]))
+    vault_file = next(p for p in (victim.folder / "vault").rglob("*") if p.is_file())
+    cli = local.cli_for(federation.settings, federation.state.address)
+    superlink = federation.state.superlink
+    assert superlink is not None
+    with watch_opens(superlink.pid, tmp_path / "superlink.strace") as opens:
+        run_id = cli.run(app_dir, {"out": str(out), "vault": str(vault_file)})
+        processes.wait_until(lambda: cli.status(run_id).finished, 400, "the foreign run", step=2.0)
+    # The control of the coordinator-side watch: a read of a vault there is seen.
+    assert str(vault_file.resolve()) in opens.under(federation.settings.home / "companies")
+    replies = json.loads(out.read_text())
+    assert len(replies) == len(federation.companies)
+    assert all(r["error"] and "not the sandbox's filed app" in r["reason"] for r in replies)
+    engine = get_engine(federation.settings.database_url)
+    for company in federation.companies:
+        node = NodeHome(federation.settings.company_dir(company))
+        refused = [
+            line.event
+            for line in HashChainLog(node.local_log_path).read()
+            if line.event.get("kind") == "refused" and line.event.get("run") == run_id
+        ]
+        assert [r["cause"] for r in refused] == ["app"], company
+        # The company hands its notices over and lists them.
+        listed = federation.sandbox("company", "refusals", company, "--deliver")
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert "0 not delivered" in listed.stdout
+        recorded = [
+            r for r in node_store.refusals_of(engine, company_id=company) if r.cause == "app"
+        ]
+        assert recorded and recorded[0].via == "company" and recorded[0].ledger_index is not None
+
+
+def test_a_spec_rewritten_in_the_database_never_reaches_a_company(
+    federation: Federation,
+) -> None:
+    """Someone with the database rewrites a filed DP job's spec to train without DP. The
+    coordinator's own participation policy (the tier needs DP) refuses every company, so
+    the job stops and no node serves a task of it. (A coordinator that sends such plans
+    anyway is refused by every node against the job's signed warrant:
+    tests/adversarial/test_malicious_coordinator.py.)"""
+    engine = get_engine(federation.settings.database_url)
+    job = governed_job(
+        federation.settings, federation.companies, rounds=1, local_epochs=1,
+        min_participants=2, round_timeout_s=180,
+    )  # fmt: skip
+    spec = dict(job.spec)
+    spec["privacy"] = {**spec["privacy"], "dp": None}
+    with Session(engine) as session:
+        row = session.get(Job, job.id)
+        assert row is not None
+        row.spec = spec
+        session.add(row)
+        session.commit()
+    done = federation.sandbox("federation", "run", job.id, "--timeout", "600", timeout=700)
+    assert done.returncode != 0  # the job could not run
+    stopped = job_store.get_job(engine, job.id)
+    assert stopped.status == "stopped", done.stdout + done.stderr
+    assert "differential privacy" in " ".join(str(stopped.status_reason).split())
+    for company in federation.companies:
+        node = NodeHome(federation.settings.company_dir(company))
+        events = [e.event for e in HashChainLog(node.local_log_path).read()]
+        assert not [e for e in events if e.get("job") == job.id and e.get("kind") == "use"]
 
 
 def test_down_stops_a_run_in_flight_and_leaves_no_process(federation: Federation) -> None:

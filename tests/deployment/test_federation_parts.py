@@ -40,14 +40,22 @@ def test_run_config_values_are_quoted_toml_from_a_safe_alphabet() -> None:
             toml_value(bad)
 
 
-def test_node_config_names_the_company_and_its_folder(tmp_path: Path) -> None:
-    assert (
-        commands.node_config("acme", tmp_path / "acme")
-        == f'company-id="acme" node-dir="{tmp_path / "acme"}"'
-    )
-    for company, folder in (("acme", tmp_path / "a b"), ('ac"me', tmp_path)):
-        with pytest.raises(commands.FederationError):
-            commands.node_config(company, folder)
+def test_node_config_names_the_company_and_never_its_folder() -> None:
+    assert commands.node_config("acme") == 'company-id="acme"'
+    with pytest.raises(commands.FederationError):
+        commands.node_config('ac"me')
+
+
+def test_a_node_is_its_executor_and_a_supernode_that_starts_no_app(tmp_path: Path) -> None:
+    node = NodeHome(tmp_path / "acme")
+    argv = commands.supernode_argv("127.0.0.1:9092", tmp_path / "ca.crt", node, "acme", 9300)
+    assert argv[1:3] == ["-m", "sandbox.runtime.federation.node"]
+    supernode = argv[argv.index("--") + 1 :]
+    assert Path(supernode[0]).name == "flower-supernode"
+    assert supernode[supernode.index("--isolation") + 1] == "process"
+    assert supernode[supernode.index("--node-config") + 1] == 'company-id="acme"'
+    assert "node-dir" not in " ".join(supernode)  # the vault's place is not Flower's to know
+    assert argv[argv.index("--runtime-api-address") + 1] == "127.0.0.1:9300"
 
 
 def test_the_processes_get_tls_auth_and_no_runtime_installs(tmp_path: Path) -> None:
@@ -65,6 +73,7 @@ def test_the_processes_get_tls_auth_and_no_runtime_installs(tmp_path: Path) -> N
     assert "--insecure" not in link
     node = NodeHome(tmp_path / "acme")
     argv = commands.supernode_argv("127.0.0.1:9092", tmp_path / "ca.crt", node, "acme", 9100)
+    argv = argv[argv.index("--") + 1 :]
     assert Path(argv[0]).name == "flower-supernode" and "--insecure" not in argv
     assert argv[argv.index("--auth-supernode-private-key") + 1] == str(
         node.node_auth_key_path.resolve()

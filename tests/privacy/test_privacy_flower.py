@@ -7,18 +7,20 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, RecordDict
 
+from clients.accountant import privacy_path
 from coordinator.persistence import load_weights
 from policies.facts import EngineerFacts
 from sandbox.config import Settings
 from sandbox.db import session_scope
 from sandbox.governance import get_governance
 from sandbox.node.home import NodeHome
-from sandbox.privacy.accounting import plan_schedule
+from sandbox.privacy.accounting import composed_epsilon, plan_schedule
 from sandbox.privacy.budget import epsilon_cap
 from sandbox.protocol.jobspec import DifferentialPrivacySpec, JobSpec
 from sandbox.registry import jobs as job_store
@@ -72,6 +74,11 @@ def final_auc(engine, job_id: str) -> float:  # type: ignore[no-untyped-def]
     return job_store.get_job(engine, job_id).result["mean_auc"]["federated"]
 
 
+def node_account(settings: Settings, company: str) -> dict[str, Any]:
+    path = privacy_path(NodeHome(settings.company_dir(company)), "census")
+    return json.loads(path.read_text()) if path.exists() else {"runs": []}
+
+
 def test_budgets_exclude_a_company_at_its_cap_and_stop_the_job(
     sandbox_home: Settings, engine
 ) -> None:
@@ -83,8 +90,14 @@ def test_budgets_exclude_a_company_at_its_cap_and_stop_the_job(
     earlier = file(engine, companies[:2], rounds=1)
     train_rows = len(NodeHome(sandbox_home.company_dir(running_out)).vault("census").read("train"))
     schedule = plan_schedule(DifferentialPrivacySpec(**dp), train_rows, 512, 1, 3)
+
+    def spent_after(rounds: int) -> float:
+        """The job's epsilon after the DP-trained local-only baseline and ``rounds`` rounds."""
+        runs = [schedule.baseline_run] + [schedule.run] * rounds
+        return composed_epsilon(runs, schedule.delta)
+
     cap = epsilon_cap("low")
-    leaves_room_for_two = cap - (schedule.epsilon_after(2) + schedule.epsilon_after(3)) / 2
+    leaves_room_for_two = cap - (spent_after(2) + spent_after(3)) / 2
     with session_scope(engine) as session:
         for company, spent in ((at_cap, cap), (running_out, leaves_room_for_two)):
             session.add(
@@ -121,16 +134,22 @@ def test_budgets_exclude_a_company_at_its_cap_and_stop_the_job(
     for task, _company, content in replies:
         if task == "train":
             assert {"epsilon", "epsilon-job", "delta"} <= set(content["metrics"].keys())
+    # Three companies paid for their baseline (round 0) and two rounds; the one at its cap
+    # was refused the baseline too.
     spends = ledger.job_spends(engine, job)
-    assert len(spends) == 6 and all(s.status == "reported" for s in spends)
+    assert len(spends) == 3 * (1 + 2) and all(s.status == "reported" for s in spends)
+    assert at_cap not in {s.company_id for s in spends}
     for company in companies[1:]:
         total, runs = ledger.spent_in_job(engine, company, job)
-        assert runs == 2 and total == pytest.approx(schedule.epsilon_after(2), rel=1e-6)
-        log = NodeHome(sandbox_home.company_dir(company)).privacy_path(job)
-        assert log.exists()
-    assert not NodeHome(sandbox_home.company_dir(at_cap)).privacy_path(job).exists()
+        assert runs == 3 and total == pytest.approx(spent_after(2), rel=1e-6)
+        # The node's own accountant holds the same runs for its dataset, and the same total.
+        account = node_account(sandbox_home, company)
+        mine = [r for r in account["runs"] if r["job"] == job]
+        assert [r["kind"] for r in mine] == ["baseline", "train", "train"]
+        assert mine[-1]["epsilon_job"] == pytest.approx(spent_after(2), rel=0.01)
+    assert not any(r["job"] == job for r in node_account(sandbox_home, at_cap)["runs"])
     spent = ledger.spent_for_purpose(engine, running_out, PURPOSE).epsilon
-    assert spent == pytest.approx(leaves_room_for_two + schedule.epsilon_after(2), rel=1e-6)
+    assert spent == pytest.approx(leaves_room_for_two + spent_after(2), rel=1e-6)
     assert spent <= cap
     assert rounds[0].metrics["privacy"][running_out]["status"] == "reported"
     # The ledger says why: each exclusion is a recorded participation decision.
@@ -235,9 +254,11 @@ def test_secure_aggregation_completes_or_is_caught_halting(sandbox_home: Setting
     assert len(train_replies) == 3 * 2 * 4 + 3
     arrays_seen = [r for r in train_replies if any(isinstance(v, ArrayRecord) for v in r.values())]
     assert len(arrays_seen) == 2 * 4  # the plain job's replies only
-    # DP and SecAgg+ together: each company's cost arrived in clear and was settled.
+    # DP and SecAgg+ together: each company's cost arrived in clear and was settled, for
+    # its DP-trained local-only baseline and for each of the two rounds.
     spends = ledger.job_spends(engine, secure_dp)
-    assert len(spends) == 8 and all(s.status == "reported" for s in spends)
+    assert len(spends) == 4 * (1 + 2) and all(s.status == "reported" for s in spends)
+    assert sorted(s.round for s in spends) == [0] * 4 + [1] * 4 + [2] * 4
 
     # Halted: two of five companies drop while SecAgg+ collects masked updates.
     assert outcomes[halting]["status"] == "stopped"

@@ -1,10 +1,9 @@
 """Federated training on the simulation engine, end to end, with the guarantees that matter:
-no raw row leaves a company, the coordinator never opens a vault, identities are checked."""
+no raw row leaves a company, identities are checked."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,37 +30,6 @@ pytestmark = pytest.mark.slow
 
 RECEIPT_FIELDS = set(ReceiptPayload.model_fields)
 INDUSTRIES = ["Construction", "Education", "Transportation", "Retail trade"]
-
-
-class VaultOpenWatch:
-    """A Python audit hook on ``open``: records every path under ``root`` opened by this
-    process while armed. Audit hooks cannot be removed, so one instance serves the session."""
-
-    instance: VaultOpenWatch | None = None
-
-    def __init__(self) -> None:
-        self.root: str | None = None
-        self.opened: list[str] = []
-        sys.addaudithook(self._hook)
-
-    @classmethod
-    def get(cls) -> VaultOpenWatch:
-        if cls.instance is None:
-            cls.instance = cls()
-        return cls.instance
-
-    def _hook(self, event: str, args: tuple) -> None:  # type: ignore[type-arg]
-        if (
-            event == "open"
-            and self.root is not None
-            and args
-            and isinstance(args[0], (str, bytes, Path))
-        ):
-            path = str(
-                args[0] if not isinstance(args[0], bytes) else args[0].decode(errors="replace")
-            )
-            if path.startswith(self.root) and "/vault/" in path:
-                self.opened.append(path)
 
 
 def file_governed(settings: Settings, companies: list[str], **training: int) -> Job:
@@ -94,15 +62,11 @@ def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
     job = file_governed(sandbox_home, companies, rounds=3, local_epochs=2)
 
     replies: list[tuple[str, str, RecordDict]] = []
-    watch = VaultOpenWatch.get()
-    watch.root, watch.opened = str(sandbox_home.companies_dir), []
-    try:
-        outcome = run_on_simulation(
-            sandbox_home, job.id, observer=lambda t, c, r: replies.append((t, c, r))
-        )
-    finally:
-        watch.root = None
-    assert watch.opened == [], f"the coordinator opened vault files: {watch.opened[:3]}"
+    # (That the coordinator's processes open no vault is watched from outside them, with a
+    # control, on the deployment engine: tests/deployment/test_deployment.py.)
+    outcome = run_on_simulation(
+        sandbox_home, job.id, observer=lambda t, c, r: replies.append((t, c, r))
+    )
     assert info_path.exists()
 
     assert outcome["status"] == "completed", outcome
@@ -123,9 +87,9 @@ def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
     input_dim = result["input_dim"]
     model_shapes = {"0.weight": (1, input_dim), "0.bias": (1,)}
     tasks = {t for t, _, _ in replies}
+    # Under DP no exact statistic of the training rows leaves: no feature-stats task at all.
     assert tasks == {
         "identify",
-        "feature-stats",
         "local-baseline",
         "train",
         "evaluate",
@@ -139,7 +103,7 @@ def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
                 assert {n: tuple(a.numpy().shape) for n, a in record.items()} == model_shapes
                 assert all(a.numpy().dtype == np.float32 for a in record.values())
             elif isinstance(record, MetricRecord):
-                assert key in ("metrics", "stats")
+                assert key == "metrics"
                 assert all(isinstance(v, (int, float)) for v in record.values())
                 if task == "assess":
                     assert set(record) <= ASSESS_METRICS

@@ -89,14 +89,14 @@ def superlink_argv(tls: pki.ServerTls, host: str, port: int, database: Path) -> 
     ]
 
 
-def node_config(company_id: str, node_dir: Path) -> str:
-    """``--node-config`` for a company's node: its id and its node folder (vault and keys)."""
-    for value in (company_id, str(node_dir)):
-        if not _NODE_CONFIG_VALUE.match(value):
-            raise FederationError(
-                f"{value!r} cannot travel in Flower's node config (spaces or quotes)"
-            )
-    return f'company-id="{company_id}" node-dir="{node_dir}"'
+def node_config(company_id: str) -> str:
+    """``--node-config`` for a company's node: its id only. The node folder (the vault's
+    location) is never in it: the company's executor hands it to the filed app alone."""
+    if not _NODE_CONFIG_VALUE.match(company_id):
+        raise FederationError(
+            f"{company_id!r} cannot travel in Flower's node config (spaces or quotes)"
+        )
+    return f'company-id="{company_id}"'
 
 
 def supernode_argv(
@@ -107,11 +107,22 @@ def supernode_argv(
     port: int,
     host: str = LOOPBACK,
 ) -> list[str]:
-    """A company's SuperNode: trusts only the sandbox CA, authenticates with the company's
-    node key, carries the company id and node folder as node config. ``--host/--port`` is
-    the node's own local API for its ClientApp processes."""
+    """A company's node: its executor (which runs the filed app only) and its SuperNode,
+    which trusts only the sandbox CA, authenticates with the company's node key, carries the
+    company id as node config and starts no app itself (``--isolation process``).
+    ``--host/--port`` is the node's own local API, which only its executor uses."""
     return [
+        sys.executable,
+        "-m",
+        "sandbox.runtime.federation.node",
+        "--node-dir",
+        str(node.folder.resolve()),
+        "--runtime-api-address",
+        f"{host}:{port}",
+        "--",
         flower_program("flower-supernode"),
+        "--isolation",
+        "process",
         "--superlink",
         superlink,
         "--root-certificates",
@@ -119,7 +130,7 @@ def supernode_argv(
         "--auth-supernode-private-key",
         str(node.node_auth_key_path.resolve()),
         "--node-config",
-        node_config(company_id, node.folder.resolve()),
+        node_config(company_id),
         "--host",
         host,
         "--port",
