@@ -96,7 +96,12 @@ def median(values: list[float]) -> float:
 def fresh_database(url_for: Callable[[Path], str]) -> Iterator[Ledger]:
     folder = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
     try:
-        yield Ledger(get_engine(url_for(folder)), Ed25519PrivateKey.generate(), ORIGIN)
+        yield Ledger(
+            get_engine(url_for(folder)),
+            Ed25519PrivateKey.generate(),
+            ORIGIN,
+            folder / "signer.json",
+        )
     finally:
         dispose_engines()
         shutil.rmtree(folder, ignore_errors=True)

@@ -21,7 +21,7 @@ from benchmarks.ledger import make_record
 from sandbox.config import Settings
 from sandbox.db import dispose_engines, get_engine
 from sandbox.identity import sandbox_key
-from sandbox.ledger import Ledger
+from sandbox.ledger import Ledger, signer_state_path
 
 ROOT = Path(__file__).resolve().parents[1]
 WRITER_DEADLINE_S = 120
@@ -85,7 +85,10 @@ def check_after_crash(database_url: str, settings: Settings, acknowledged: dict[
     """Everything acknowledged is there, the log verifies, and it takes appends again."""
     dispose_engines()
     ledger = Ledger(
-        get_engine(database_url), sandbox_key(settings.keys_dir, "operator"), settings.ledger_origin
+        get_engine(database_url),
+        sandbox_key(settings.keys_dir, "operator"),
+        settings.ledger_origin,
+        signer_state_path(settings.keys_dir),
     )
     report = ledger.verify()
     _require(report.ok, f"the ledger does not verify after the crash: {report.problems}")
@@ -106,7 +109,12 @@ def check_after_crash(database_url: str, settings: Settings, acknowledged: dict[
 
 
 def write_until_killed(database_url: str, keys_dir: str, origin: str) -> None:
-    ledger = Ledger(get_engine(database_url), sandbox_key(Path(keys_dir), "operator"), origin)
+    ledger = Ledger(
+        get_engine(database_url),
+        sandbox_key(Path(keys_dir), "operator"),
+        origin,
+        signer_state_path(Path(keys_dir)),
+    )
     number = 0
     while True:
         if number % 3 == 2:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sandbox.cli import pins as pin_commands
 from sandbox.cli.render import acting, governance
 from sandbox.config import load_settings
 from sandbox.errors import Conflict, Forbidden, SandboxError
@@ -28,7 +29,7 @@ from sandbox.ledger.checkpoint import load_public_key, verify_checkpoint
 from sandbox.ledger.errors import BundleError, CheckpointError, LedgerError, LedgerIntegrityError
 from sandbox.ledger.log import Ledger
 from sandbox.ledger.merkle import leaf_hash
-from sandbox.ledger.verify import VerificationReport, verify_database
+from sandbox.ledger.verify import VerificationReport
 from sandbox.protocol.job_receipts import JobReceipts, check_job_receipts
 from sandbox.protocol.receipts import ReceiptError
 from sandbox.services import audit as audit_service
@@ -142,8 +143,27 @@ def _reader(as_: str) -> tuple[Governance, Any]:
         _fail(str(exc))
 
 
+PinOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--pin",
+        help="a signed checkpoint note you kept (a file; repeat for more): the log must extend it",
+    ),
+]
+
+
+def _pins(files: list[Path] | None) -> list[tuple[str, str]]:
+    pins = []
+    for path in files or []:
+        try:
+            pins.append((f"pinned note {path}", path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"cannot read the pinned note {path}: {exc}")
+    return pins
+
+
 @audit_app.command()
-def verify(key: KeyOption = None, as_json: JsonOption = False) -> None:
+def verify(key: KeyOption = None, pin: PinOption = None, as_json: JsonOption = False) -> None:
     """Recompute the whole ledger from its database and check every hash and signature
     against the operator's public key (``--key``; by default the installation's own).
 
@@ -158,8 +178,9 @@ def verify(key: KeyOption = None, as_json: JsonOption = False) -> None:
     except (LedgerError, ValueError) as exc:
         _fail(str(exc))
     public = _public_key(key) if key is not None else ledger.public_key_b64
+    pins = _pins(pin)
     with _progress("verifying entries", not as_json) as progress:
-        report = verify_database(ledger.engine, public, settings.ledger_origin, progress)
+        report = ledger.verify(progress, pins, public)
     _show_report(report, f"ledger {settings.ledger_origin}", as_json)
 
 
@@ -275,13 +296,16 @@ def export(
 def verify_bundle_command(
     bundle: Annotated[Path, typer.Argument(help="the bundle folder")],
     key: Annotated[str, typer.Option("--key", help=KeyOption.__metadata__[0].help)],
+    pin: PinOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Verify an exported bundle with nothing but its files and the operator's public key."""
+    """Verify an exported bundle with nothing but its files and the operator's public key;
+    with ``--pin``, also that it extends every signed checkpoint you kept."""
     if not bundle.is_dir():
         _fail(f"{bundle} is not a folder")
+    pins = _pins(pin)
     with _progress("verifying bundle", not as_json) as progress:
-        report = verify_bundle(bundle, _public_key(key), progress)
+        report = verify_bundle(bundle, _public_key(key), progress, pins)
     _show_report(report, f"bundle {bundle}", as_json)
 
 
@@ -405,3 +429,7 @@ def check_receipts(
             console.print(f"[bold red]problem[/]: {problem}")
     if not result.ok:
         raise typer.Exit(EXIT_FAILED)
+
+
+audit_app.command("pin")(pin_commands.pin)
+audit_app.command("monitor")(pin_commands.monitor)

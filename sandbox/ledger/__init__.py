@@ -28,6 +28,7 @@ from sandbox.ledger.log import (
     Ledger,
     LedgerEntry,
     StoredEntry,
+    signer_state_path,
 )
 from sandbox.ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
 from sandbox.ledger.records import (
@@ -69,6 +70,7 @@ __all__ = [
     "leaf_hash",
     "load_public_key",
     "parse_record",
+    "signer_state_path",
     "verify_bundle",
     "verify_checkpoint",
     "verify_consistency",

@@ -3,6 +3,7 @@ only over a tree that provably extends the last one signed."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,12 +12,24 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from sandbox.ledger.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint
+from sandbox.ledger.chain import chain_lines
+from sandbox.ledger.checkpoint import (
+    Checkpoint,
+    SignedCheckpoint,
+    sign_checkpoint,
+    verify_checkpoint,
+)
 from sandbox.ledger.entries import Appended
-from sandbox.ledger.errors import LedgerIntegrityError, LedgerWriteError, RecordError
-from sandbox.ledger.merkle import CompactRange, consistency_spans, leaf_hash, verify_consistency
+from sandbox.ledger.errors import (
+    CheckpointError,
+    LedgerIntegrityError,
+    LedgerWriteError,
+    RecordError,
+)
+from sandbox.ledger.merkle import CompactRange, leaf_hash
 from sandbox.ledger.reader import LedgerReader
-from sandbox.ledger.records import LedgerRecord, canonical_entry
+from sandbox.ledger.records import LedgerRecord, canonical_entry, is_canonical
+from sandbox.ledger.signer import SignedHead, SignerState
 from sandbox.ledger.store import (
     HEAD_ID,
     checkpoint_table,
@@ -27,11 +40,12 @@ from sandbox.ledger.store import (
     parties,
     party_table,
     query_columns,
-    span_hashes,
     tree_at,
     write_lock,
 )
 from sandbox.utc import utcnow
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,7 @@ class LedgerAppender(LedgerReader):
 
     _engine: Engine
     _signing_key: Ed25519PrivateKey
+    _signer: SignerState
 
     def append(self, record: LedgerRecord) -> Appended:
         """Append one record; returns its index. Raises if it was not recorded."""
@@ -116,49 +131,117 @@ class LedgerAppender(LedgerReader):
         return appended
 
     def checkpoint(self) -> SignedCheckpoint:
-        """Sign the current size if it is newer than the latest checkpoint; return the latest.
+        """Sign the current size if it is newer than the last one signed; return the latest.
 
-        Before signing, the entries added since the last checkpoint are re-hashed from their
-        stored bytes onto the tree that checkpoint signed, and the result must agree with the
-        stored nodes and be provably consistent with it. Otherwise nothing is signed and
-        :class:`LedgerIntegrityError` is raised: the log never signs a tree inconsistent with
-        one it signed before, nor a smaller one.
+        The signer's own state (:mod:`sandbox.ledger.signer`), not the database, says what
+        it signed last. The entries added since are re-hashed from their stored bytes onto
+        that tree; the result must agree with the stored leaf hashes, roots and nodes, and
+        every new entry must be RFC 8785 canonical. Otherwise, or when the database holds
+        fewer entries than were signed, or lacks the checkpoint the signer signed last,
+        nothing is signed and :class:`LedgerIntegrityError` says why.
         """
-        try:
-            with write_lock(self._engine) as (conn, size):
-                latest = self._latest(conn)
-                if latest is not None and latest.size > size:
-                    raise LedgerIntegrityError(
-                        f"the log holds {size} entries but size {latest.size} was signed: "
-                        "entries were removed; refusing to sign"
+        with self._signer.locked():
+            try:
+                with write_lock(self._engine) as (conn, size):
+                    head = self._signed_head(conn)
+                    signed, grown = self._extend(conn, head, size)
+                    if grown is None:
+                        return signed
+                    conn.execute(
+                        insert(checkpoint_table).values(
+                            size=size,
+                            root=signed.root,
+                            note=signed.note,
+                            signed_at=signed.signed_at,
+                        )
                     )
-                if latest is not None and latest.size == size:
-                    return latest
-                root = self._replay_since(conn, latest, size)
-                checkpoint = Checkpoint(self.origin, size, root)
-                signed = SignedCheckpoint(
-                    checkpoint, sign_checkpoint(checkpoint, self._signing_key), utcnow()
-                )
-                conn.execute(
-                    insert(checkpoint_table).values(
-                        size=size, root=root, note=signed.note, signed_at=signed.signed_at
-                    )
-                )
-                return signed
-        except SQLAlchemyError as exc:
-            raise LedgerWriteError(f"no checkpoint was signed: {exc}") from exc
+            except SQLAlchemyError as exc:
+                raise LedgerWriteError(f"no checkpoint was signed: {exc}") from exc
+            self._signer.write(grown)
+            return signed
 
-    def _replay_since(self, conn: Connection, latest: SignedCheckpoint | None, size: int) -> bytes:
-        """The root at ``size``, recomputed from the entries after ``latest`` on top of the
-        tree ``latest`` signed, and cross-checked with the stored nodes."""
-        if latest is None or latest.size == 0:
-            tree = CompactRange.empty()
-        else:
-            tree = tree_at(conn, latest.size)
-            if tree.root() != latest.root:
+    def _signed_head(self, conn: Connection) -> SignedHead | None:
+        """The signer's last signed head; on an installation without a state file yet, the
+        latest checkpoint in the database after the full replay check (trust on first use)."""
+        head = self._signer.read(self.public_key, self.origin)
+        if head is not None:
+            return head
+        latest = self._latest(conn)
+        if latest is None:
+            return None
+        tree = self._replayed(conn, None, latest.size)
+        if tree.root() != latest.root:
+            raise LedgerIntegrityError(
+                f"the entries do not produce the root signed at size {latest.size}"
+            )
+        log.warning("ledger signer: no state file; starting it from checkpoint %d", latest.size)
+        return SignedHead(latest.checkpoint, latest.note, tuple(tree.hashes))
+
+    def _extend(
+        self, conn: Connection, head: SignedHead | None, size: int
+    ) -> tuple[SignedCheckpoint, SignedHead | None]:
+        """The checkpoint to hand out, and the new head when one was signed (None: the log
+        has not grown since ``head``)."""
+        signed_size = 0 if head is None else head.size
+        if size < signed_size:
+            raise LedgerIntegrityError(
+                f"the database holds {size} entries but the signer signed size {signed_size}: "
+                "the log was rolled back or truncated; refusing to sign"
+            )
+        last_signed = None
+        if head is not None:
+            last_signed = self._check_signed_row(conn, head)
+            stored = tree_at(conn, head.size).root() if head.size else head.checkpoint.root
+            if stored != head.checkpoint.root:
                 raise LedgerIntegrityError(
-                    f"the stored tree at size {latest.size} does not match the signed checkpoint"
+                    f"the stored tree at size {head.size} is not the one the signer signed: "
+                    f"entries before index {head.size} were rewritten; refusing to sign"
                 )
+        if last_signed is not None and size == last_signed.size:
+            return last_signed, None
+        tree = self._replayed(conn, head, size)
+        root = tree.root()
+        if tree_at(conn, size).root() != root:
+            raise LedgerIntegrityError(
+                f"the stored tree nodes at size {size} disagree with the entries; refusing"
+            )
+        now = utcnow()
+        previous = None if head is None else head.checkpoint
+        checkpoint = Checkpoint(self.origin, size, root, chain_lines(previous, now))
+        note = sign_checkpoint(checkpoint, self._signing_key)
+        return SignedCheckpoint(checkpoint, note, now), SignedHead(
+            checkpoint, note, tuple(tree.hashes)
+        )
+
+    def _check_signed_row(self, conn: Connection, head: SignedHead) -> SignedCheckpoint:
+        """The checkpoint the signer signed last, which must still be in the database."""
+        row = conn.execute(
+            select(checkpoint_table.c.note, checkpoint_table.c.signed_at).where(
+                checkpoint_table.c.size == head.size
+            )
+        ).first()
+        if row is None:
+            raise LedgerIntegrityError(
+                f"the checkpoint the signer signed at size {head.size} is missing from the "
+                "database: checkpoints were deleted; refusing to sign"
+            )
+        try:
+            stored = verify_checkpoint(row.note, self.public_key, origin=self.origin)
+        except CheckpointError as exc:
+            raise LedgerIntegrityError(
+                f"the stored checkpoint at size {head.size} is not the one signed: {exc}"
+            ) from exc
+        if stored.root != head.checkpoint.root:
+            raise LedgerIntegrityError(
+                f"the stored checkpoint at size {head.size} has another root than the one the "
+                "signer signed (split view); refusing to sign"
+            )
+        return SignedCheckpoint(stored, row.note, row.signed_at)
+
+    def _replayed(self, conn: Connection, head: SignedHead | None, size: int) -> CompactRange:
+        """The tree at ``size``: ``head``'s range grown by the entries after it, each hashed
+        from its bytes, canonical, and matching its stored leaf hash and root."""
+        tree = CompactRange.empty() if head is None else head.tree()
         c = entry_table.c
         rows = conn.execute(
             select(c.idx, c.entry, c.leaf_hash, c.tree_root)
@@ -166,23 +249,17 @@ class LedgerAppender(LedgerReader):
             .order_by(c.idx)
         )
         for row in rows:
-            leaf = leaf_hash(row.entry.encode("utf-8"))
-            if row.idx != tree.size or leaf != row.leaf_hash:
-                raise LedgerIntegrityError(f"entry {tree.size} is missing or changed")
+            entry = row.entry.encode("utf-8")
+            leaf = leaf_hash(entry)
+            if row.idx != tree.size:
+                raise LedgerIntegrityError(f"entry {tree.size} is missing (deleted)")
+            if leaf != row.leaf_hash:
+                raise LedgerIntegrityError(f"entry {row.idx} was changed after it was hashed")
+            if not is_canonical(entry):
+                raise LedgerIntegrityError(f"entry {row.idx} is not in RFC 8785 canonical form")
             tree.append(leaf)
             if tree.root() != row.tree_root:
                 raise LedgerIntegrityError(f"entry {row.idx} is out of place (moved or inserted)")
         if tree.size != size:
-            raise LedgerIntegrityError(f"entry {tree.size} is missing")
-        root = tree.root()
-        if size and tree_at(conn, size).root() != root:
-            raise LedgerIntegrityError(
-                f"the stored tree nodes at size {size} disagree with entries"
-            )
-        if latest is not None and latest.size > 0:
-            proof = span_hashes(conn, consistency_spans(latest.size, size))
-            if not verify_consistency(latest.size, size, latest.root, root, proof):
-                raise LedgerIntegrityError(
-                    f"size {size} is not consistent with the checkpoint at size {latest.size}"
-                )
-        return root
+            raise LedgerIntegrityError(f"entry {tree.size} is missing (deleted)")
+        return tree

@@ -12,6 +12,9 @@ A bundle is a folder of plain files (described again in its ``manifest.json``):
 - ``public_key.txt``: the operator's Ed25519 public key (base64 of the raw 32 bytes). A
   verifier must compare it with a key it obtained independently, or simply use its own.
 - ``record-schema.json``: the JSON schema of the records.
+- ``problems.json`` (only when the ledger failed verification at export): each problem found,
+  ``{"index", "kind", "message"}``. Such a bundle holds the entries and checkpoints exactly as
+  stored, and no checkpoint was signed for it.
 
 Verification needs nothing but this folder and the operator's public key.
 """
@@ -22,7 +25,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -46,6 +49,7 @@ from sandbox.ledger.verify import (
     Progress,
     Replay,
     VerificationReport,
+    add_pins,
     verified_checkpoints,
 )
 from sandbox.utc import utcnow
@@ -58,6 +62,7 @@ HASHES = "hashes.jsonl"
 CHECKPOINTS = "checkpoints.jsonl"
 PUBLIC_KEY = "public_key.txt"
 RECORD_SCHEMA = "record-schema.json"
+PROBLEMS = "problems.json"
 PROGRESS_EVERY = 5_000
 
 FILE_DESCRIPTIONS = {
@@ -69,6 +74,8 @@ FILE_DESCRIPTIONS = {
     '"note": C2SP signed note}; only the notes\' signatures count',
     PUBLIC_KEY: "the operator's Ed25519 public key, base64 of the raw 32 bytes",
     RECORD_SCHEMA: f"JSON schema of the records (schema version {SCHEMA_VERSION})",
+    PROBLEMS: "what the ledger's verification found at export (index, kind, message); the "
+    "entries and checkpoints are as stored and no checkpoint was signed for this export",
 }
 
 HOW_TO_VERIFY = [
@@ -123,23 +130,33 @@ def write_bundle(
     checkpoints: list[SignedCheckpoint],
     rows: Iterable[tuple[int, bytes, bytes, bytes]],
     progress: Progress | None = None,
+    tree_size: int | None = None,
+    problems: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write a bundle of ``rows`` (index, entry, leaf hash, root after) up to the last of
-    ``checkpoints`` into the empty or new folder ``out_dir``; returns the manifest's path."""
-    if not checkpoints:
+    ``checkpoints`` into the empty or new folder ``out_dir``; returns the manifest's path.
+    With ``problems`` (a ledger that failed verification) the rows and checkpoints are
+    whatever is stored, ``tree_size`` the size the log claims, and ``problems.json`` says
+    what is wrong."""
+    if not checkpoints and not problems:
         raise BundleError("a bundle needs at least one signed checkpoint")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise BundleError(f"{out_dir} is not empty; export into a new folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    latest = checkpoints[-1]
+    latest = checkpoints[-1] if checkpoints else None
+    size = tree_size if tree_size is not None else (latest.size if latest else 0)
     files: dict[str, dict[str, Any]] = {}
+    if problems:
+        problem_file = _HashingWriter(out_dir / PROBLEMS)
+        problem_file.line(json.dumps(problems, indent=1).encode("utf-8"))
+        files[PROBLEMS] = problem_file.close()
 
     entries, hashes = _HashingWriter(out_dir / ENTRIES), _HashingWriter(out_dir / HASHES)
     for index, entry, leaf, root in rows:
         entries.line(entry)
         hashes.line(_json_line({"index": index, "leaf_hash": leaf.hex(), "tree_root": root.hex()}))
         if progress is not None and (index + 1) % PROGRESS_EVERY == 0:
-            progress(index + 1, latest.size)
+            progress(index + 1, size)
     files[ENTRIES], files[HASHES] = entries.close(), hashes.close()
 
     notes = _HashingWriter(out_dir / CHECKPOINTS)
@@ -161,9 +178,10 @@ def write_bundle(
         "format_version": BUNDLE_VERSION,
         "created_at": utcnow().isoformat(),
         "origin": origin,
-        "tree_size": latest.size,
-        "root_hex": latest.root.hex(),
-        "checkpoint": latest.note,
+        "tree_size": size,
+        "root_hex": latest.root.hex() if latest else None,
+        "checkpoint": latest.note if latest else None,
+        "verified_at_export": not problems,
         "public_key": {
             "algorithm": "Ed25519",
             "base64": public_b64(public_key),
@@ -271,8 +289,13 @@ def verify_bundle(
     bundle: Path,
     public_key: Ed25519PublicKey | bytes | str,
     progress: Progress | None = None,
+    pins: Sequence[tuple[str, str]] = (),
 ) -> VerificationReport:
-    """Verify an export bundle with nothing but its files and the operator's public key."""
+    """Verify an export bundle with nothing but its files and the operator's public key.
+
+    ``pins`` (``(where, note)``) are checkpoints the verifier held before: the bundle's
+    entries must produce each pinned root, so a bundle of a rolled-back or rewritten log
+    fails against any earlier note."""
     bundle = Path(bundle)
     findings = Findings()
     try:
@@ -295,9 +318,17 @@ def verify_bundle(
         elif _sha256_file(path) != described.get("sha256"):
             findings.bad(None, f"{name} differs from the manifest: it changed after export")
 
-    signed = verified_checkpoints(_claimed_checkpoints(bundle, findings), trusted, origin, findings)
+    _exported_problems(bundle, manifest, findings)
+    claimed = _claimed_checkpoints(bundle, findings)
+    signed = verified_checkpoints(claimed, trusted, origin, findings)
     if not signed:
-        findings.bad(None, "no checkpoint in the bundle verifies with this key")
+        key_id = note_key_id(origin, public_bytes(trusted)).hex()
+        findings.bad(
+            None,
+            f"none of the bundle's {len(claimed)} checkpoints verifies with the given key "
+            f"(key id {key_id}): the wrong key, or notes it did not sign",
+        )
+        return findings.report(manifest.get("tree_size") or 0, 0, 0)
     signed_size = max(signed, default=0)
     if manifest.get("tree_size") != signed_size:
         findings.bad(
@@ -310,6 +341,7 @@ def verify_bundle(
     if signed and manifest.get("checkpoint") not in (None, *_notes(bundle)):
         findings.bad(None, "the manifest's checkpoint is not one of the bundle's signed notes")
 
+    add_pins(signed, pins, trusted, origin, findings)
     replay = Replay(signed, findings)
     entry_lines = _lines(bundle / ENTRIES)
     hash_lines = _lines(bundle / HASHES) if (bundle / HASHES).exists() else iter(())
@@ -332,3 +364,21 @@ def verify_bundle(
             progress(index + 1, signed_size)
     replay.finish(signed_size)
     return findings.report(signed_size, len(signed), replay.attested_size)
+
+
+def _exported_problems(bundle: Path, manifest: dict[str, Any], findings: Findings) -> None:
+    """A bundle exported from a ledger that failed verification fails too, with the
+    problems found at export (the replay below finds its own)."""
+    path = bundle / PROBLEMS
+    if PROBLEMS not in manifest["files"] and not path.exists():
+        return
+    try:
+        problems = json.loads(path.read_text(encoding="utf-8"))
+        listed = [(p.get("index"), str(p["message"])) for p in problems]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        findings.bad(None, f"{PROBLEMS} is present but unreadable")
+        return
+    findings.bad(None, f"the ledger failed verification when it was exported ({len(listed)} "
+                 f"problems in {PROBLEMS})")  # fmt: skip
+    for index, message in listed:
+        findings.bad(index if isinstance(index, int) else None, f"at export: {message}")

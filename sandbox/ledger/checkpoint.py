@@ -45,15 +45,21 @@ def check_origin(origin: str) -> str:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A tree head: the log ``origin`` had ``size`` entries with Merkle root ``root``."""
+    """A tree head: the log ``origin`` had ``size`` entries with Merkle root ``root``.
+
+    ``extensions`` are the note's extension lines (C2SP tlog-checkpoint allows opaque,
+    non-empty lines after the root); this log writes the time it signed and the checkpoint
+    before it there (:mod:`sandbox.ledger.chain`)."""
 
     origin: str
     size: int
     root: bytes
+    extensions: tuple[str, ...] = ()
 
     def body(self) -> str:
         """The note text (C2SP tlog-checkpoint)."""
-        return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode('ascii')}\n"
+        head = f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode('ascii')}\n"
+        return head + "".join(f"{line}\n" for line in self.extensions)
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,8 @@ def sign_checkpoint(checkpoint: Checkpoint, key: Ed25519PrivateKey) -> str:
     name = check_origin(checkpoint.origin)
     if len(checkpoint.root) != HASH_SIZE or checkpoint.size < 0:
         raise CheckpointError("a checkpoint has a 32-byte root and a size of 0 or more")
+    if any(not line or "\n" in line for line in checkpoint.extensions):
+        raise CheckpointError("an extension line is one non-empty line")
     text = checkpoint.body()
     signature = key.sign(text.encode("utf-8"))
     blob = base64.b64encode(note_key_id(name, public_bytes(key)) + signature).decode("ascii")
@@ -159,7 +167,7 @@ def parse_checkpoint_body(text: str) -> Checkpoint:
         raise CheckpointError("the checkpoint's root is not a base64 SHA-256 hash")
     if any(not line for line in extensions):
         raise CheckpointError("a checkpoint's extension lines must not be empty")
-    return Checkpoint(origin=origin, size=int(size_line), root=root)
+    return Checkpoint(origin=origin, size=int(size_line), root=root, extensions=tuple(extensions))
 
 
 def verify_checkpoint(

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
@@ -26,6 +28,7 @@ from sandbox.ledger.entries import (
 from sandbox.ledger.errors import LedgerError
 from sandbox.ledger.prover import LedgerProver
 from sandbox.ledger.reader import MAX_PAGE, EntryQuery
+from sandbox.ledger.signer import SignerState
 from sandbox.ledger.store import HEAD_ID, LEDGER_TABLES, head_table
 from sandbox.utc import utcnow
 
@@ -41,18 +44,26 @@ __all__ = [
 ]
 
 
+def signer_state_path(keys_dir: Path) -> Path:
+    """Where the signer keeps its memory: beside the operator key."""
+    return keys_dir / "ledger-signer.json"
+
+
 class Ledger(LedgerProver):
     """The audit ledger in one database.
 
     ``Ledger.open()`` takes the database, operator key and origin from the settings.
     """
 
-    def __init__(self, engine: Engine, signing_key: Ed25519PrivateKey, origin: str) -> None:
+    def __init__(
+        self, engine: Engine, signing_key: Ed25519PrivateKey, origin: str, signer_state: Path
+    ) -> None:
         if not isinstance(signing_key, Ed25519PrivateKey):
             raise TypeError("the ledger signs with an Ed25519 private key")
         self.origin = check_origin(origin)
         self._engine = engine
         self._signing_key = signing_key
+        self._signer = SignerState(signer_state)
         self.public_key: Ed25519PublicKey = signing_key.public_key()
         SQLModel.metadata.create_all(engine, tables=list(LEDGER_TABLES))
         self._ensure_head()
@@ -65,6 +76,7 @@ class Ledger(LedgerProver):
             get_engine(settings.database_url),
             sandbox_key(settings.keys_dir, "operator"),
             settings.ledger_origin,
+            signer_state_path(settings.keys_dir),
         )
 
     @property

@@ -3,21 +3,24 @@ self-contained export bundles (around :mod:`sandbox.ledger.merkle`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from sqlalchemy import select
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from sandbox.ledger.appender import LedgerAppender
 from sandbox.ledger.bundle import write_bundle
-from sandbox.ledger.checkpoint import SignedCheckpoint
+from sandbox.ledger.checkpoint import Checkpoint, SignedCheckpoint
 from sandbox.ledger.entries import ConsistencyProof, InclusionProof, StoredEntry
-from sandbox.ledger.errors import EntryNotFound, LedgerError
+from sandbox.ledger.errors import EntryNotFound, LedgerError, LedgerIntegrityError
 from sandbox.ledger.merkle import EMPTY_ROOT, consistency_spans, inclusion_spans
+from sandbox.ledger.problems import problem_records
 from sandbox.ledger.reader import MAX_PAGE
 from sandbox.ledger.store import (
     HEAD_ID,
+    checkpoint_table,
     entry_table,
     head_table,
     read_snapshot,
@@ -79,20 +82,67 @@ class LedgerProver(LedgerAppender):
 
     # -- verification and export -----------------------------------------------------------
 
-    def verify(self, progress: Progress | None = None) -> VerificationReport:
-        """Recompute everything from the stored entries; see :func:`verify_database`."""
-        return verify_database(self._engine, self.public_key, self.origin, progress)
+    def verify(
+        self,
+        progress: Progress | None = None,
+        pins: Sequence[tuple[str, str]] = (),
+        public_key: Ed25519PublicKey | bytes | str | None = None,
+    ) -> VerificationReport:
+        """Recompute everything from the stored entries against the signed checkpoints, the
+        signer's memory of the last one it signed and any ``pins`` (``(where, note)``); see
+        :func:`verify_database`. ``public_key`` defaults to the log's own."""
+        key = self.public_key if public_key is None else public_key
+        try:
+            head = self._signer.read(self.public_key, self.origin)
+        except LedgerIntegrityError as exc:
+            report = verify_database(self._engine, key, self.origin, progress, pins=pins)
+            report.problems.append(str(exc))
+            report.indices.append(None)
+            report.ok = False
+            return report
+        note = None if head is None else head.note
+        return verify_database(self._engine, key, self.origin, progress, note, pins)
 
     def export_bundle(self, out_dir: Path, progress: Progress | None = None) -> Path:
-        """Sign a checkpoint of the current size and write a self-contained bundle of it."""
-        latest = self.checkpoint()
+        """Write a self-contained bundle of the ledger.
+
+        A ledger that verifies gets a checkpoint of its current size signed first, and the
+        bundle ends there. A ledger that fails is exported as it is (every entry and
+        checkpoint row as stored) with ``problems.json`` listing what the verification
+        found, and no checkpoint is signed over it: an export is evidence.
+        """
+        report = self.verify()
+        if report.ok:
+            try:
+                latest = self.checkpoint()
+            except LedgerIntegrityError as exc:
+                report.ok = False
+                report.problems.append(str(exc))
+                report.indices.append(None)
+            else:
+                return write_bundle(
+                    Path(out_dir),
+                    origin=self.origin,
+                    public_key=self.public_key,
+                    checkpoints=[cp for cp in self.checkpoints() if cp.size <= latest.size],
+                    rows=self._export_rows(latest.size),
+                    progress=progress,
+                )
+        with read_snapshot(self._engine) as conn:
+            stored = [
+                SignedCheckpoint(Checkpoint(self.origin, row.size, row.root), row.note)
+                for row in conn.execute(select(checkpoint_table).order_by(checkpoint_table.c.size))
+            ]
+            last = conn.execute(select(func.max(entry_table.c.idx))).scalar_one_or_none()
         return write_bundle(
             Path(out_dir),
             origin=self.origin,
             public_key=self.public_key,
-            checkpoints=[cp for cp in self.checkpoints() if cp.size <= latest.size],
-            rows=self._export_rows(latest.size),
+            checkpoints=stored,
+            rows=self._export_rows(-1 if last is None else last + 1),
             progress=progress,
+            tree_size=self.size,
+            problems=problem_records(report.problems, report.indices),
         )
 
     def _export_rows(self, size: int) -> Iterator[tuple[int, bytes, bytes, bytes]]:

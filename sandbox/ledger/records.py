@@ -282,3 +282,18 @@ def parse_record(entry: bytes) -> LedgerRecord:
         return LedgerRecord.model_validate_json(entry)
     except ValidationError as exc:
         raise RecordError(f"entry does not fit record schema {version}: {exc}") from exc
+
+
+def is_canonical(entry: bytes) -> bool:
+    """Whether ``entry`` is the RFC 8785 canonical form of itself (a JSON object in UTF-8,
+    serialised exactly as :func:`canonical_entry` would)."""
+    try:
+        value = json.loads(entry)
+    except ValueError:
+        return False
+    if not isinstance(value, dict):
+        return False
+    try:
+        return canonical_json(value) == entry
+    except CanonicalizationError:
+        return False

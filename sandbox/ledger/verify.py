@@ -10,7 +10,7 @@ still matches and the first one that does not are suspect, and the first of them
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import ColumnElement, Table, and_, func, literal, or_, select
 from sqlalchemy.engine import Connection, Engine
 
-from sandbox.ledger.checkpoint import verify_checkpoint
+from sandbox.ledger.chain import chain_problems
+from sandbox.ledger.checkpoint import Checkpoint, parse_checkpoint_body, verify_checkpoint
 from sandbox.ledger.errors import CheckpointError, LedgerIntegrityError
 from sandbox.ledger.merkle import (
     EMPTY_ROOT,
@@ -27,6 +28,7 @@ from sandbox.ledger.merkle import (
     leaf_hash,
     verify_consistency,
 )
+from sandbox.ledger.records import is_canonical
 from sandbox.ledger.store import (
     HEAD_ID,
     QUERY_COLUMNS,
@@ -64,6 +66,9 @@ class VerificationReport:
     problems: list[str]
     checkpoints: int = 0
     attested_size: int = 0
+    indices: list[int | None] = field(default_factory=list)
+    """The entry index each problem concerns (None: the log as a whole), in step with
+    ``problems``."""
 
 
 @dataclass
@@ -71,6 +76,7 @@ class Findings:
     """Problems as they are found; keeps the smallest bad index."""
 
     problems: list[str] = field(default_factory=list)
+    indices: list[int | None] = field(default_factory=list)
     first_bad_index: int | None = None
 
     def bad(self, index: int | None, message: str) -> None:
@@ -78,8 +84,10 @@ class Findings:
             self.first_bad_index = index
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(message)
+            self.indices.append(index)
         elif len(self.problems) == MAX_PROBLEMS:
             self.problems.append("(further problems not listed)")
+            self.indices.append(None)
 
     def report(self, size: int, checkpoints: int, attested_size: int) -> VerificationReport:
         return VerificationReport(
@@ -89,6 +97,7 @@ class Findings:
             problems=list(self.problems),
             checkpoints=checkpoints,
             attested_size=attested_size,
+            indices=list(self.indices),
         )
 
 
@@ -107,12 +116,14 @@ def verified_checkpoints(
     origin: str,
     findings: Findings,
 ) -> dict[int, bytes]:
-    """The signed roots by size, from every checkpoint whose signature holds.
+    """The signed roots by size, from every checkpoint whose signature holds; the chain of
+    those checkpoints is checked too (:mod:`sandbox.ledger.chain`).
 
     A checkpoint whose signature fails, or whose stored size and root differ from what its
     note says, is a problem and contributes nothing.
     """
     signed: dict[int, bytes] = {}
+    chain: list[Checkpoint] = []
     for item in claimed:
         try:
             checkpoint = verify_checkpoint(item.note, public_key, origin=origin)
@@ -130,7 +141,38 @@ def verified_checkpoints(
             findings.bad(None, "checkpoint at size 0: a signed root for the empty tree is wrong")
             continue
         signed[checkpoint.size] = checkpoint.root
+        chain.append(checkpoint)
+    for _size, message in chain_problems(chain):
+        findings.bad(None, message)
     return signed
+
+
+def add_pins(
+    signed: dict[int, bytes],
+    notes: Iterable[tuple[str, str]],
+    public_key: Ed25519PublicKey | bytes | str,
+    origin: str,
+    findings: Findings,
+) -> None:
+    """Add checkpoints held outside the log (``(where, note)``: a pinned note, the signer's
+    own memory) to the signed roots the replay must meet. A note that does not verify, or
+    that signs another root at a size the log also signed, is a problem; a pinned size
+    beyond the log's entries makes the replay report them missing (rolled back)."""
+    for where, note in notes:
+        try:
+            checkpoint = verify_checkpoint(note, public_key, origin=origin)
+        except CheckpointError as exc:
+            findings.bad(None, f"{where}: {exc}")
+            continue
+        held = signed.get(checkpoint.size)
+        if held is not None and held != checkpoint.root:
+            findings.bad(
+                None,
+                f"{where} signs another root at size {checkpoint.size} than the log's "
+                "checkpoint there: the log shows a split view",
+            )
+            continue
+        signed[checkpoint.size] = checkpoint.root
 
 
 class Replay:
@@ -165,6 +207,9 @@ class Replay:
         leaf = leaf_hash(entry)
         if stored_leaf is not None and stored_leaf != leaf:
             self.fail(index, f"entry {index}: its content does not match its leaf hash (changed)")
+            return None
+        if not is_canonical(entry):
+            self.fail(index, f"entry {index}: not in RFC 8785 canonical form (re-serialised)")
             return None
         completed = self.tree.append(leaf)
         root = self.tree.root()
@@ -216,13 +261,18 @@ def verify_database(
     public_key: Ed25519PublicKey | bytes | str,
     origin: str,
     progress: Progress | None = None,
+    signer_note: str | None = None,
+    pins: Sequence[tuple[str, str]] = (),
 ) -> VerificationReport:
     """Verify the ledger stored in ``engine`` against checkpoints signed by ``public_key``.
 
     Recomputes every leaf hash, the root after every entry, every stored tree node and every
     query column from the entries; checks every checkpoint's signature, its root against the
     recomputed tree and its consistency with the one before; and looks for rows beyond the
-    log's size. Reads one snapshot of the database, so appends may go on meanwhile.
+    log's size. ``signer_note`` (the signer's memory of the last checkpoint it signed) and
+    ``pins`` (checkpoints held elsewhere) must be met by the entries too: a database rolled
+    back below them, or rewritten under them, fails. Reads one snapshot of the database, so
+    appends may go on meanwhile.
     """
     findings = Findings()
     with read_snapshot(engine) as conn:
@@ -244,6 +294,13 @@ def verify_database(
             )
         ]
         signed = verified_checkpoints(claimed, public_key, origin, findings)
+        stored_sizes = set(signed)
+        held = list(pins)
+        if signer_note is not None:
+            held.append(("the signer's last checkpoint", signer_note))
+        add_pins(signed, held, public_key, origin, findings)
+        if signer_note is not None:
+            _check_signer_checkpoint_stored(signer_note, stored_sizes, findings)
         replay = Replay(signed, findings)
         _check_entries(conn, size, replay, findings, progress)
         replay.finish(size)
@@ -251,6 +308,20 @@ def verify_database(
         if not replay.failed:
             _check_checkpoint_consistency(conn, signed, findings)
     return findings.report(size, len(signed), replay.attested_size)
+
+
+def _check_signer_checkpoint_stored(note: str, stored_sizes: set[int], findings: Findings) -> None:
+    """The checkpoint the signer signed last must be among the database's checkpoints."""
+    try:
+        size = parse_checkpoint_body(note[: note.rfind("\n\n") + 1]).size
+    except CheckpointError:
+        return  # add_pins already reported the note
+    if size not in stored_sizes:
+        findings.bad(
+            None,
+            f"the checkpoint the signer signed last (size {size}) is missing from the "
+            "database: checkpoints were deleted",
+        )
 
 
 def _nodes_completed_by(first: int, last: int) -> list[tuple[int, int, int]]:

@@ -36,10 +36,15 @@ def append_as_writer(
     Returns ``(index, record_id)`` of everything it appended, in its own order."""
     from sandbox.db import get_engine
     from sandbox.identity import sandbox_key
-    from sandbox.ledger import Ledger
+    from sandbox.ledger import Ledger, signer_state_path
     from tests.ledger.helpers import make_record
 
-    ledger = Ledger(get_engine(database_url), sandbox_key(Path(keys_dir), "operator"), origin)
+    ledger = Ledger(
+        get_engine(database_url),
+        sandbox_key(Path(keys_dir), "operator"),
+        origin,
+        signer_state_path(Path(keys_dir)),
+    )
     barrier.wait()
     appended: list[tuple[int, str]] = []
     for operation in range(operations):

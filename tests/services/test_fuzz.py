@@ -240,7 +240,12 @@ def bundle(tmp_path_factory) -> tuple[Path, str]:  # type: ignore[no-untyped-def
 
     folder = tmp_path_factory.mktemp("bundle")
     key = Ed25519PrivateKey.generate()
-    ledger = Ledger(get_engine(f"sqlite:///{folder / 'l.db'}"), key, "sandbox.example/ledger")
+    ledger = Ledger(
+        get_engine(f"sqlite:///{folder / 'l.db'}"),
+        key,
+        "sandbox.example/ledger",
+        folder / "signer.json",
+    )
     ledger.append_many([make_record(i) for i in range(40)])
     ledger.checkpoint()
     ledger.append_many([make_record(100 + i) for i in range(5)])
