@@ -20,6 +20,7 @@ import random
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -52,6 +53,7 @@ START = datetime(2025, 1, 1, tzinfo=UTC)
 
 TARGETS = {
     "append_batched_per_s": (">=", 3000),
+    "append_batched_checkpointed_per_s": (">=", 3000),
     "verify_100k_s": ("<", 5.0),
     "inclusion_verify_1m_ms": ("<", 1.0),
 }
@@ -138,7 +140,9 @@ def postgres_url_factory(admin_url: str) -> Callable[[Path], str]:
 def bench_appends(
     url_for: Callable[[Path], str], single: int, batches: int, batch: int, repetitions: int
 ) -> dict[str, Any]:
-    single_rates, batched_rates = [], []
+    single_rates: list[float] = []
+    batched_rates: list[float] = []
+    signed_rates: list[float] = []
     for _ in range(repetitions):
         with fresh_database(url_for) as ledger:
             records = [make_record(i) for i in range(single)]
@@ -152,11 +156,22 @@ def bench_appends(
             for group in groups:
                 ledger.append_many(group)
             batched_rates.append(batches * batch / (time.perf_counter() - started))
+        with fresh_database(url_for) as ledger:
+            # The signer's worst case: a checkpoint after every batch, each one growing the
+            # signer's own tree from the entries and writing its state file (fsynced).
+            groups = [[make_record(b * batch + i) for i in range(batch)] for b in range(batches)]
+            started = time.perf_counter()
+            for group in groups:
+                ledger.append_many(group)
+                ledger.checkpoint()
+            signed_rates.append(batches * batch / (time.perf_counter() - started))
     return {
         "append_single_per_s": median(single_rates),
         "append_single_runs": single_rates,
         "append_batched_per_s": median(batched_rates),
         "append_batched_runs": batched_rates,
+        "append_batched_checkpointed_per_s": median(signed_rates),
+        "append_batched_checkpointed_runs": signed_rates,
         "single_appends_per_run": single,
         "batch_size": batch,
         "batched_appends_per_run": batches * batch,
@@ -284,7 +299,21 @@ def bench_million(size: int, repetitions: int, full_verify: bool) -> dict[str, A
 
 
 def environment() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True, text=True, check=True, timeout=10,
+            ).stdout.strip()
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "unknown", True
     return {
+        "commit": commit,
+        "uncommitted_changes": dirty,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
@@ -309,7 +338,9 @@ def markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     lines = (
         "# Ledger benchmark\n\n"
-        f"Run {env['when']} on {env['cpus']} cores (load average at start "
+        f"Run {env['when']} at commit {env.get('commit', 'unknown')[:12]}"
+        f"{' (with uncommitted changes)' if env.get('uncommitted_changes') else ''} "
+        f"on {env['cpus']} cores (load average at start "
         f"{', '.join(f'{x:.1f}' for x in env['load_average_at_start'])}), Python {env['python']}, "
         f"SQLite {env['sqlite']}. Medians of {results['repetitions']} repetitions. The machine "
         "is shared with other work: wall times vary with its load (load average at the end "
@@ -317,8 +348,18 @@ def markdown(results: dict[str, Any]) -> str:
         "| measure | median | target | met |\n|---|---|---|---|\n"
         + row("single appends (SQLite, synced commits)", "append_single_per_s", "/s")
         + row("batched appends (SQLite, batches of 1,000)", "append_batched_per_s", "/s")
+        + row(
+            "batched appends, a checkpoint signed after each batch (SQLite)",
+            "append_batched_checkpointed_per_s",
+            "/s",
+        )
         + row("single appends (Postgres)", "pg_append_single_per_s", "/s")
         + row("batched appends (Postgres, batches of 1,000)", "pg_append_batched_per_s", "/s")
+        + row(
+            "batched appends, a checkpoint after each batch (Postgres)",
+            "pg_append_batched_checkpointed_per_s",
+            "/s",
+        )
         + row(f"full verification of {r['verify_entries']:,} entries", "verify_100k_s", "s", 2)
         + row("  of which CPU time of this process", "verify_100k_cpu_s", "s", 2)
         + row(
