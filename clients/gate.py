@@ -30,6 +30,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from clients import inventory
 from clients.accountant import scoring_slot
 from clients.mandate import Mandate, Refusal, mandate_for
+from clients.witness import safe_witness_answer
 from policies.engine import Decision, PolicyDecisionPoint
 from policies.facts import CompanyFacts, ConsentFacts, DatasetReadContext
 from policies.policyset import LoadedPolicySet
@@ -43,8 +44,10 @@ from sandbox.protocol.messages import (
     RECEIPT,
     STATS,
     TASK_BASELINE,
+    TASK_EVALUATE,
     TASK_IDENTIFY,
     WARRANT,
+    WITNESS,
     TrainingPlan,
     number,
 )
@@ -282,6 +285,10 @@ def make_gate(resolve: Callable[[Context], NodeHome]) -> Mod:
         )
         text, signature = sign_receipt(node.key(), payload)
         reply.content[RECEIPT] = ConfigRecord({"payload": text, "signature": signature})
+        if task == TASK_EVALUATE:
+            answer = safe_witness_answer(node, config)
+            if answer is not None:
+                reply.content[WITNESS] = answer
         return reply
 
     return gate

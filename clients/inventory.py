@@ -16,7 +16,8 @@ Treatments:
   residual leakage;
 - ``exact``: exact figures over the training rows, sent only in jobs without differential
   privacy, which the policy lets train only on data that is not personal, at the low tier;
-- ``statement``: the company's signed statements (its identity, receipts, refusal notices).
+- ``statement``: the company's signed statements (its identity, receipts, refusal notices,
+  its witness cosignatures of the ledger's checkpoints).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from sandbox.protocol.messages import (
     TASK_IDENTIFY,
     TASK_STATS,
     TASK_TRAIN,
+    WITNESS,
 )
 
 Treatment = Literal["dp", "secure-aggregate", "declared", "test-split", "exact", "statement"]
@@ -107,7 +109,11 @@ INVENTORY: tuple[Release, ...] = (
             "coalition models' loss and AUC on the test split (contribution estimate)"),
 )  # fmt: skip
 
-STATEMENT_RECORDS = {RECEIPT: "the receipt", NOTICES: "refusal notices"}
+STATEMENT_RECORDS = {
+    RECEIPT: "the receipt",
+    NOTICES: "refusal notices",
+    WITNESS: "the node's witness answer (a C2SP cosignature of the ledger's checkpoint)",
+}
 
 
 def applies(release: Release, dp: bool, secure: bool) -> bool:

@@ -26,6 +26,7 @@ from coordinator.release import (
     ReleaseVerdict,
 )
 from coordinator.selection import NO_SCHEDULE, ParticipantSelector, Selection, SelectionRequest
+from coordinator.witnesses import WitnessRelay
 from policies.engine import CheckResult, Decision, MemoryRecorder, PolicyDecisionPoint
 from policies.facts import EngineerFacts, ReleaseContext, RoundContext
 from policies.policyset import LoadedPolicySet
@@ -56,6 +57,7 @@ class RoundGovernor:
             RegistryRecorder(gov.engine), LedgerReleaseRecorder(gov)
         )
         self.receipts = ReceiptKeeper(gov, job, spec)
+        self.witnesses = WitnessRelay(gov)
 
     def tiers(self) -> TierConfig:
         return self.gov.tiers
@@ -120,6 +122,13 @@ class RoundGovernor:
 
     def record_exchange(self, task: str, round_number: int, exchange: Exchange) -> None:
         self.receipts.record_exchange(task, round_number, exchange)
+
+    # ---------------------------------------------------------------- witnesses
+    def witness_config(self) -> dict[str, str]:
+        return self.witnesses.config()
+
+    def collect_witnesses(self, exchange: Exchange) -> None:
+        self.witnesses.collect(exchange)
 
     # -------------------------------------------------------------------- rounds
     def record_round(self, record: Round, plan: TrainingPlan | None) -> None:

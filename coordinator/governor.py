@@ -37,6 +37,10 @@ class Governor(Protocol):
 
     def record_exchange(self, task: str, round_number: int, exchange: Exchange) -> None: ...
 
+    def witness_config(self) -> dict[str, str]: ...
+
+    def collect_witnesses(self, exchange: Exchange) -> None: ...
+
     def record_round(self, record: Round, plan: TrainingPlan | None) -> None: ...
 
     def record_model(self, digest: str, rounds: int) -> None: ...
@@ -63,6 +67,12 @@ class NoGovernor:
         return None
 
     def record_exchange(self, task: str, round_number: int, exchange: Exchange) -> None:
+        return None
+
+    def witness_config(self) -> dict[str, str]:
+        return {}
+
+    def collect_witnesses(self, exchange: Exchange) -> None:
         return None
 
     def record_round(self, record: Round, plan: TrainingPlan | None) -> None:

@@ -234,10 +234,11 @@ def evaluate(
     exchange = ctx.messenger.send(
         TASK_EVALUATE,
         companies,
-        {"round": number, "plan": plan.model_dump_json()},
+        {"round": number, "plan": plan.model_dump_json(), **ctx.governor.witness_config()},
         weights,
         round_number=number,
     )
+    ctx.governor.collect_witnesses(exchange)
     per_company = {
         c: numbers(r.content.metric_records[METRICS]) for c, r in exchange.accepted.items()
     }

@@ -6,10 +6,13 @@ disk, then renamed over the target, atomic on POSIX). Reading: the documents peo
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,19 @@ def write_json_atomic(path: Path, document: Any, mode: int | None = None) -> Non
     """``document`` as indented JSON with sorted keys, written atomically."""
     text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     write_atomic(path, text.encode("utf-8"), mode)
+
+
+@contextmanager
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (created 0600), across processes."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 class DocumentError(ValueError):

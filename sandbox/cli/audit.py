@@ -30,6 +30,7 @@ from sandbox.ledger.errors import BundleError, CheckpointError, LedgerError, Led
 from sandbox.ledger.log import Ledger
 from sandbox.ledger.merkle import leaf_hash
 from sandbox.ledger.verify import VerificationReport
+from sandbox.ledger.witness import WitnessKey
 from sandbox.protocol.job_receipts import JobReceipts, check_job_receipts
 from sandbox.protocol.receipts import ReceiptError
 from sandbox.services import audit as audit_service
@@ -297,15 +298,29 @@ def verify_bundle_command(
     bundle: Annotated[Path, typer.Argument(help="the bundle folder")],
     key: Annotated[str, typer.Option("--key", help=KeyOption.__metadata__[0].help)],
     pin: PinOption = None,
+    witness_key: Annotated[
+        list[str] | None,
+        typer.Option("--witness-key", help="a witness you trust, NAME=BASE64KEY (repeatable)"),
+    ] = None,
+    quorum: Annotated[
+        int | None,
+        typer.Option(help="cosignatures the latest checkpoint needs (default: every witness)"),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Verify an exported bundle with nothing but its files and the operator's public key;
-    with ``--pin``, also that it extends every signed checkpoint you kept."""
+    with ``--pin``, also that it extends every signed checkpoint you kept; with
+    ``--witness-key``, that its latest checkpoint carries a quorum of their cosignatures."""
     if not bundle.is_dir():
         _fail(f"{bundle} is not a folder")
     pins = _pins(pin)
+    try:
+        witnesses = [WitnessKey.parse(text) for text in witness_key or []]
+    except (ValueError, LedgerError) as exc:
+        _fail(str(exc))
+    needed = len(witnesses) if quorum is None else quorum
     with _progress("verifying bundle", not as_json) as progress:
-        report = verify_bundle(bundle, _public_key(key), progress, pins)
+        report = verify_bundle(bundle, _public_key(key), progress, pins, witnesses, needed)
     _show_report(report, f"bundle {bundle}", as_json)
 
 

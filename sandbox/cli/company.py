@@ -326,3 +326,36 @@ def company_refusals(
         )  # fmt: skip
     console.print(table)
     console.print(f"{len(found)} refusals in the node's log; {len(pending)} not delivered")
+
+
+@company_app.command("witness")
+def company_witness(
+    company_id: str = typer.Argument(..., help="The company's id"),
+    node: Path | None = typer.Option(
+        None, "--node", help="Your node folder (default: <SANDBOX_HOME>/companies/<id>)"
+    ),
+) -> None:
+    """What your node, as a witness of the sandbox's ledger, last cosigned, and every alarm
+    it raised (a history shown to it that does not extend what it cosigned; both signed notes
+    are kept in the node folder). Exits 1 when there is an alarm."""
+    from sandbox.node.home import NodeHome
+    from sandbox.node.witness import node_witness
+
+    home = NodeHome(node or load_settings().company_dir(company_id))
+    try:
+        if home.company_id != company_id:
+            fail(f"{home.folder} is {home.company_id}'s node, not {company_id}'s")
+        witness = node_witness(home)
+        held = witness.latest() if witness is not None else None
+        alarms = witness.alarms() if witness is not None else []
+    except (SandboxError, OSError, ValueError) as exc:
+        fail(str(exc))
+    if held is None:
+        console.print("your node has cosigned no checkpoint of the ledger yet")
+    else:
+        console.print(f"last cosigned: {held[0].origin} at size {held[0].size}")
+    for alarm in alarms:
+        err.print(f"[bold red]ALARM[/] {alarm['time']}: {alarm['problem']}")
+    if alarms:
+        err.print(f"both signed notes of each alarm are in {home.folder / 'witness' / 'alarms'}")
+        raise typer.Exit(1)

@@ -128,6 +128,13 @@ def print_ledger(ledger: dict[str, Any] | None, home: Path, job_id: str) -> None
         f"Ledger: {ledger['size']} entries, {ledger['checkpoints']} signed checkpoints, {verdict} "
         "(every hash recomputed, every checkpoint's signature checked)."
     )
+    cosigned = ledger.get("cosignatures_per_checkpoint") or []
+    witnessed = [n for n in cosigned if n > 0]
+    console.print(
+        f"  witnessed by the companies' nodes (C2SP cosignatures): {len(witnessed)} of "
+        f"{len(cosigned)} checkpoints, {max(cosigned, default=0)} cosignatures at most on one, "
+        f"{cosigned[-1] if cosigned else 0} on the latest"
+    )
     for problem in ledger["problems"]:
         console.print(f"  [red]{problem}[/]")
     console.print(f"  about this job: {held}")

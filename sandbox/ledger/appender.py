@@ -22,6 +22,7 @@ from sandbox.ledger.checkpoint import (
 from sandbox.ledger.entries import Appended
 from sandbox.ledger.errors import (
     CheckpointError,
+    LedgerError,
     LedgerIntegrityError,
     LedgerWriteError,
     RecordError,
@@ -43,6 +44,7 @@ from sandbox.ledger.store import (
     tree_at,
     write_lock,
 )
+from sandbox.ledger.witness import WitnessKey, cosignature_time, with_cosignatures
 from sandbox.utc import utcnow
 
 log = logging.getLogger(__name__)
@@ -263,3 +265,24 @@ class LedgerAppender(LedgerReader):
         if tree.size != size:
             raise LedgerIntegrityError(f"entry {tree.size} is missing (deleted)")
         return tree
+
+    def add_cosignature(self, size: int, line: str, witness: WitnessKey) -> None:
+        """Add a witness's cosignature line to the stored checkpoint of ``size``, once it
+        verifies with the witness's key (:class:`CheckpointError` otherwise)."""
+        try:
+            with write_lock(self._engine) as (conn, _):
+                row = conn.execute(
+                    select(checkpoint_table.c.note).where(checkpoint_table.c.size == size)
+                ).first()
+                if row is None:
+                    raise LedgerError(f"no checkpoint at size {size}")
+                note = with_cosignatures(row.note, [line])
+                cosignature_time(note, witness.name, witness.public_key)
+                if note != row.note:
+                    conn.execute(
+                        update(checkpoint_table)
+                        .where(checkpoint_table.c.size == size)
+                        .values(note=note)
+                    )
+        except SQLAlchemyError as exc:
+            raise LedgerWriteError(f"the cosignature was not stored: {exc}") from exc

@@ -52,6 +52,7 @@ from sandbox.ledger.verify import (
     add_pins,
     verified_checkpoints,
 )
+from sandbox.ledger.witness import WitnessKey, witnessed_by
 from sandbox.utc import utcnow
 
 BUNDLE_FORMAT = "sandbox-ledger-bundle"
@@ -290,6 +291,8 @@ def verify_bundle(
     public_key: Ed25519PublicKey | bytes | str,
     progress: Progress | None = None,
     pins: Sequence[tuple[str, str]] = (),
+    witnesses: Sequence[WitnessKey] = (),
+    quorum: int = 0,
 ) -> VerificationReport:
     """Verify an export bundle with nothing but its files and the operator's public key.
 
@@ -342,6 +345,8 @@ def verify_bundle(
         findings.bad(None, "the manifest's checkpoint is not one of the bundle's signed notes")
 
     add_pins(signed, pins, trusted, origin, findings)
+    if quorum:
+        _check_quorum(bundle, signed_size, witnesses, quorum, findings)
     replay = Replay(signed, findings)
     entry_lines = _lines(bundle / ENTRIES)
     hash_lines = _lines(bundle / HASHES) if (bundle / HASHES).exists() else iter(())
@@ -382,3 +387,18 @@ def _exported_problems(bundle: Path, manifest: dict[str, Any], findings: Finding
                  f"problems in {PROBLEMS})")  # fmt: skip
     for index, message in listed:
         findings.bad(index if isinstance(index, int) else None, f"at export: {message}")
+
+
+def _check_quorum(
+    bundle: Path, size: int, witnesses: Sequence[WitnessKey], quorum: int, findings: Findings
+) -> None:
+    """Some checkpoint of the bundle carries cosignatures of at least ``quorum`` of the given
+    witnesses (the entries up to it were seen by them as an extension of what they saw
+    before; entries after it are vouched for by the operator's signature alone)."""
+    best = max((len(witnessed_by(note, witnesses)) for note in _notes(bundle)), default=0)
+    if best < quorum:
+        findings.bad(
+            None,
+            f"no checkpoint up to size {size} carries cosignatures of {quorum} of the "
+            f"{len(witnesses)} witness keys given (at most {best})",
+        )

@@ -19,7 +19,6 @@ log ran before (trust on first use, logged).
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sandbox.files import write_atomic
+from sandbox.files import exclusive_lock, write_atomic
 from sandbox.ledger.checkpoint import Checkpoint, verify_checkpoint
 from sandbox.ledger.errors import CheckpointError, LedgerIntegrityError
 from sandbox.ledger.merkle import HASH_SIZE, CompactRange
@@ -63,15 +62,8 @@ class SignerState:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the signer's lock: one signer at a time, across processes."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive_lock(self.path.with_name(self.path.name + ".lock")):
             yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     def read(self, public_key: Ed25519PublicKey, origin: str) -> SignedHead | None:
         """The last signed head, checked (its note verifies, its range folds to its root);

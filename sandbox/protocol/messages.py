@@ -47,6 +47,9 @@ IDENTITY = "identity"
 RECEIPT = "receipt"
 WARRANT = "warrant"  # a task config's field: the job's signed warrant
 NOTICES = "notices"  # a reply's record: the node's signed refusal notices not yet delivered
+WITNESS = "witness"  # an evaluate reply's record: the node's witness answer (status, body)
+WITNESS_NOTE = "witness-note"  # task config: the ledger's newest signed checkpoint
+WITNESS_PROOFS = "witness-proofs"  # task config: {old size: consistency proof (base64 list)}
 
 # Under secure aggregation the train task travels as Flower's legacy FitIns: its config names
 # the order of the model's arrays and the range the masked update must fit in.
@@ -338,7 +341,7 @@ def check_reply(
         TASK_IDENTIFY: {IDENTITY},
         TASK_STATS: {STATS, RECEIPT},
         TASK_BASELINE: {METRICS, RECEIPT},
-        TASK_EVALUATE: {METRICS, RECEIPT},
+        TASK_EVALUATE: {METRICS, RECEIPT, WITNESS},
         TASK_TRAIN: {ARRAYS, METRICS, RECEIPT},
         TASK_ASSESS: {METRICS, RECEIPT},
         TASK_EVALUATE_MODELS: {METRICS, RECEIPT},
@@ -352,7 +355,7 @@ def check_reply(
         allowed_records = allowed_records - {ARRAYS}
         if ARRAYS in keys:
             problems.append("a securely aggregated reply must not carry its arrays")
-    required = allowed_records - {RECEIPT}
+    required = allowed_records - {RECEIPT, WITNESS}
     if required - keys:
         problems.append(f"reply lacks records {sorted(required - keys)}")
     for key, record in content.items():
@@ -389,4 +392,9 @@ def check_reply(
                 problems.append("'receipt' must be a ConfigRecord")
             else:
                 _strings_ok(record, RECEIPT_FIELDS, problems, "receipt")
+        elif key == WITNESS:
+            if not isinstance(record, ConfigRecord) or set(record.keys()) != {"status", "body"}:
+                problems.append("'witness' is a ConfigRecord of status and body")
+            elif not isinstance(record["status"], int) or len(str(record["body"])) > 2000:
+                problems.append("'witness' holds an integer status and a short body")
     return problems

@@ -22,6 +22,7 @@ from sandbox.data import census
 from sandbox.governance import Governance, get_governance
 from sandbox.learning.baselines import POOLED_LABEL, pooled_baseline
 from sandbox.learning.metrics import mean_defined
+from sandbox.ledger.witness import WitnessKey, witnessed_by
 from sandbox.protocol.jobspec import JobSpec
 from sandbox.protocol.messages import TrainingPlan
 from sandbox.protocol.receipts import ReceiptError, verify_receipt
@@ -250,7 +251,10 @@ def ledger_summary(gov: Governance, job_id: str) -> dict[str, Any]:
         except (ReceiptError, KeyError) as exc:
             refused.append(f"{receipt.company_id} round {receipt.round}: {exc}")
     report = audit.audit_verify(gov, regulator)
+    witnesses = [WitnessKey(company, key) for company, key in keys.items()]
+    cosigned = [len(witnessed_by(cp.note, witnesses)) for cp in gov.ledger.checkpoints()]
     return {
+        "cosignatures_per_checkpoint": cosigned,
         "size": report.size,
         "verifies": report.ok,
         "problems": report.problems,

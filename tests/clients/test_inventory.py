@@ -88,3 +88,11 @@ def test_describe_is_what_check_outgoing_checks() -> None:
     )
     shape["receipt"]["kind"] = "MetricRecord"
     assert any("signed statement" in p for p in check_wire("train", shape, False, False))
+
+
+def test_the_witness_answer_leaves_as_a_statement_with_evaluations_only() -> None:
+    answer = {"witness": {"kind": "ConfigRecord", "fields": ["body", "status"]}}
+    evaluation = {"metrics": {"kind": "MetricRecord", "fields": ["auc", "num-examples"]}}
+    assert check_wire("evaluate", evaluation | answer, dp=True, secure=True) == []
+    answer["witness"]["kind"] = "MetricRecord"
+    assert check_wire("evaluate", evaluation | answer, dp=True, secure=True)

@@ -141,3 +141,18 @@ def test_a_nodes_error_is_read_in_its_own_words() -> None:
     assert node_error(wrapped) == "acme dropped out"
     assert node_error("") == "unspecified error"
     assert len(node_error("x" * 1000)) == 300
+
+
+def test_a_witness_answer_rides_on_evaluations_only() -> None:
+    metrics = MetricRecord({"num-examples": 10, "auc": 0.7})
+    answer = ConfigRecord({"status": 200, "body": "\u2014 acme AAAA\n"})
+    assert check_reply(TASK_EVALUATE, RecordDict({"metrics": metrics, "witness": answer})) == []
+    assert check_reply(TASK_EVALUATE, RecordDict({"metrics": metrics})) == []  # optional
+    odd = ConfigRecord({"status": 200, "body": "x", "rows": "1,2,3"})
+    assert check_reply(TASK_EVALUATE, RecordDict({"metrics": metrics, "witness": odd}))
+    long = ConfigRecord({"status": 200, "body": "x" * 5000})
+    assert check_reply(TASK_EVALUATE, RecordDict({"metrics": metrics, "witness": long}))
+    assert any(
+        "unexpected records" in p
+        for p in check_reply(TASK_TRAIN, train_reply(witness=answer), SHAPES)
+    )

@@ -117,6 +117,12 @@ def test_a_job_runs_and_nothing_but_updates_and_aggregates_leaves_a_company(
                 assert isinstance(record, ConfigRecord) and task == "identify"
                 assert set(record.keys()) == {"company-id", "dataset-id", "public-key", "signature"}
                 assert all(len(str(v)) < 200 for v in record.values())
+            elif key == "witness":
+                # the node's witness answer on the ledger's checkpoint: a status and a
+                # cosignature line (or the size it holds), nothing of the data
+                assert isinstance(record, ConfigRecord) and task == "evaluate"
+                assert set(record.keys()) == {"status", "body"}
+                assert len(str(record["body"])) < 300
             else:
                 # the company's signed receipt: a short statement of use, no rows
                 assert key == "receipt" and isinstance(record, ConfigRecord) and task != "identify"
