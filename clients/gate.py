@@ -30,7 +30,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from clients import inventory
 from clients.accountant import scoring_slot
 from clients.mandate import Mandate, Refusal, mandate_for
-from clients.witness import safe_witness_answer
+from clients.witness import safe_witness_answer, witnessed_head
 from policies.engine import Decision, PolicyDecisionPoint
 from policies.facts import CompanyFacts, ConsentFacts, DatasetReadContext
 from policies.policyset import LoadedPolicySet
@@ -282,6 +282,7 @@ def make_gate(resolve: Callable[[Context], NodeHome]) -> Mod:
             time=line.time,
             log_index=line.index,
             log_hash=line.hash,
+            ledger=witnessed_head(node),
         )
         text, signature = sign_receipt(node.key(), payload)
         reply.content[RECEIPT] = ConfigRecord({"payload": text, "signature": signature})

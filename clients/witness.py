@@ -53,3 +53,15 @@ def safe_witness_answer(node: NodeHome, config: ConfigRecord) -> ConfigRecord | 
         return witness_answer(node, config)
     except (OSError, ValueError, KeyError) as exc:
         return ConfigRecord({"status": 500, "body": f"the witness failed: {exc}"[:MAX_BODY]})
+
+
+def witnessed_head(node: NodeHome) -> str | None:
+    """``<size> <base64 root>`` of the latest checkpoint this node cosigned (None: none)."""
+    try:
+        witness = node_witness(node)
+        held = witness.latest() if witness is not None else None
+    except (OSError, ValueError, KeyError):
+        return None
+    if held is None:
+        return None
+    return f"{held[0].size} {base64.b64encode(held[0].root).decode('ascii')}"

@@ -5,8 +5,9 @@ canonical JSON (RFC 8785) signed with the company's Ed25519 key, so the coordina
 record a company's participation but cannot forge it. It binds the job's warrant (its hash),
 the plan's digest, the round, the epsilon the task spent and the node's running totals after
 it (for the job, the purpose and the dataset), and points into the company's own hash-chained
-log (``log_index``, ``log_hash``). Version 1 receipts (before warrants) carry none of the
-warrant and totals.
+log (``log_index``, ``log_hash``) and, since version 3, to the latest checkpoint of the
+sandbox's ledger that the node cosigned as a witness (``ledger``). Version 1 receipts (before
+warrants) carry none of the warrant and totals; version 2 no ledger checkpoint.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from sandbox import identity
 from sandbox.canonical import canonical_json
 
 RECEIPT_TYPE = "sandbox-receipt"
+RECEIPT_VERSIONS = (1, 2, 3)
 _V2_FIELDS = {"warrant", "epsilon_job", "epsilon_purpose", "epsilon_dataset"}
+_V3_FIELDS = {"ledger"}
 
 
 class ReceiptPayload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: str = RECEIPT_TYPE
-    version: int = 2
+    version: int = 3
     company: str
     dataset: str
     dataset_hash: str
@@ -48,9 +51,12 @@ class ReceiptPayload(BaseModel):
     time: str
     log_index: int = Field(ge=0)
     log_hash: str
+    ledger: str | None = Field(default=None, max_length=120)
+    """``<size> <base64 root>``: the latest checkpoint of the sandbox's ledger that this
+    node had cosigned as a witness when it signed (version 3)."""
 
     def canonical(self) -> bytes:
-        newer = _V2_FIELDS if self.version == 1 else set()
+        newer = {1: _V2_FIELDS | _V3_FIELDS, 2: _V3_FIELDS}.get(self.version, set())
         return canonical_json(self.model_dump(mode="json", exclude=newer))
 
 
@@ -79,7 +85,7 @@ def verify_receipt(
         payload = ReceiptPayload.model_validate(json.loads(payload_text))
     except (ValueError, ValidationError) as exc:
         raise ReceiptError(f"the receipt is not a receipt: {exc}") from exc
-    if payload.type != RECEIPT_TYPE or payload.version not in (1, 2):
+    if payload.type != RECEIPT_TYPE or payload.version not in RECEIPT_VERSIONS:
         raise ReceiptError("the receipt has an unknown type or version")
     if payload.canonical() != payload_text.encode("utf-8"):
         raise ReceiptError("the receipt payload is not in canonical form")

@@ -140,3 +140,17 @@ def test_the_warrant_must_be_the_operators_and_this_jobs() -> None:
 def test_a_malformed_document_is_refused_clearly(text: str) -> None:
     with pytest.raises(ReceiptError, match="not a receipts document"):
         JobReceipts.parse(text)
+
+
+def test_receipts_of_each_version_keep_their_own_canonical_form() -> None:
+    """A version 3 receipt names the ledger checkpoint its node cosigned; version 2 receipts
+    (signed before) verify unchanged, and a version 2 receipt cannot smuggle the field."""
+    _, v3_text, _ = receipt("acme", 1, 2.0, ledger="12 " + "A" * 43 + "=")
+    assert '"ledger":"12 ' in v3_text and '"version":3' in v3_text
+    company, v2_text, v2_sig = receipt("acme", 7, 3.0, version=2)
+    assert '"ledger"' not in v2_text and '"version":2' in v2_text
+    assert check(document((company, v2_text, v2_sig))) == []
+    tampered = v2_text.replace('"version":2', '"version":3')
+    assert any(
+        "signature" in p or "canonical" in p for p in check(document((company, tampered, v2_sig)))
+    )

@@ -7,6 +7,8 @@ and raises its alarm."""
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from sandbox.ledger.bundle import verify_bundle
 from sandbox.ledger.witness import Witness, WitnessKey, witnessed_by
 from sandbox.node.home import NodeHome
 from sandbox.registry.companies import get_company
+from sandbox.registry.jobs import receipts_of_job
 from sandbox.runtime.simulation import run_jobs_on_simulation
 from tests.ledger.helpers import rehash_everything
 from tests.support.world import file_runnable, join
@@ -61,6 +64,14 @@ def test_nodes_cosign_and_refuse_a_re_signed_rewrite(
         held = witness(sandbox_home, company).latest()
         assert held is not None and held[0].size > 0
         assert witness(sandbox_home, company).alarms() == []
+    # Receipts pin the ledger: the later ones name a checkpoint the node cosigned, whose
+    # root is the ledger's at that size.
+    pinned = [json.loads(r.payload).get("ledger") for r in receipts_of_job(engine, job.id)]
+    named = [p for p in pinned if p]
+    assert named, pinned
+    for stated in named:
+        size, root = stated.split(" ")
+        assert ledger.root(int(size)) == base64.b64decode(root)
     shown = CliRunner().invoke(cli_app, ["company", "witness", companies[0]])
     assert shown.exit_code == 0 and "last cosigned" in shown.output, shown.output
 
