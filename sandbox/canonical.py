@@ -42,3 +42,34 @@ def canonical_json(value: Any) -> bytes:
 
 def canonical_text(value: Any) -> str:
     return canonical_json(value).decode("utf-8")
+
+
+def is_canonical_json(data: bytes) -> bool:
+    """Whether ``data`` is the RFC 8785 form of the JSON value it holds.
+
+    The common case is decided in one parse and one ``json.dumps``: a pure-ASCII text
+    without escapes, floats or integers of more than 15 digits is canonical exactly when it
+    is its own compact, sorted-key dump (the argument of :func:`canonical_json`). Anything
+    else is compared with :func:`canonical_json` of the parsed value."""
+    unusual: list[str] = []
+
+    def on_float(literal: str) -> float:
+        unusual.append(literal)
+        return float(literal)
+
+    def on_int(literal: str) -> int:
+        if len(literal.lstrip("-")) > 15:
+            unusual.append(literal)
+        return int(literal)
+
+    try:
+        text = data.decode("utf-8")
+        value = json.loads(text, parse_float=on_float, parse_int=on_int)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return False
+    if not unusual and text.isascii() and "\\" not in text:
+        return json.dumps(value, sort_keys=True, separators=(",", ":")) == text
+    try:
+        return canonical_json(value) == data
+    except CanonicalizationError:
+        return False

@@ -14,6 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sandbox.ledger.chain import chain_lines
 from sandbox.ledger.checkpoint import (
+    MAX_NOTE_BYTES,
+    MAX_SIGNATURES,
     Checkpoint,
     SignedCheckpoint,
     sign_checkpoint,
@@ -278,6 +280,11 @@ class LedgerAppender(LedgerReader):
                     raise LedgerError(f"no checkpoint at size {size}")
                 note = with_cosignatures(row.note, [line])
                 cosignature_time(note, witness.name, witness.public_key)
+                lines = note[note.rfind("\n\n") + 2 :].count("\n")
+                if lines > MAX_SIGNATURES or len(note.encode("utf-8")) > MAX_NOTE_BYTES:
+                    raise LedgerError(
+                        f"the checkpoint at size {size} holds as many signatures as a note may"
+                    )
                 if note != row.note:
                     conn.execute(
                         update(checkpoint_table)

@@ -26,8 +26,10 @@ from sandbox.ledger.merkle import HASH_SIZE
 
 ED25519_SIGNATURE_TYPE = b"\x01"
 SIGNATURE_LINE_PREFIX = "\u2014 "  # em dash, space
-MAX_NOTE_BYTES = 65_536
-MAX_SIGNATURES = 100
+MAX_NOTE_BYTES = 131_072
+MAX_SIGNATURES = 1_024
+"""The log's own signature and a cosignature of every company (up to 256 in a job) and
+regulator that witnesses it, with room to spare; a note beyond either limit is refused."""
 
 _SIZE_LINE = re.compile(r"^(0|[1-9][0-9]{0,19})$")
 _KEY_NAME = re.compile(r"^[^\s+]+$")

@@ -197,3 +197,26 @@ def test_records_canonicalise_like_rfc8785(number: int, with_privacy: bool) -> N
     record = make_round_record(number, ["acme-bank"]) if with_privacy else make_record(number)
     entry = canonical_entry(record)
     assert entry == rfc8785.dumps(json.loads(entry))
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ('{"a":1}', True),
+        ('{"a":1.0}', False),  # RFC 8785 prints 1
+        ('{"b":1,"a":2}', False),  # keys unsorted
+        ('{"a": 1}', False),  # whitespace
+        ('{"a":"\\u00e9"}', False),  # escaped where RFC 8785 keeps the character
+        ('{"a":"é"}', True),
+        ('{"a":5e-07}', False),  # ECMAScript prints 5e-7
+        ('{"a":5e-7}', True),
+        ('{"a":1e+21}', True),
+        ('{"a":12345678901234567}', False),  # beyond I-JSON's exact integers: printed as float
+        ("[1]", False),  # an entry is an object
+        ("not json", False),
+    ],
+)
+def test_is_canonical_knows_rfc_8785(text: str, canonical: bool) -> None:
+    from sandbox.ledger.records import is_canonical
+
+    assert is_canonical(text.encode("utf-8")) is canonical

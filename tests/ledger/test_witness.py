@@ -132,3 +132,22 @@ def test_a_cosignature_is_bound_to_its_note_and_time() -> None:
         cosignature_time(note, NAME, public_b64(key))
     with pytest.raises(ValueError, match="NAME=BASE64"):
         WitnessKey.parse("no-key")
+
+
+def test_a_checkpoint_holds_the_cosignatures_of_every_company_of_the_largest_job(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """256 witnesses (the most companies a job may have) all cosign one checkpoint; the note
+    still verifies with the log's key and carries every cosignature."""
+    head = ledger.checkpoint()
+    keys = []
+    for number in range(256):
+        key = Ed25519PrivateKey.generate()
+        name = f"company-{number}"
+        keys.append(WitnessKey(name, public_b64(key)))
+        witness = Witness(tmp_path / name, name, key, ledger.origin, ledger.public_key_b64)
+        answer = witness.add_checkpoint(add_checkpoint_request(0, [], head.note))
+        assert answer.status == 200
+        ledger.add_cosignature(head.size, answer.body, keys[-1])
+    stored = ledger.latest_checkpoint()
+    assert stored is not None and len(witnessed_by(stored.note, keys)) == 256
