@@ -11,7 +11,6 @@ key. A damaged ledger exports as it is, with ``problems.json``, and its bundle f
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from policies.facts import OperatorFacts
 from sandbox import identity
 from sandbox.api import create_app
 from sandbox.cli import app
-from sandbox.config import Settings, load_settings
+from sandbox.config import Settings
 from sandbox.governance import get_governance
 from sandbox.identity import sandbox_key
 from sandbox.ledger import Ledger, LedgerIntegrityError, canonical_entry
@@ -32,29 +31,8 @@ from sandbox.ledger.checkpoint import Checkpoint, sign_checkpoint
 from sandbox.registry.principals import find_principal
 from sandbox.services import principals as principal_service
 from sandbox.vocabulary import OPERATOR_ID
-from tests.ledger.helpers import fill, make_record, open_ledger, rehash_everything
-
-SIZE = 40
-EVERY = 10
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def settings(
-    request: pytest.FixtureRequest, tmp_settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Settings]:
-    if request.param == "postgres":
-        monkeypatch.setenv("SANDBOX_DATABASE_URL", request.getfixturevalue("pg_url"))
-    yield load_settings()
-
-
-@pytest.fixture
-def ledger(settings: Settings) -> Ledger:
-    """40 entries, a checkpoint signed every 10."""
-    ledger = open_ledger(settings)
-    for start in range(0, SIZE, EVERY):
-        fill(ledger, EVERY, start=start)
-        ledger.checkpoint()
-    return ledger
+from tests.ledger.conftest import SIZE
+from tests.ledger.helpers import fill, make_record, rehash_everything
 
 
 def sql(ledger: Ledger, *statements: str, **params: object) -> None:
@@ -87,6 +65,19 @@ def api_checkpoint(settings: Settings) -> tuple[int, dict[str, object]]:
     with TestClient(application) as client:
         answer = client.get("/audit/checkpoint", headers={"Authorization": f"Bearer {token}"})
     return answer.status_code, answer.json()
+
+
+def roll_back_to_25(ledger: Ledger) -> None:
+    """Without the key: cut the log back to 25 entries (and its checkpoints to size 20),
+    re-hashing what is left."""
+    sql(
+        ledger,
+        "DELETE FROM ledger_checkpoint WHERE size > 20",
+        "DELETE FROM ledger_party WHERE idx >= 25",
+        "DELETE FROM ledger_entry WHERE idx >= 25",
+        "UPDATE ledger_head SET size = 25",
+    )
+    rehash_everything(ledger.engine)
 
 
 def rewrite_past(ledger: Ledger) -> None:
@@ -142,14 +133,7 @@ def test_a_database_writer_cannot_get_a_rewritten_history_signed(
 
 
 def test_a_rollback_is_refused_and_reported(ledger: Ledger, settings: Settings) -> None:
-    sql(
-        ledger,
-        "DELETE FROM ledger_checkpoint WHERE size > 20",
-        "DELETE FROM ledger_party WHERE idx >= 25",
-        "DELETE FROM ledger_entry WHERE idx >= 25",
-        "UPDATE ledger_head SET size = 25",
-    )
-    rehash_everything(ledger.engine)
+    roll_back_to_25(ledger)
     with pytest.raises(LedgerIntegrityError, match="rolled back or truncated"):
         ledger.checkpoint()
     status, _ = api_checkpoint(settings)
@@ -277,14 +261,7 @@ def test_a_pin_file_of_another_log_or_a_rolled_back_log_is_an_error_or_alarm(
     other.write_text(json.dumps({**document, "origin": "elsewhere.example/log"}))
     code, output = audit("pin", "--file", str(other))
     assert code == 2 and "pins another log" in output
-    sql(
-        ledger,
-        "DELETE FROM ledger_checkpoint WHERE size > 20",
-        "DELETE FROM ledger_party WHERE idx >= 25",
-        "DELETE FROM ledger_entry WHERE idx >= 25",
-        "UPDATE ledger_head SET size = 25",
-    )
-    rehash_everything(ledger.engine)
+    roll_back_to_25(ledger)
     ledger._signer.path.unlink()
     code, output = audit("pin", "--file", str(pins))
     assert code == 1 and "rolled back" in output, output

@@ -8,7 +8,7 @@ fail and name the first bad index.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,31 +16,9 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from sandbox.cli import app
-from sandbox.config import Settings, load_settings
 from sandbox.ledger import Ledger, LedgerWriteError, canonical_entry, leaf_hash
-from tests.ledger.helpers import fill, make_record, open_ledger, rehash_everything
-
-SIZE = 40
-CHECKPOINT_EVERY = 10
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def settings(
-    request: pytest.FixtureRequest, tmp_settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Settings]:
-    if request.param == "postgres":
-        monkeypatch.setenv("SANDBOX_DATABASE_URL", request.getfixturevalue("pg_url"))
-    yield load_settings()
-
-
-@pytest.fixture
-def ledger(settings: Settings) -> Ledger:
-    """A ledger of 40 entries with a signed checkpoint every 10."""
-    ledger = open_ledger(settings)
-    for start in range(0, SIZE, CHECKPOINT_EVERY):
-        fill(ledger, CHECKPOINT_EVERY, start=start)
-        ledger.checkpoint()
-    return ledger
+from tests.ledger.conftest import SIZE
+from tests.ledger.helpers import fill, make_record, rehash_everything
 
 
 def cli(*args: str) -> tuple[int, str]:
