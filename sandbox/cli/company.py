@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -15,6 +16,9 @@ from sandbox.errors import SandboxError
 from sandbox.services import companies as company_service
 from sandbox.services import consents as consent_service
 from sandbox.services.companies import Joined
+
+if TYPE_CHECKING:
+    from sandbox.node.home import NodeHome
 
 company_app = typer.Typer(help="Companies: join, datasets, consents.", no_args_is_help=True)
 consent_app = typer.Typer(help="A company's consents: grant, revoke, list.", no_args_is_help=True)
@@ -298,13 +302,10 @@ def company_refusals(
     it. ``--deliver`` hands the missing ones over, signed, as the company (the API's
     POST /companies/<id>/refusals does the same from elsewhere)."""
     from sandbox.node import refusals
-    from sandbox.node.home import NodeHome
     from sandbox.services import nodes as node_service
 
-    home = NodeHome(node or load_settings().company_dir(company_id))
     try:
-        if home.company_id != company_id:
-            fail(f"{home.folder} is {home.company_id}'s node, not {company_id}'s")
+        home = _own_node(company_id, node)
         found = refusals.notices(home)
         pending = {n.notice.notice_id for n in refusals.pending(home)}
         if deliver and pending:
@@ -338,13 +339,10 @@ def company_witness(
     """What your node, as a witness of the sandbox's ledger, last cosigned, and every alarm
     it raised (a history shown to it that does not extend what it cosigned; both signed notes
     are kept in the node folder). Exits 1 when there is an alarm."""
-    from sandbox.node.home import NodeHome
     from sandbox.node.witness import node_witness
 
-    home = NodeHome(node or load_settings().company_dir(company_id))
     try:
-        if home.company_id != company_id:
-            fail(f"{home.folder} is {home.company_id}'s node, not {company_id}'s")
+        home = _own_node(company_id, node)
         witness = node_witness(home)
         held = witness.latest() if witness is not None else None
         alarms = witness.alarms() if witness is not None else []
@@ -359,3 +357,14 @@ def company_witness(
     if alarms:
         err.print(f"both signed notes of each alarm are in {home.folder / 'witness' / 'alarms'}")
         raise typer.Exit(1)
+
+
+def _own_node(company_id: str, node: Path | None) -> NodeHome:
+    """The company's node folder (``--node``, or its place in the sandbox home), refusing a
+    folder that is another company's."""
+    from sandbox.node.home import NodeHome
+
+    home = NodeHome(node or load_settings().company_dir(company_id))
+    if home.company_id != company_id:
+        fail(f"{home.folder} is {home.company_id}'s node, not {company_id}'s")
+    return home
