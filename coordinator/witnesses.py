@@ -15,9 +15,11 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
+from coordinator.receipts import company_actor
 from sandbox.governance import Governance
 from sandbox.ledger.checkpoint import SignedCheckpoint
 from sandbox.ledger.errors import LedgerError
+from sandbox.ledger.records import LedgerRecord, Resource
 from sandbox.ledger.witness import WitnessKey
 from sandbox.protocol.messages import WITNESS, WITNESS_NOTE, WITNESS_PROOFS, number
 from sandbox.services import runs
@@ -73,3 +75,21 @@ class WitnessRelay:
             else:
                 log.warning("witness %s refused checkpoint %d: %s %s", company, self.head.size,
                             status, body.strip()[:300])  # fmt: skip
+                if status == 422:
+                    self.record_alarm(company, self.head.size)
+
+    def record_alarm(self, company: str, size: int) -> None:
+        """A node refused the checkpoint as a history that does not extend what it cosigned:
+        the ledger says so, where the API, the console and every auditor see it (the node
+        keeps both signed notes itself, whatever the log records)."""
+        try:
+            self.gov.record(
+                LedgerRecord(
+                    action="ledger.witness_alarm",
+                    actor=company_actor(company),
+                    resource=Resource(kind="ledger", id=str(size)),
+                    details={"checkpoint_size": size},
+                )
+            )
+        except LedgerError as exc:
+            log.error("witness %s: its alarm could not be recorded: %s", company, exc)

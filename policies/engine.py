@@ -50,6 +50,7 @@ ACTIONS = (
     "manage_tokens",
     "register_node_key",
     "report_refusal",
+    "witness_checkpoint",
 )
 NO_POLICY_SET = "(none)"
 NOT_RECORDED = "The decision could not be written to the audit ledger, so the request is denied."

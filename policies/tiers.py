@@ -57,6 +57,8 @@ class TierConfig:
     industry_tiers: Mapping[str, str]
     grade_tiers: Mapping[str, str]
     tiers: Mapping[str, TierParameters]
+    witness_quorum: int = 2
+    """Cosignatures by registered witnesses that make a ledger checkpoint "witnessed"."""
 
     @property
     def industries(self) -> frozenset[str]:
@@ -122,7 +124,17 @@ def parse_tier_config(text: str) -> TierConfig:
     if set(tiers_raw) != set(order):
         raise TierConfigError(f"{TIERS_FILE}: [tiers.*] must have one table per tier {list(order)}")
     tiers = {name: _tier_parameters(name, tiers_raw[name]) for name in order}
-    return TierConfig(order, unknown, industry_tiers, grade_tiers, tiers)
+    return TierConfig(order, unknown, industry_tiers, grade_tiers, tiers, _witness_quorum(raw))
+
+
+def _witness_quorum(raw: Mapping[str, Any]) -> int:
+    ledger = _table(raw, "ledger")
+    quorum = ledger.get("witness_quorum")
+    if set(ledger) != {"witness_quorum"} or type(quorum) is not int or not 1 <= quorum <= 256:
+        raise TierConfigError(
+            f"{TIERS_FILE}: [ledger] must hold exactly witness_quorum, a whole number from 1 to 256"
+        )
+    return quorum
 
 
 def _tier_parameters(name: str, raw: Any) -> TierParameters:

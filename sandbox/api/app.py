@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from sandbox.api import problems
 from sandbox.api.events import StreamLimits, StreamSlots
 from sandbox.api.guard import DEFAULT_MAX_BODY, InputGuard
-from sandbox.api.routers import auth, companies, jobs, operators, regulators
+from sandbox.api.routers import auth, companies, jobs, operators, regulators, witnesses
 from sandbox.api.schemas import Health
 from sandbox.config import Settings, load_settings
 from sandbox.console import mount as mount_console
@@ -78,7 +78,8 @@ def create_app(
     app.state.streams = StreamSlots(limits.max_streams)
     problems.install(app)
     app.add_middleware(InputGuard, max_body=max_body)
-    for router in (auth.router, companies.router, jobs.router, regulators.router):
+    for router in (auth.router, companies.router, jobs.router, regulators.router,
+                   witnesses.router):  # fmt: skip
         app.include_router(router)
     app.include_router(operators.router)
     mount_console(app)

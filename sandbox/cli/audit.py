@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sandbox.cli import pins as pin_commands
+from sandbox.cli import witnessing as witness_commands
 from sandbox.cli.render import acting, governance
 from sandbox.config import load_settings
 from sandbox.errors import Conflict, Forbidden, SandboxError
@@ -448,3 +449,5 @@ def check_receipts(
 
 audit_app.command("pin")(pin_commands.pin)
 audit_app.command("monitor")(pin_commands.monitor)
+audit_app.command("witness")(witness_commands.witness)
+audit_app.command("witnesses")(witness_commands.witnesses)

@@ -24,6 +24,26 @@ company_app = typer.Typer(help="Companies: join, datasets, consents.", no_args_i
 consent_app = typer.Typer(help="A company's consents: grant, revoke, list.", no_args_is_help=True)
 company_app.add_typer(consent_app, name="consent")
 
+
+@company_app.callback()
+def _witness_alarms() -> None:
+    """Before every company command: the alarms raised by the nodes in this sandbox home, as
+    witnesses of the ledger (a history shown to them that does not extend what they
+    cosigned), so that a company sees them at its next use of the CLI."""
+    try:
+        folders = sorted(load_settings().companies_dir.glob("*/witness/alarms"))
+    except OSError:
+        return
+    for folder in folders:
+        kept = sorted(folder.glob("*.json"))
+        if kept:
+            err.print(
+                f"[bold red]LEDGER ALARM[/]: the node of {folder.parent.parent.name} refused "
+                f"the sandbox's ledger {len(kept)} time(s): `sandbox company witness "
+                f"{folder.parent.parent.name}` shows why; both signed notes are in {folder}"
+            )
+
+
 SEED_HELP = "Seed of the node's stratified 75/25 split of the rows into training and test."
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -63,25 +64,32 @@ def _from_installation(as_: str) -> Fetch:
     return gov.ledger.origin, gov.ledger.public_key_b64, signed.note, proof
 
 
-def _get(api: str, token: str, path: str) -> dict[str, object]:
-    request = urllib.request.Request(
-        api.rstrip("/") + path, headers={"Authorization": f"Bearer {token}"}
-    )
-    with urllib.request.urlopen(request, timeout=API_TIMEOUT_S) as answer:
-        document = json.load(answer)
+def api_call(api: str, token: str, path: str, body: object = None) -> dict[str, object]:
+    """GET (or with ``body``, POST as JSON) a sandbox API path; its JSON object answer."""
+    if not api.startswith(("https://", "http://127.0.0.1", "http://localhost", "http://[::1]")):
+        raise ValueError("--api must be https:// (or http:// on loopback)")
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    data = None if body is None else json.dumps(body).encode("utf-8")
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(api.rstrip("/") + path, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=API_TIMEOUT_S) as answer:
+            document = json.load(answer)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read(2000).decode("utf-8", "replace")
+        raise ValueError(f"{path}: the API answered {exc.code}: {detail}") from None
     if not isinstance(document, dict):
         raise ValueError(f"{path} did not answer a JSON object")
     return document
 
 
 def _from_api(api: str, token: str) -> Fetch:
-    if not api.startswith(("https://", "http://127.0.0.1", "http://localhost", "http://[::1]")):
-        raise ValueError("--api must be https:// (or http:// on loopback)")
-    head = _get(api, token, "/audit/checkpoint")
+    head = api_call(api, token, "/audit/checkpoint")
 
     def proof(old: int, new: int) -> Sequence[bytes]:
         query = urllib.parse.urlencode({"old_size": old, "new_size": new})
-        found = _get(api, token, f"/audit/consistency?{query}")
+        found = api_call(api, token, f"/audit/consistency?{query}")
         return [bytes.fromhex(str(h)) for h in found["proof"]]  # type: ignore[attr-defined]
 
     return str(head["origin"]), str(head["public_key"]), str(head["note"]), proof

@@ -39,12 +39,29 @@ from sandbox.reports.document import build_report, render_html, render_json, rep
 from sandbox.services import audit as audit_service
 from sandbox.services import companies as company_service
 from sandbox.services import jobs as job_service
+from sandbox.services import witnesses as witness_service
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
 
 def _is_company(me: Caller) -> bool:
     return me.who.role == "company"
+
+
+def _witness_alarms(gov: Governance, company_id: str) -> list[dict[str, object]]:
+    """The alarms the company's node raised as a witness of the ledger, as the ledger
+    recorded them (index, time, the checkpoint size refused), newest first."""
+    found = gov.ledger.stored_entries(action="ledger.witness_alarm", company=company_id, limit=20)
+    alarms = []
+    for item in reversed(found):
+        try:
+            record = json.loads(item.entry)
+        except ValueError:
+            continue
+        details = record.get("details") or {}
+        alarms.append({"index": item.index, "time": record.get("time"),
+                       "size": details.get("checkpoint_size")})  # fmt: skip
+    return alarms
 
 
 # ------------------------------------------------------------------------------ sign in
@@ -69,6 +86,7 @@ def overview(
         verified, problem = True, None
     except CheckpointError as exc:
         verified, problem = False, str(exc)
+    witnessing = witness_service.count_witnesses(gov)  # the same read, decided above
     counts = job_service.job_counts(gov, me.facts)
     queue = job_service.list_jobs(gov, me.facts, status="awaiting_approval", limit=PAGE_SIZE)
     return page(
@@ -76,6 +94,7 @@ def overview(
         "overview.html",
         me,
         checkpoint=signed,
+        witnessing=witnessing,
         verified=verified,
         problem=problem,
         size=gov.ledger.size,
@@ -358,6 +377,7 @@ def company(
         "company.html",
         me,
         company=profile,
+        witness_alarms=_witness_alarms(gov, company_id),
         datasets=datasets,
         consents=consents,
         receipts=receipts,

@@ -264,6 +264,21 @@ class Witness:
             )
         return None
 
+    def served_smaller(self, note: str) -> str | None:
+        """An alarm when ``note``, served as the log's *latest* checkpoint and signed with its
+        key, is smaller than the checkpoint this witness cosigned: an honest log never
+        serves a smaller tree after a larger one (a rollback). None when it is not smaller."""
+        new = verify_checkpoint(note, self.log_key, origin=self.origin or note.split("\n", 1)[0])
+        with self._locked():
+            held = self.latest()
+            if held is None or new.size >= held[0].size:
+                return None
+            problem = (
+                f"the log serves size {new.size} as its latest, after this witness cosigned "
+                f"size {held[0].size}: it was rolled back"
+            )
+            return self._raise_alarm(problem, held, note)
+
     def _raise_alarm(self, problem: str, held: tuple[Checkpoint, str] | None, note: str) -> str:
         self.alarms_dir.mkdir(parents=True, exist_ok=True)
         stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")

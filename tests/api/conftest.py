@@ -10,6 +10,7 @@ depend on each other's order.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from sandbox.config import Settings
 from sandbox.data import census
 from sandbox.data.validation import validate_frame
 from sandbox.governance import Governance, get_governance
+from sandbox.ledger.witness import cosign
 from sandbox.node.home import NodeHome
 from sandbox.node.refusals import refuse
 from sandbox.protocol.jobspec import JobSpec
@@ -119,6 +121,21 @@ class World:
         """A fresh signed notice of a refusal by ``company``'s node, as the API takes it."""
         signed = refuse(NodeHome(self.settings.company_dir(company)), "test", "a test", "train")
         return {"notices": [{"payload": signed.text, "signature": signed.signature}]}
+
+    def witness_key(self, role: str) -> Any:
+        """The key a role's principal witnesses the ledger with (a company's is its node's)."""
+        kind, principal = ROLES[role]
+        if kind == "company":
+            return NodeHome(self.settings.company_dir(principal)).key()
+        return self.keys.get(principal) or identity.generate_key()
+
+    def cosignature(self, role: str, signed: Any = None) -> dict[str, Any]:
+        """A cosignature by ``role``'s principal of ``signed`` (by default the ledger's latest
+        checkpoint), as ``POST /audit/cosignatures`` takes it."""
+        signed = signed or self.gov.ledger.checkpoint()
+        body = signed.note[: signed.note.rfind("\n\n") + 1]
+        line = cosign(body, self.witness_key(role), ROLES[role][1], int(time.time()))
+        return {"size": signed.size, "cosignature": line}
 
     def new_consent(self, company: str = "construction", purpose: str = "fraud-model") -> str:
         return consent_service.grant_consent(self.gov, company, "census", purpose).id

@@ -230,6 +230,16 @@ ENDPOINTS = [
     Endpoint("GET", "/audit/checkpoint", "read_audit", OVERSIGHT),
     Endpoint("GET", "/audit/consistency?old_size=1&new_size=2", "read_audit", OVERSIGHT),
     Endpoint("POST", "/audit/verify", "read_audit", OVERSIGHT),
+    Endpoint("GET", "/audit/witnesses", "read_audit", OVERSIGHT),
+    Endpoint(
+        "POST",
+        "/audit/cosignatures",
+        "witness_checkpoint",
+        frozenset({"company", "other_company", "regulator"}),
+        prepare=lambda w, role: w.cosignature(role),
+        body=lambda w, p: p,
+        served=(201,),
+    ),
     Endpoint("GET", "/operator/principals", "read_registry", STAFF),
     Endpoint("GET", "/operator/policy-set", "read_registry", STAFF),
     Endpoint(

@@ -59,7 +59,9 @@ def test_a_regulator_signs_in_filters_the_log_and_verifies_an_entry_in_the_brows
     page.wait_for_function("document.getElementById('verify-status').textContent !== 'checking…'")
     assert status.inner_text() == "VERIFIED", page.locator("#verify-steps").inner_text()
     steps = page.locator("#verify-steps li")
-    assert steps.count() == 3 and "signature verified" in steps.nth(0).inner_text()
+    assert steps.count() == 4 and "signature verified" in steps.nth(0).inner_text()
+    # The overview pinned its checkpoint in this browser; this one is checked against it.
+    assert "the checkpoint this browser verified before" in steps.nth(1).inner_text()
     page.screenshot(path=screenshots / "entry-verified.png", full_page=True)
 
     # Pinning another key: the page warns, and the signature no longer verifies.

@@ -97,3 +97,16 @@ def rehash_everything(engine: Engine) -> None:
                     text("INSERT INTO ledger_node (level, idx, hash) VALUES (:l, :i, :h)"),
                     {"l": level, "i": index, "h": node},
                 )
+
+
+def operator_rewrites(ledger: Ledger, index: int, old: str, new: str) -> None:
+    """What the operator, who holds the key and the signer's state file, can do: replace
+    ``old`` by ``new`` in entry ``index``, re-hash everything, drop every checkpoint and
+    forget what it signed, so that the next checkpoint signs the forged tree."""
+    forged = ledger.entry(index).entry.decode().replace(old, new)
+    with ledger.engine.begin() as conn:
+        conn.execute(text("DELETE FROM ledger_checkpoint"))
+        conn.execute(text("UPDATE ledger_entry SET entry = :e WHERE idx = :i"),
+                     {"e": forged, "i": index})  # fmt: skip
+    rehash_everything(ledger.engine)
+    ledger._signer.path.unlink()

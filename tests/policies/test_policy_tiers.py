@@ -97,6 +97,10 @@ def _shipped_text() -> str:
         (lambda t: t.replace("min_participants = 3", "min_participants = 0"), "positive"),
         (lambda t: t.replace('    "Mining",\n', '    "Mining",\n    "Education",\n'), "twice"),
         (lambda t: t.replace("[tiers.medium]", "[tiers.middle]"), "one table per tier"),
+        (lambda t: t.replace("witness_quorum = 2", "witness_quorum = 0"), "witness_quorum"),
+        (lambda t: t.replace("witness_quorum = 2", 'witness_quorum = "2"'), "witness_quorum"),
+        (lambda t: t.replace("witness_quorum = 2", "witness_quorum = true"), "witness_quorum"),
+        (lambda t: t.replace("[ledger]\nwitness_quorum = 2\n", ""), "[ledger]"),
         (lambda t: t + "\n[[oops", "not valid TOML"),
     ],
 )

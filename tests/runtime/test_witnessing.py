@@ -104,6 +104,11 @@ def test_nodes_cosign_and_refuse_a_re_signed_rewrite(
         assert alarms, company
         assert alarms[0]["cosigned"] != alarms[0]["shown"]
         assert "rewritten" in alarms[0]["problem"] or "split view" in alarms[0]["problem"]
+    # The ledger records each node's alarm, where the API and the console show it.
+    recorded = Ledger.open(sandbox_home).entries(action="ledger.witness_alarm", limit=100)
+    assert {json.loads(e.entry)["actor"]["principal"] for e in recorded} == set(companies)
     # The company sees it on its next use of the CLI.
     alarmed = CliRunner().invoke(cli_app, ["company", "witness", companies[0]])
     assert alarmed.exit_code == 1 and "ALARM" in alarmed.output
+    other = CliRunner().invoke(cli_app, ["company", "refusals", companies[0]])
+    assert f"LEDGER ALARM: the node of {companies[0]} refused" in other.output

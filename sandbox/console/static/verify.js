@@ -1,5 +1,9 @@
 // Independent verification in the browser (WebCrypto only): an entry's RFC 6962 inclusion
-// proof against a C2SP signed checkpoint, checked with the regulator's pinned Ed25519 key.
+// proof against a C2SP signed checkpoint, checked with the regulator's pinned Ed25519 key;
+// and the log's history pinned in the browser: the largest checkpoint verified here is kept,
+// every later one must be the same tree or a proven extension of it (RFC 9162 consistency),
+// and a rollback or a split view raises an alarm, kept with both signed notes, that shows on
+// every console page until the reader dismisses it.
 //
 //   leaf = SHA-256(0x00 || entry bytes)        node = SHA-256(0x01 || left || right)
 //   checkpoint note = "<origin>\n<size>\n<base64 root>\n" + "\n" + "— <name> <base64(keyid || sig)>\n"
@@ -7,6 +11,8 @@
 "use strict";
 
 const PIN_KEY = "sandbox-console.pinned-key";
+const HEAD_KEY = "sandbox-console.verified-checkpoint";
+const ALARM_KEY = "sandbox-console.ledger-alarm";
 const enc = new TextEncoder();
 
 function b64decode(text) {
@@ -84,8 +90,102 @@ async function verifyNote(note, publicKey) {
   return { origin, size: Number(sizeLine), root: b64decode(rootLine), signed, ours };
 }
 
+// RFC 9162 section 2.1.4.2: does `proof` show the tree of `oldSize` is a prefix of `newSize`'s?
+async function consistent(oldSize, newSize, oldRoot, newRoot, proof) {
+  if (oldSize === newSize) return proof.length === 0 && equal(oldRoot, newRoot);
+  if (oldSize === 0) return proof.length === 0;
+  if (oldSize > newSize || proof.length === 0) return false;
+  let power = oldSize;
+  while (power % 2 === 0) power /= 2;
+  const path = power === 1 ? [oldRoot, ...proof] : proof;
+  let fn = oldSize - 1, sn = newSize - 1;
+  while (fn % 2 === 1) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+  let fr = path[0], sr = path[0];
+  for (const c of path.slice(1)) {
+    if (sn === 0) return false;
+    if (fn % 2 === 1 || fn === sn) {
+      fr = await nodeHash(c, fr);
+      sr = await nodeHash(c, sr);
+      while (fn % 2 === 0 && fn !== 0) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+    } else {
+      sr = await nodeHash(sr, c);
+    }
+    fn = Math.floor(fn / 2); sn = Math.floor(sn / 2);
+  }
+  return sn === 0 && equal(fr, oldRoot) && equal(sr, newRoot);
+}
+
 function pinned() {
   try { return localStorage.getItem(PIN_KEY); } catch (_) { return null; }
+}
+function kept(name) {
+  try { return JSON.parse(localStorage.getItem(name) || "null"); } catch (_) { return null; }
+}
+function keep(name, value) {
+  try {
+    if (value === null) localStorage.removeItem(name);
+    else localStorage.setItem(name, JSON.stringify(value));
+  } catch (_) { /* storage disabled: nothing is pinned */ }
+}
+
+function showAlarm() {
+  const banner = document.getElementById("ledger-alarm");
+  const alarm = kept(ALARM_KEY);
+  if (!banner) return;
+  banner.hidden = !alarm;
+  if (!alarm) return;
+  const problem = alarm.problem.charAt(0).toUpperCase() + alarm.problem.slice(1);
+  document.getElementById("ledger-alarm-problem").textContent = `${problem} (seen ${alarm.time}).`;
+  document.getElementById("ledger-alarm-notes").textContent =
+    `Verified before in this browser:\n${alarm.pinned}\nShown now:\n${alarm.shown}`;
+  const link = document.getElementById("ledger-alarm-evidence");
+  link.href = "data:application/json;charset=utf-8," + encodeURIComponent(JSON.stringify(alarm, null, 1));
+}
+
+// The log's history against the checkpoint this browser verified before (same origin and
+// key): the same tree, or a proven extension of it, which is then kept instead.
+async function checkHistory(data, head, keyText, say) {
+  const held = kept(HEAD_KEY);
+  const remember = () => keep(HEAD_KEY, {
+    origin: head.origin, key: keyText, size: head.size, root: b64encode(head.root), note: data.checkpoint,
+  });
+  if (!held || held.origin !== head.origin || held.key !== keyText) {
+    remember();
+    say(true, `this browser now holds the checkpoint of size ${head.size} and checks on every visit that the log extends it`);
+    return true;
+  }
+  const heldRoot = b64decode(held.root);
+  let problem = null;
+  if (head.size < held.size) {
+    problem = `the log was rolled back: it signs size ${head.size}, after this browser verified size ${held.size}`;
+  } else if (head.size === held.size && !equal(heldRoot, head.root)) {
+    problem = `a split view: two different roots signed at size ${head.size}`;
+  } else if (head.size > held.size) {
+    const response = await fetch(`/audit/consistency?old_size=${held.size}&new_size=${head.size}`,
+      { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (!response.ok) {
+      say(null, `the history from size ${held.size} was not checked: the server answered ${response.status} to the consistency proof`);
+      return true;
+    }
+    const proof = (await response.json()).proof.map(hexdecode);
+    if (!(await consistent(held.size, head.size, heldRoot, head.root, proof))) {
+      problem = `the history was rewritten: size ${head.size} is not consistent with size ${held.size}, which this browser verified`;
+    }
+  }
+  if (problem) {
+    keep(ALARM_KEY, { origin: head.origin, problem, pinned: held.note, shown: data.checkpoint,
+                      time: new Date().toISOString() });
+    showAlarm();
+    say(false, problem);
+    return false;
+  }
+  if (head.size > held.size) {
+    remember();
+    say(true, `the log extends the checkpoint of size ${held.size} this browser verified before (consistency proof checked)`);
+  } else {
+    say(true, `the same tree as the checkpoint this browser verified before`);
+  }
+  return true;
 }
 
 async function run(data) {
@@ -94,8 +194,8 @@ async function run(data) {
   const say = (ok, message) => {
     if (!steps) return;
     const li = document.createElement("li");
-    li.className = ok ? "ok" : "failed";
-    li.textContent = (ok ? "✓ " : "✗ ") + message;
+    li.className = ok === null ? "note" : ok ? "ok" : "failed";
+    li.textContent = (ok === null ? "• " : ok ? "✓ " : "✗ ") + message;
     steps.appendChild(li);
   };
   if (steps) steps.textContent = "";
@@ -110,7 +210,10 @@ async function run(data) {
     const whose = pin ? "your pinned key" : "the key this server shows (pin it to check against a key you trust)";
     if (!head.ours) { ok = false; say(false, `the checkpoint carries no signature by ${whose}`); }
     else if (!head.signed) { ok = false; say(false, `the checkpoint's Ed25519 signature does not verify with ${whose}`); }
-    else say(true, `checkpoint of ${head.origin}, tree size ${head.size}, signature verified with ${whose}`);
+    else {
+      say(true, `checkpoint of ${head.origin}, tree size ${head.size}, signature verified with ${whose}`);
+      if (!(await checkHistory(data, head, keyText, say))) ok = false;
+    }
     if ("entry" in data) {
       const leaf = await leafHash(enc.encode(data.entry));
       const stored = data.leaf_hash;
@@ -141,6 +244,9 @@ function showPin(data) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  showAlarm();
+  const forget = document.getElementById("ledger-alarm-forget");
+  if (forget) forget.addEventListener("click", () => { keep(ALARM_KEY, null); keep(HEAD_KEY, null); showAlarm(); });
   const holder = document.getElementById("proof-data");
   if (!holder) return;
   const data = JSON.parse(holder.textContent);
