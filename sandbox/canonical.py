@@ -44,8 +44,9 @@ def canonical_text(value: Any) -> str:
     return canonical_json(value).decode("utf-8")
 
 
-def is_canonical_json(data: bytes) -> bool:
-    """Whether ``data`` is the RFC 8785 form of the JSON value it holds.
+def parse_canonical(data: bytes) -> tuple[Any, bool]:
+    """The JSON value ``data`` holds, and whether ``data`` is its RFC 8785 form; raises
+    ``ValueError`` when ``data`` is not JSON in UTF-8.
 
     The common case is decided in one parse and one ``json.dumps``: a pure-ASCII text
     without escapes, floats or integers of more than 15 digits is canonical exactly when it
@@ -62,14 +63,19 @@ def is_canonical_json(data: bytes) -> bool:
             unusual.append(literal)
         return int(literal)
 
-    try:
-        text = data.decode("utf-8")
-        value = json.loads(text, parse_float=on_float, parse_int=on_int)
-    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        return False
+    text = data.decode("utf-8")
+    value = json.loads(text, parse_float=on_float, parse_int=on_int)
     if not unusual and text.isascii() and "\\" not in text:
-        return json.dumps(value, sort_keys=True, separators=(",", ":")) == text
+        return value, json.dumps(value, sort_keys=True, separators=(",", ":")) == text
     try:
-        return canonical_json(value) == data
+        return value, canonical_json(value) == data
     except CanonicalizationError:
+        return value, False
+
+
+def is_canonical_json(data: bytes) -> bool:
+    """Whether ``data`` is the RFC 8785 form of the JSON value it holds."""
+    try:
+        return parse_canonical(data)[1]
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return False

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import ColumnElement, Table, and_, func, literal, or_, select
 from sqlalchemy.engine import Connection, Engine
 
+from sandbox.canonical import parse_canonical
 from sandbox.ledger.chain import chain_problems
 from sandbox.ledger.checkpoint import Checkpoint, parse_checkpoint_body, verify_checkpoint
 from sandbox.ledger.errors import CheckpointError, LedgerIntegrityError
@@ -36,7 +37,6 @@ from sandbox.ledger.store import (
     entry_table,
     head_table,
     node_table,
-    parse_entry_json,
     parties,
     party_table,
     query_columns,
@@ -199,8 +199,14 @@ class Replay:
         self.findings.bad(index, message)
 
     def add(
-        self, entry: bytes, stored_leaf: bytes | None = None, stored_root: bytes | None = None
+        self,
+        entry: bytes,
+        stored_leaf: bytes | None = None,
+        stored_root: bytes | None = None,
+        canonical: bool | None = None,
     ) -> list[tuple[int, int, bytes]] | None:
+        """Replay one entry (``canonical``: whether it is its own RFC 8785 form, when the
+        caller parsed it already)."""
         if self.failed:
             return None
         index = self.tree.size
@@ -208,7 +214,7 @@ class Replay:
         if stored_leaf is not None and stored_leaf != leaf:
             self.fail(index, f"entry {index}: its content does not match its leaf hash (changed)")
             return None
-        if not is_canonical(entry):
+        if not (is_canonical(entry) if canonical is None else canonical):
             self.fail(index, f"entry {index}: not in RFC 8785 canonical form (re-serialised)")
             return None
         completed = self.tree.append(leaf)
@@ -393,13 +399,15 @@ def _check_entries(
             if index != replay.size:
                 replay.fail(replay.size, f"entry {replay.size} is missing (deleted)")
                 return
-            completed = replay.add(row.entry.encode("utf-8"), row.leaf_hash, row.tree_root)
-            if completed is None:
-                return
+            entry = row.entry.encode("utf-8")
             try:
-                document = parse_entry_json(row.entry)
+                document, canonical = parse_canonical(entry)
             except ValueError:
-                replay.fail(index, f"entry {index}: not a JSON object")
+                document, canonical = None, False
+            # One parse serves the canonical check and the query columns' check.
+            canonical = canonical and isinstance(document, dict)
+            completed = replay.add(entry, row.leaf_hash, row.tree_root, canonical)
+            if completed is None or not isinstance(document, dict):
                 return
             derived = tuple(query_columns(document).values())
             stored_columns = tuple(row[4:])
