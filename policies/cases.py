@@ -52,6 +52,7 @@ from policies.facts import (
     AuditScope,
     DatasetReadContext,
     FactsError,
+    JobFiguresContext,
     JobListScope,
     ReleaseContext,
     RoundContext,
@@ -65,6 +66,7 @@ _CONTEXT_TYPES = {
     "ReleaseContext": ReleaseContext,
     "AuditScope": AuditScope,
     "DatasetReadContext": DatasetReadContext,
+    "JobFiguresContext": JobFiguresContext,
     "JobListScope": JobListScope,
 }
 

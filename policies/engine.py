@@ -51,6 +51,7 @@ ACTIONS = (
     "register_node_key",
     "report_refusal",
     "witness_checkpoint",
+    "read_job_figures",
 )
 NO_POLICY_SET = "(none)"
 NOT_RECORDED = "The decision could not be written to the audit ledger, so the request is denied."

@@ -260,6 +260,16 @@ class DatasetReadContext:
 
 
 @dataclass(frozen=True, slots=True)
+class JobFiguresContext:
+    """Context of ``read_job_figures``: the job whose figures are read."""
+
+    job: JobFacts
+
+    def as_context(self) -> dict[str, Any]:
+        return {"job": self.job}
+
+
+@dataclass(frozen=True, slots=True)
 class ReleaseContext:
     """Context of ``release_model``: the findings of the release assessment."""
 

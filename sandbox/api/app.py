@@ -75,7 +75,7 @@ def create_app(
     app.state.runs = runs
     app.state.stopping = stopping
     app.state.stream_limits = limits
-    app.state.streams = StreamSlots(limits.max_streams)
+    app.state.streams = StreamSlots(limits.max_streams, limits.per_principal)
     problems.install(app)
     app.add_middleware(InputGuard, max_body=max_body)
     for router in (auth.router, companies.router, jobs.router, regulators.router,

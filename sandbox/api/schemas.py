@@ -44,7 +44,8 @@ class Out(BaseModel):
 # ------------------------------------------------------------------------------ auth
 class TokenRequest(Strict):
     """A token request signed with the principal's Ed25519 key over
-    ``sandbox-api-token-request/v1\\n<role>\\n<principal_id>\\n<timestamp>\\n<nonce>``."""
+    ``sandbox-api-token-request/v2\\n<role>\\n<principal_id>\\n<timestamp>\\n<nonce>\\n``
+    ``<ttl_seconds>`` (the token's life is signed)."""
 
     role: Role
     principal_id: Id

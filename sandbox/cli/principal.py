@@ -141,5 +141,5 @@ def token_sign_request(
         key = identity.read_private_key(key_file)
     except identity.KeyFileError as exc:
         fail(str(exc))
-    body = sign_token_request(key, role, principal_id)
-    typer.echo(json.dumps({**body, "ttl_seconds": int(ttl_hours * 3600)}))
+    body = sign_token_request(key, role, principal_id, ttl_seconds=int(ttl_hours * 3600))
+    typer.echo(json.dumps(body))

@@ -3,11 +3,14 @@
 
 A token request is the signature over::
 
-    sandbox-api-token-request/v1
+    sandbox-api-token-request/v2
     <role>
     <principal id>
     <timestamp, RFC 3339 UTC, within five minutes of the server's clock>
     <nonce, 16 to 128 URL-safe characters>
+    <ttl_seconds, the token's life asked for>
+
+(so that whoever relays a signed request cannot stretch the token's life).
 
 A join request is the signature over ``sandbox-api-join/v1\\n`` + the exact body bytes.
 """
@@ -24,15 +27,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sandbox.identity import public_b64, sign
 from sandbox.utc import rfc3339, utcnow
 
-TOKEN_REQUEST_DOMAIN = "sandbox-api-token-request/v1"
+TOKEN_REQUEST_DOMAIN = "sandbox-api-token-request/v2"
+DEFAULT_TOKEN_SECONDS = 8 * 3600
 JOIN_DOMAIN = b"sandbox-api-join/v1\n"
 CLOCK_SKEW = timedelta(minutes=5)
 NONCE_PATTERN = r"^[A-Za-z0-9_-]{16,128}$"
 
 
-def token_request_message(role: str, principal_id: str, timestamp: str, nonce: str) -> bytes:
+def token_request_message(
+    role: str, principal_id: str, timestamp: str, nonce: str, ttl_seconds: int
+) -> bytes:
     """The bytes a principal signs to ask for a token."""
-    return "\n".join((TOKEN_REQUEST_DOMAIN, role, principal_id, timestamp, nonce)).encode()
+    fields = (TOKEN_REQUEST_DOMAIN, role, principal_id, timestamp, nonce, str(ttl_seconds))
+    return "\n".join(fields).encode()
 
 
 def sign_token_request(
@@ -41,17 +48,19 @@ def sign_token_request(
     principal_id: str,
     now: datetime | None = None,
     nonce: str | None = None,
-) -> dict[str, str]:
+    ttl_seconds: int = DEFAULT_TOKEN_SECONDS,
+) -> dict[str, Any]:
     """A signed token request (the body of ``POST /auth/token``)."""
     stamp = rfc3339(now or utcnow())
     nonce = nonce or secrets.token_urlsafe(24)
-    signature = sign(key, token_request_message(role, principal_id, stamp, nonce))
+    message = token_request_message(role, principal_id, stamp, nonce, ttl_seconds)
     return {
         "role": role,
         "principal_id": principal_id,
         "timestamp": stamp,
         "nonce": nonce,
-        "signature": signature,
+        "ttl_seconds": ttl_seconds,
+        "signature": sign(key, message),
     }
 
 

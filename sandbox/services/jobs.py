@@ -27,7 +27,8 @@ from sandbox.registry import companies as company_store
 from sandbox.registry import jobs as store
 from sandbox.registry.models import Dataset, Job, PolicyDecision, Release, Round
 from sandbox.services import warrants
-from sandbox.services.base import actor_of, authorize, company_in_question, view
+from sandbox.services.base import actor_of, authorize, company_in_question, denied, view
+from sandbox.services.views import FigureScope, figure_scope
 from sandbox.utc import rfc3339, utcnow
 from sandbox.vocabulary import MAX_PARTICIPANTS, JobStatus, dataset_id, new_id
 
@@ -271,18 +272,55 @@ def authorize_job(
 
 
 def read_job(gov: Governance, actor: Any, job_id: str, view_name: str) -> Job:
-    """Decide a read of a job (status, rounds, metrics, result, progress)."""
-    return authorize_job(gov, actor, job_id, "read_job", view(view_name, job_id=job_id))
+    """Decide a read of a job (status, rounds, metrics, result, progress); the job as the
+    reader may see it (:mod:`sandbox.services.views`)."""
+    job, scope = read_job_scoped(gov, actor, job_id, view_name)
+    return scope.job(job)
+
+
+def read_job_scoped(
+    gov: Governance, actor: Any, job_id: str, view_name: str
+) -> tuple[Job, FigureScope]:
+    """Decide a read of a job; the job as stored and whose figures the reader may not see."""
+    job = store.get_job(gov.engine, job_id)
+    world = world_of(gov, job)
+    authorize(gov, actor, "read_job", world.job, entities=world.entities,
+              annotation=view(view_name, job_id=job_id))  # fmt: skip
+    return job, figure_scope(gov, actor, world)
+
+
+def recheck_job_read(gov: Governance, actor: Any, job_id: str) -> FigureScope:
+    """For a stream whose read of the job was decided (and recorded) when it opened: the same
+    question asked again of the policy now, not recorded, and whose figures the reader may
+    not see now. Raises Forbidden when the answer has become a denial."""
+    job = store.get_job(gov.engine, job_id)
+    world = world_of(gov, job)
+    decision = gov.pdp.consider(actor, "read_job", world.job, None, world.entities)
+    if not decision.allowed:
+        raise denied(decision)
+    return figure_scope(gov, actor, world)
+
+
+def poll_progress(
+    gov: Governance, job_id: str, after_round: int, scope: FigureScope
+) -> tuple[Job, list[Round]]:
+    """A job's status and the rounds after ``after_round`` as a reader of ``scope`` sees
+    them, for a progress stream (:func:`recheck_job_read` keeps its read decided)."""
+    job = store.get_job(gov.engine, job_id)
+    rounds = [r for r in store.rounds_of(gov.engine, job_id) if r.number > after_round]
+    return scope.job(job), [scope.round(r) for r in rounds]
 
 
 def job_rounds(gov: Governance, actor: Any, job_id: str) -> tuple[Job, list[Round]]:
-    """A job's rounds: who was asked, who took part, who was missing and why, metrics."""
-    job = read_job(gov, actor, job_id, "rounds")
-    return job, store.rounds_of(gov.engine, job_id)
+    """A job's rounds: who was asked, who took part, who was missing and why, metrics (each
+    company's figures only to those who may see them)."""
+    job, scope = read_job_scoped(gov, actor, job_id, "rounds")
+    return scope.job(job), [scope.round(r) for r in store.rounds_of(gov.engine, job_id)]
 
 
 def job_result(gov: Governance, actor: Any, job_id: str) -> Job:
-    """A completed job's result (the model's hash, each company's metrics)."""
+    """A completed job's result (the model's hash, each company's metrics as the reader may
+    see them)."""
     job = read_job(gov, actor, job_id, "result")
     if job.result is None:
         raise Conflict(f"job {job_id} has no result: it is {job.status}")
@@ -335,12 +373,12 @@ class JobOverview:
 
 def job_overview(gov: Governance, actor: Any, job_id: str) -> JobOverview:
     """A job, its admission, rounds and release decisions: one read of the job."""
-    job = read_job(gov, actor, job_id, "overview")
+    job, scope = read_job_scoped(gov, actor, job_id, "overview")
     return JobOverview(
-        job=job,
+        job=scope.job(job),
         admission=decision_note(gov, job.admission_decision),
-        rounds=store.rounds_of(gov.engine, job_id),
-        releases=store.releases_of(gov.engine, job_id),
+        rounds=[scope.round(r) for r in store.rounds_of(gov.engine, job_id)],
+        releases=[scope.release(r) for r in store.releases_of(gov.engine, job_id)],
     )
 
 
@@ -348,13 +386,6 @@ def decision_note(gov: Governance, decision_id: str | None) -> PolicyDecision | 
     """The readable side of a recorded decision (its reasons), if any; for a reader who was
     allowed to read what the decision was about."""
     return store.find_decision(gov.engine, decision_id) if decision_id else None
-
-
-def poll_progress(gov: Governance, job_id: str, after_round: int) -> tuple[Job, list[Round]]:
-    """A job's status and the rounds after ``after_round``, for a progress stream whose read
-    of the job was decided when it opened."""
-    job = store.get_job(gov.engine, job_id)
-    return job, [r for r in store.rounds_of(gov.engine, job_id) if r.number > after_round]
 
 
 def job_datasets(gov: Governance, actor: Any, job_id: str) -> list[Dataset]:

@@ -245,15 +245,17 @@ def verify_token_request(
     timestamp: str,
     nonce: str,
     signature: str,
+    ttl_seconds: int,
     now: datetime | None = None,
 ) -> tuple[Who, str]:
-    """The principal a signed token request proves, and the request's digest."""
+    """The principal a signed token request proves, and the request's digest (the token's
+    life asked for is part of what was signed)."""
     check_role(role)
     check_id(principal_id, "principal_id")
     if not _NONCE.match(nonce):
         raise Invalid("nonce must be 16 to 128 characters of letters, digits, '_' or '-'")
     check_timestamp(timestamp, now or utcnow())
-    message = token_request_message(role, principal_id, timestamp, nonce)
+    message = token_request_message(role, principal_id, timestamp, nonce, ttl_seconds)
     refusal = Unauthenticated(
         f"no {role} {principal_id!r} with a key that verifies this signature; check the id, "
         "the role and the key you signed with"
@@ -329,7 +331,8 @@ def issue_token(
     ttl: timedelta = DEFAULT_TTL,
 ) -> IssuedToken:
     """A token for a principal that proved possession of its key by a signed request."""
-    who, proof = verify_token_request(gov, role, principal_id, timestamp, nonce, signature)
+    seconds = int(ttl.total_seconds())
+    who, proof = verify_token_request(gov, role, principal_id, timestamp, nonce, signature, seconds)
     return _issue(gov, who, ttl, proof, "signed-request")
 
 
@@ -353,6 +356,20 @@ def authenticate(gov: Governance, token: str, now: datetime | None = None) -> tu
     record = store.token_by_digest(gov.engine, token_digest(token))
     if record is None:
         raise Unauthenticated("the token is not valid")
+    return _holder(gov, record, now), record
+
+
+def reauthenticate(gov: Governance, token_id: str) -> Who:
+    """The principal of a token already accepted once, checked again now (a long-lived
+    stream asks every few seconds): revoked, expired or disabled is refused."""
+    try:
+        record = store.get_token(gov.engine, token_id)
+    except NotFound:
+        raise Unauthenticated("the token is not valid") from None
+    return _holder(gov, record, None)
+
+
+def _holder(gov: Governance, record: ApiToken, now: datetime | None) -> Who:
     if record.revoked_at is not None:
         raise Unauthenticated("the token was revoked; request a new one")
     if record.expires_at <= (now or utcnow()):
@@ -363,7 +380,7 @@ def authenticate(gov: Governance, token: str, now: datetime | None = None) -> tu
         raise Unauthenticated("the token's principal is no longer registered") from None
     if who.role != "company" and who.status != "active":
         raise Unauthenticated(f"{who.role} {who.id!r} is disabled")
-    return who, record
+    return who
 
 
 def open_session(gov: Governance, who: Who) -> None:

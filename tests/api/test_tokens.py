@@ -44,6 +44,16 @@ def test_a_signed_request_gets_a_token_that_works(world: World) -> None:
     assert all(issued["token"] not in str(r.model_dump()) for r in rows)
 
 
+def test_the_token_s_life_is_signed_and_cannot_be_stretched(world: World) -> None:
+    body = sign_token_request(world.keys["eve"], "engineer", "eve", ttl_seconds=600)
+    stretched = world.client.post("/auth/token", json={**body, "ttl_seconds": 30 * 86400})
+    assert stretched.status_code == 401 and "key that verifies" in stretched.json()["detail"]
+    issued = world.client.post("/auth/token", json=body)
+    assert issued.status_code == 201, issued.text
+    life = datetime.fromisoformat(issued.json()["expires_at"]) - datetime.now(UTC)
+    assert timedelta(seconds=590) < life <= timedelta(seconds=600)
+
+
 def test_a_company_signs_with_the_key_it_joined_with(world: World) -> None:
     key = NodeHome(world.settings.company_dir("construction")).key()
     response = world.client.post(

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -22,11 +23,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(settings: Settings) -> Iterator[str]:
+def serving(settings: Settings, **app_options: Any) -> Iterator[str]:
     """The API's base URL for as long as the block runs."""
     import uvicorn
 
-    app = create_app(settings, run_capacity=0)
+    app = create_app(settings, **{"run_capacity": 0, **app_options})
     port = free_port()
     served = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=served.run, name="test-uvicorn", daemon=True)

@@ -33,8 +33,9 @@ def issue_token(
     body: TokenRequest, response: Response, gov: Governance = Depends(governance)
 ) -> TokenIssued:
     """Get a bearer token by proving possession of your Ed25519 key: sign
-    `sandbox-api-token-request/v1\\n<role>\\n<principal_id>\\n<timestamp>\\n<nonce>`
-    (`sandbox token sign-request` does it). Policy action: `manage_tokens`."""
+    `sandbox-api-token-request/v2\\n<role>\\n<principal_id>\\n<timestamp>\\n<nonce>\\n<ttl_seconds>`
+    (the token's life is part of what you sign; `sandbox token sign-request` does it). Policy
+    action: `manage_tokens`."""
     issued = principal_service.issue_token(
         gov,
         body.role,

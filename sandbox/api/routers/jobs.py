@@ -18,7 +18,9 @@ from sandbox.governance import Governance
 from sandbox.protocol.jobspec import JobSpec
 from sandbox.registry.models import Job
 from sandbox.services import jobs as job_service
+from sandbox.services import principals as principal_service
 from sandbox.services import runs as run_service
+from sandbox.services.views import FigureScope
 from sandbox.vocabulary import JOB_ID_PATTERN, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["engineers: jobs"])
@@ -133,12 +135,19 @@ def events(
     gov: Governance = Depends(governance),
 ) -> StreamingResponse:
     """Follow a job's progress as server-sent events until it ends. Reconnect with
-    `Last-Event-ID` to get only later rounds. Policy action: `read_job` (once, at connect)."""
+    `Last-Event-ID` to get only later rounds. Policy action: `read_job` (recorded at connect;
+    the token and the decision are checked again every few seconds, and the stream ends when
+    either fails). At most 4 streams per principal."""
     job_service.read_job(gov, me.facts, job_id, "events")
     state = request.app.state
-    slot = state.streams.take()
+    slot = state.streams.take(f"{me.who.role}:{me.who.id}")
+
+    def recheck() -> FigureScope:
+        who = principal_service.reauthenticate(gov, me.token_id)
+        return job_service.recheck_job_read(gov, who.facts, job_id)
+
     stream = job_events(
-        gov, job_id, slot, state.stream_limits, state.stopping, last_event_id(request)
+        gov, job_id, slot, state.stream_limits, state.stopping, recheck, last_event_id(request)
     )
     return StreamingResponse(
         stream,

@@ -1,0 +1,137 @@
+"""Every party sees its own view of a job: two competitors in one job, its engineer, another
+engineer, a regulator and the operator read the same job's rounds, result, overview, event
+stream and console page. A company gets its own figures and the job-level aggregates; its
+competitor's figures, absence reasons and name in texts are not there. The policy
+(``read_job_figures``) decides whose figures each reader sees."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from sandbox.registry.models import Round
+from sandbox.services import principals as principal_service
+from sandbox.services import runs
+from tests.api.conftest import World
+from tests.api.test_jobs_and_audit import events
+
+OWN, RIVAL = "construction", "transportation"
+# Figures that belong to one company: each appears once in the stored job, nowhere else.
+OWN_AUC, RIVAL_AUC, RIVAL_EPSILON = 0.7123, 0.6789, 1.4321
+
+
+def completed_job(world: World) -> str:
+    """An admitted job of OWN and RIVAL, with one recorded round and a result, as a run of
+    the coordinator stores them."""
+    job = world.admitted_job()
+    runs.begin(world.gov.engine, job)
+    metrics = {
+        "evaluation": {
+            "companies": {OWN: {"auc": OWN_AUC}, RIVAL: {"auc": RIVAL_AUC}},
+            "mean_auc": 0.6956,
+        },
+        "privacy": {"companies": {OWN: {"epsilon": 1.1}, RIVAL: {"epsilon": RIVAL_EPSILON}}},
+    }
+    record = Round(job_id=job, number=1, status="completed", asked=[OWN, RIVAL],
+                   took_part=[OWN], missing=[{"company": RIVAL, "reason": "rival's budget"}],
+                   rejected=[], metrics=metrics)  # fmt: skip
+    runs.store_round(world.gov.engine, record, True)
+    result = {
+        "companies": {
+            OWN: {"local": {"auc": 0.70}, "federated": {"auc": OWN_AUC}},
+            RIVAL: {"local": {"auc": 0.71}, "federated": {"auc": RIVAL_AUC}},
+        },
+        "mean_auc": {"local": 0.705, "federated": 0.6956},
+        "assessment": {
+            "companies": [{"company": OWN, "test_rows": 31}, {"company": RIVAL, "test_rows": 37}],
+            "worst_company": RIVAL,
+            "worst_company_gap": 0.0311,
+        },
+        "contributions": {"method": "leave-one-out", "shares": {OWN: 0.4088, RIVAL: 0.5912}},
+        "release": {"allowed": False, "reasons": [f"{RIVAL}'s AUC fell 0.0311 below its own"]},
+    }
+    runs.complete(world.gov.engine, job, "ab" * 32, result)
+    return job
+
+
+def token_of(world: World, role: str) -> dict[str, str]:
+    if role == "rival":
+        token = principal_service.issue_token_locally(world.gov, "company", RIVAL).token
+        return {"Authorization": f"Bearer {token}"}
+    return world.headers(role)
+
+
+def rival_figures_in(text: str) -> list[str]:
+    """What of the rival's own shows in ``text`` (a JSON answer, an event, a page)."""
+    compact = text.replace(" ", "")
+    figures = [str(RIVAL_AUC), str(RIVAL_EPSILON), "0.5912", '"test_rows":37']
+    found = [shown for shown in figures if shown in compact]
+    found += [shown for shown in ("rival's budget", f"{RIVAL}'s") if shown in text]
+    return found + ([RIVAL] if f'"{RIVAL}":' in compact else [])
+
+
+@pytest.fixture(scope="module")
+def job(world: World) -> str:
+    return completed_job(world)
+
+
+@pytest.mark.parametrize("path", ["/jobs/{job}/rounds", "/jobs/{job}/result"])
+@pytest.mark.parametrize(
+    ("role", "sees_all"),
+    [("company", False), ("engineer", True), ("regulator", True), ("operator", True)],
+)
+def test_each_reader_sees_the_figures_the_policy_grants(
+    world: World, job: str, path: str, role: str, sees_all: bool
+) -> None:
+    answer = world.client.get(path.format(job=job), headers=token_of(world, role))
+    assert answer.status_code == 200, answer.text
+    text = answer.text
+    assert str(OWN_AUC) in text  # the company's own figure, and everyone else's view of it
+    if sees_all:
+        assert str(RIVAL_AUC) in text
+    else:
+        assert rival_figures_in(text) == [], text
+        assert "another company" in text or path.endswith("rounds")
+
+
+def test_the_rival_sees_its_own_and_not_the_company_s(world: World, job: str) -> None:
+    rounds = world.client.get(f"/jobs/{job}/rounds", headers=token_of(world, "rival")).json()
+    [record] = rounds["rounds"]
+    assert record["metrics"]["evaluation"]["companies"] == {RIVAL: {"auc": RIVAL_AUC}}
+    assert record["metrics"]["evaluation"]["mean_auc"] == 0.6956  # the job-level aggregate
+    assert record["missing"] == [{"company": RIVAL, "reason": "rival's budget"}]
+    assert record["took_part"] == [OWN]  # who takes part is the job's, not a figure
+    result = world.client.get(f"/jobs/{job}/result", headers=token_of(world, "rival")).json()
+    assert set(result["result"]["companies"]) == {RIVAL}
+    assert str(OWN_AUC) not in json.dumps(result)
+
+
+def test_the_company_s_view_in_detail(world: World, job: str) -> None:
+    result = world.client.get(f"/jobs/{job}/result", headers=world.headers("company")).json()
+    shown: dict[str, Any] = result["result"]
+    assert set(shown["companies"]) == {OWN}
+    assert shown["assessment"]["companies"] == [{"company": OWN, "test_rows": 31}]
+    assert shown["assessment"]["worst_company"] == "another company"
+    assert shown["assessment"]["worst_company_gap"] == 0.0311  # the gate's job-level figure
+    assert shown["contributions"]["shares"] == {OWN: 0.4088}
+    assert shown["release"]["reasons"] == ["another company's AUC fell 0.0311 below its own"]
+
+
+def test_a_reader_who_may_not_read_the_job_gets_nothing(world: World, job: str) -> None:
+    for role in ("other_engineer", "other_company"):
+        answer = world.client.get(f"/jobs/{job}/rounds", headers=world.headers(role))
+        assert answer.status_code == 403
+
+
+def test_the_event_stream_and_the_console_are_shaped_the_same_way(world: World, job: str) -> None:
+    stream = world.client.get(f"/jobs/{job}/events", headers=world.headers("company"))
+    [round_event] = [data for kind, data, _ in events(stream.text) if kind == "round"]
+    assert rival_figures_in(json.dumps(round_event)) == []
+    assert round_event["metrics"]["evaluation"]["companies"] == {OWN: {"auc": OWN_AUC}}
+    page = world.client.get(f"/console/jobs/{job}", headers=world.headers("company"))
+    assert page.status_code == 200 and "rival&#39;s budget" not in page.text
+    assert "rival's budget" not in page.text
+    full = world.client.get(f"/console/jobs/{job}", headers=world.headers("regulator"))
+    assert full.status_code == 200 and "budget" in full.text
