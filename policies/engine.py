@@ -52,6 +52,7 @@ ACTIONS = (
     "report_refusal",
     "witness_checkpoint",
     "read_job_figures",
+    "review_application",
 )
 NO_POLICY_SET = "(none)"
 NOT_RECORDED = "The decision could not be written to the audit ledger, so the request is denied."

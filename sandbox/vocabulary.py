@@ -100,6 +100,13 @@ REGISTERED_ROLES: tuple[Role, ...] = ("engineer", "regulator", "operator")
 """Roles the operator registers; companies become principals by joining."""
 OPERATOR_ID = "operator"
 """The operator principal, created at first start from the sandbox's operator key."""
+RESERVED_IDS = frozenset(
+    {OPERATOR_ID, "regulator", "engineer", "coordinator", "sandbox", "admin", "administrator",
+     "root", "system", "superlink", "anonymous"}
+)  # fmt: skip
+"""Ids no company or registered principal may take: the installation's own principals and
+names that a reader would take for the sandbox itself. Every principal, company or not,
+shares one namespace of ids."""
 
 
 # ------------------------------------------------------------------------ identifiers

@@ -20,7 +20,15 @@ from fastapi.openapi.utils import get_openapi
 from sandbox.api import problems
 from sandbox.api.events import StreamLimits, StreamSlots
 from sandbox.api.guard import DEFAULT_MAX_BODY, InputGuard
-from sandbox.api.routers import auth, companies, jobs, operators, regulators, witnesses
+from sandbox.api.routers import (
+    applications,
+    auth,
+    companies,
+    jobs,
+    operators,
+    regulators,
+    witnesses,
+)
 from sandbox.api.schemas import Health
 from sandbox.config import Settings, load_settings
 from sandbox.console import mount as mount_console
@@ -82,6 +90,7 @@ def create_app(
                    witnesses.router):  # fmt: skip
         app.include_router(router)
     app.include_router(operators.router)
+    app.include_router(applications.router)
     mount_console(app)
 
     @app.get("/health", response_model=Health, tags=["health"])

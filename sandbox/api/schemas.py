@@ -228,13 +228,6 @@ class SandboxKeysOut(BaseModel):
     regulator_fingerprint: str
 
 
-class JoinResult(BaseModel):
-    company: CompanyOut
-    dataset: DatasetOut | None
-    consents: list[ConsentOut]
-    sandbox_keys: SandboxKeysOut
-
-
 class ReceiptOut(Out):
     """A company's statement, signed with its own key, that its dataset served one round of
     one job; ``payload`` is the signed text, ``signature`` the company's signature over it."""

@@ -284,6 +284,67 @@ def company_list(
     console.print(table)
 
 
+@company_app.command("applications")
+def company_applications(
+    status: str = typer.Option("pending", "--status", help="pending, admitted or refused"),
+    as_: str = typer.Option("operator", "--as", help="Who reviews (the operator, a regulator)"),
+) -> None:
+    """Companies' applications to join (``POST /companies``), oldest first."""
+    from sandbox.services import applications as application_service
+
+    gov = governance()
+    try:
+        found = application_service.list_applications(gov, acting(gov, as_, "operator"), status)
+    except SandboxError as exc:
+        fail(str(exc))
+    table = Table("application", "company", "industry", "dataset", "regulator", "submitted")
+    for a in found:
+        manifest = a.manifest or {}
+        dataset = f"{manifest.get('name')} ({manifest.get('grade')})" if manifest else "-"
+        table.add_row(a.id, a.company_id, a.industry, dataset, a.regulator_admitted_by or "-",
+                      a.submitted_at.strftime("%Y-%m-%d %H:%M UTC"))  # fmt: skip
+    console.print(table)
+
+
+@company_app.command("admit")
+def company_admit(
+    application_id: str = typer.Argument(..., help="The application's id (app-…)"),
+    as_: str = typer.Option("operator", "--as", help="The operator, or a regulator"),
+) -> None:
+    """Admit an application: a regulator's admission is recorded (where the data needs one,
+    it comes first); the operator's admits the company with its key, manifest and consents."""
+    from sandbox.services import applications as application_service
+
+    gov = governance()
+    try:
+        done = application_service.admit(gov, acting(gov, as_, "operator"), application_id)
+    except SandboxError as exc:
+        fail(str(exc))
+    if done.status == "admitted":
+        console.print(f"[green]{done.company_id} admitted[/] ({done.id})")
+    else:
+        console.print(f"{done.company_id}: admitted by {done.regulator_admitted_by}; the "
+                      "operator admits it next")  # fmt: skip
+
+
+@company_app.command("refuse")
+def company_refuse(
+    application_id: str = typer.Argument(..., help="The application's id (app-…)"),
+    reason: str = typer.Option(..., "--reason", help="Why (kept with the application)"),
+    as_: str = typer.Option("operator", "--as", help="The operator, or a regulator"),
+) -> None:
+    """Refuse an application, with the reason."""
+    from sandbox.services import applications as application_service
+
+    gov = governance()
+    try:
+        done = application_service.refuse(gov, acting(gov, as_, "operator"), application_id,
+                                          reason)  # fmt: skip
+    except SandboxError as exc:
+        fail(str(exc))
+    console.print(f"{done.company_id}: application {done.id} refused")
+
+
 @company_app.command("register-dataset")
 def company_register_dataset(
     company_id: str = typer.Argument(..., help="The company's id"),

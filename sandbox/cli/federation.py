@@ -143,15 +143,29 @@ def register(
     node_keys: Path | None = typer.Option(
         None, "--node-keys", help="A folder of node public keys the companies sent (<id>.pub)."
     ),
+    admit: bool = typer.Option(
+        False,
+        "--admit",
+        help="First admit the pending applications of the companies whose "
+        "node keys are in --node-keys (the operator's review, for demos).",
+    ),
 ) -> None:
     """Register companies' node keys, as the registry holds them, with the SuperLink (as
     the operator: each registration decided and recorded). With ``--node-keys``, first record
     the public keys the companies left there (``<company>.pub``)."""
+    from sandbox.services import applications as application_service
+
     settings = load_settings()
     gov = governance()
     operator = principal_service.operator(gov)
     cli = _connection(superlink, ca)
     try:
+        if admit and node_keys is not None:
+            sent = {key_file.stem for key_file in node_keys.glob("*.pub")}
+            for pending in application_service.list_applications(gov, operator):
+                if pending.company_id in sent:
+                    application_service.admit(gov, operator, pending.id)
+                    console.print(f"{pending.company_id}: admitted ({pending.id})")
         if node_keys is not None:
             for key_file in sorted(node_keys.glob("*.pub")):
                 node_service.record_node_key(gov, operator, key_file.stem, key_file.read_text())

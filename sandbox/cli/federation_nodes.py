@@ -116,8 +116,9 @@ def demo_company(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """A demo company's side of a deployment, once: prepare its node here (vault, keys; the
-    rows stay here), join through the API with a request signed by its key, and leave its
-    SuperNode's public key for the operator. A company that has joined is kept."""
+    rows stay here), apply to join through the API with a request signed by its key (its
+    node records the consents it grants), and leave its SuperNode's public key for the
+    operator, who admits it. A company that has applied is kept."""
     from sandbox.data import census
     from sandbox.identity.requests import join_request
     from sandbox.node.home import LocalConsent
@@ -129,7 +130,7 @@ def demo_company(
     company_id = census.slug(industry)
     node = NodeHome(settings.company_dir(company_id))
     if node.info_path.exists():
-        console.print(f"{company_id} has already joined; its node folder is kept")
+        console.print(f"{company_id} has already applied; its node folder is kept")
     else:
         created = not node.folder.exists()
         try:
@@ -146,7 +147,7 @@ def demo_company(
                 f"{company_id} pinned the sandbox's keys: operator "
                 f"{keys['operator_fingerprint']}, regulator {keys['regulator_fingerprint']}"
             )
-            for consent in joined["consents"]:
+            for consent in joined["consents"]:  # the company's own grant, on its premises
                 node.record_grant(
                     LocalConsent(
                         consent["id"],
@@ -158,7 +159,10 @@ def demo_company(
         except (SandboxError, ValueError, OSError) as exc:
             remove_node(node.folder, created)
             fail(str(exc))
-        console.print(f"{company_id} joined with {filled.row_count} rows through {api}")
+        console.print(
+            f"{company_id} applied to join with {filled.row_count} rows through {api}; the "
+            "operator admits it (`sandbox company admit`, or `federation register --admit`)"
+        )
     try:
         path = node.node_auth_key_path
         if path.exists():

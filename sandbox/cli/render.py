@@ -15,6 +15,10 @@ from sandbox.data.validation import DataValidationError
 from sandbox.errors import NotFound
 from sandbox.governance import Governance, get_governance
 from sandbox.services import principals as principal_service
+from sandbox.services.warrants import INSTALLATION_REGULATOR
+from sandbox.vocabulary import OPERATOR_ID
+
+INSTALLATION_ENGINEER = "engineer"
 
 # Piped output (logs, CI) gets a wide page so that tables keep their columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -34,13 +38,22 @@ def governance() -> Governance:
 
 def acting(gov: Governance, principal_id: str, role: str) -> Any:
     """Who a command acts as (its ``--as``): a company in the registry, a registered
-    principal with its role, or else the given role's facts for that id."""
+    principal with its role, or the installation's own principals, each as the default of
+    its role (``operator``; ``regulator``, whose key is the sandbox's regulator key;
+    ``engineer``). Anyone else is refused: the ledger names only principals that exist."""
     for registered in ("company", "engineer", "regulator", "operator"):
         try:
             return principal_service.resolve(gov, registered, principal_id).facts
         except NotFound:
             continue
-    return principal_service.acting_as(gov, role, principal_id)
+    if principal_id == OPERATOR_ID:
+        return principal_service.operator(gov)
+    if principal_id in (INSTALLATION_REGULATOR, INSTALLATION_ENGINEER) and principal_id == role:
+        return principal_service.acting_as(gov, role, principal_id)
+    fail(
+        f"--as {principal_id!r}: no registered principal or company has this id (register it "
+        f"with `sandbox principal add`; this command acts as a {role} by default)"
+    )
 
 
 class RoundProgress:

@@ -256,3 +256,30 @@ class NodeRefusal(SQLModel, table=True):
     via: str = Field(max_length=32)
     recorded_at: datetime = Field(default_factory=utcnow)
     ledger_index: int | None = None
+
+
+class CompanyApplication(SQLModel, table=True):
+    """A company's signed request to join, kept until the operator (and, where the policy asks,
+    a regulator) admits or refuses it. Only an admitted company is in the registry."""
+
+    __tablename__ = "company_application"
+
+    id: str = Field(primary_key=True, max_length=40)
+    company_id: str = Field(index=True, max_length=64)
+    name: str = Field(max_length=200)
+    industry: str = Field(max_length=200)
+    public_key: str = Field(max_length=64)
+    manifest: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    consents: list[dict[str, Any]] = Field(
+        sa_column=Column(JSON, nullable=False),
+        description="the consents it proposes: id, purpose, expires_at (its node holds them)",
+    )
+    valid_days: int
+    status: str = Field(default="pending", index=True, max_length=16)
+    request_sha256: str = Field(max_length=64, description="the signed request's digest")
+    submitted_at: datetime = Field(default_factory=utcnow)
+    regulator_admitted_by: str | None = Field(default=None, max_length=64)
+    regulator_admitted_at: datetime | None = None
+    decided_by: str | None = Field(default=None, max_length=64)
+    decided_at: datetime | None = None
+    reason: str | None = Field(default=None, sa_column=Column(Text))

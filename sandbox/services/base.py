@@ -21,6 +21,8 @@ from sandbox.ledger import Actor
 from sandbox.node.home import NodeHome
 from sandbox.registry import companies as company_store
 from sandbox.registry.models import Company
+from sandbox.registry.principals import find_principal
+from sandbox.vocabulary import RESERVED_IDS
 
 PrincipalFacts = CompanyFacts | EngineerFacts | RegulatorFacts | OperatorFacts
 """Who acts, as the policy sees them."""
@@ -57,6 +59,16 @@ def authorize(
     if not decision.allowed:
         raise denied(decision)
     return decision
+
+
+def id_available(gov: Governance, principal_id: str) -> bool:
+    """Whether ``principal_id`` names no company, no registered principal and no reserved
+    name (one namespace for every principal)."""
+    return (
+        principal_id.lower() not in RESERVED_IDS
+        and company_store.find_company(gov.engine, principal_id) is None
+        and find_principal(gov.engine, principal_id) is None
+    )
 
 
 def role_of(principal: Any) -> str:

@@ -28,6 +28,7 @@ from sandbox.registry.models import Company, Consent, Dataset, Receipt
 from sandbox.services.base import (
     authorize,
     company_in_question,
+    id_available,
     node_update,
     read_registry,
     view,
@@ -62,12 +63,14 @@ def _decide_enrolment(
     manifest: DatasetManifest | None,
     consents: list[Consent],
 ) -> None:
-    """The decisions of a join: joining, registering the dataset, each consent."""
+    """The decisions of a join: joining (under an id that is free), registering the dataset,
+    each consent."""
     authorize(
         gov,
         company,
         "join",
         RegistryFacts(),
+        {"id_available": id_available(gov, company.id)},
         annotation=Annotation(resource_kind="company", resource_id=company.id, owner=company.id),
     )
     if manifest is None:
@@ -146,6 +149,21 @@ def _check_purposes(purposes: tuple[str, ...], manifest: DatasetManifest | None)
         raise Invalid("consents cover a dataset: give the dataset's manifest with the purposes")
 
 
+def check_enrolment(
+    company_id: str, industry: str, manifest: DatasetManifest | None, purposes: tuple[str, ...]
+) -> None:
+    """What a request to join must be, whoever decides on it (Invalid otherwise)."""
+    check_id(company_id, "company id")
+    _check_purposes(purposes, manifest)
+    if manifest is not None:
+        store.check_filled(manifest)
+        if manifest.industry != industry:
+            raise Invalid(
+                f"the manifest declares industry {manifest.industry!r}, the company "
+                f"{industry!r}; they must agree"
+            )
+
+
 def enrol(
     gov: Governance,
     company_id: str,
@@ -156,25 +174,20 @@ def enrol(
     purposes: tuple[str, ...] = (),
     valid_for: timedelta = timedelta(days=365),
     node_dir: Path | None = None,
+    consents: list[Consent] | None = None,
 ) -> Joined:
     """A company joins with its public key and, optionally, the manifest its own node filled in
     (rows never leave the company) and consents over that dataset: each step decided, all or
     nothing. The consents are also written to the company's own node record when its folder
-    is on this machine (elsewhere the company's node tooling records them)."""
-    check_id(company_id, "company id")
-    _check_purposes(purposes, manifest)
-    if manifest is not None:
-        store.check_filled(manifest)
-        if manifest.industry != industry:
-            raise Invalid(
-                f"the manifest declares industry {manifest.industry!r}, the company "
-                f"{industry!r}; they must agree"
-            )
-    consents = (
-        consent_store.new_consents(company_id, manifest.name, purposes, valid_for)
-        if manifest is not None
-        else []
-    )
+    is on this machine (elsewhere the company's node tooling records them). ``consents``: the
+    ones its application proposed (and its node recorded), instead of new ones."""
+    check_enrolment(company_id, industry, manifest, purposes)
+    if consents is None:
+        consents = (
+            consent_store.new_consents(company_id, manifest.name, purposes, valid_for)
+            if manifest is not None
+            else []
+        )
     _decide_enrolment(gov, CompanyFacts(id=company_id, industry=industry), manifest, consents)
     row = Company(id=company_id, name=name, industry=industry, public_key=public_key)
     joined = Joined(*store.add_company(gov.engine, row, manifest, consents))

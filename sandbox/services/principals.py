@@ -30,7 +30,7 @@ from sandbox.ledger import LedgerRecord, Resource
 from sandbox.registry import companies as company_store
 from sandbox.registry import principals as store
 from sandbox.registry.models import ApiToken, Principal
-from sandbox.services.base import actor_of, authorize, read_registry
+from sandbox.services.base import actor_of, authorize, id_available, read_registry
 from sandbox.services.warrants import INSTALLATION_REGULATOR, endorsement_for
 from sandbox.utc import rfc3339, utcnow
 from sandbox.vocabulary import OPERATOR_ID, REGISTERED_ROLES, ROLES, new_id
@@ -156,6 +156,11 @@ def register_principal(
         account,
         annotation=Annotation(resource_kind="key", resource_id=account.id),
     )
+    if not id_available(gov, principal_id):
+        raise Conflict(
+            f"{principal_id!r} is taken (a company or another principal) or reserved: every "
+            "principal has an id of its own"
+        )
     registered = store.add_principal(
         gov.engine,
         Principal(

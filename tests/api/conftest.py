@@ -28,10 +28,12 @@ from sandbox.config import Settings
 from sandbox.data import census
 from sandbox.data.validation import validate_frame
 from sandbox.governance import Governance, get_governance
+from sandbox.identity.requests import join_request
 from sandbox.ledger.witness import cosign
 from sandbox.node.home import NodeHome
 from sandbox.node.refusals import refuse
 from sandbox.protocol.jobspec import JobSpec
+from sandbox.services import applications as application_service
 from sandbox.services import companies as company_service
 from sandbox.services import consents as consent_service
 from sandbox.services import jobs as job_service
@@ -136,6 +138,24 @@ class World:
         body = signed.note[: signed.note.rfind("\n\n") + 1]
         line = cosign(body, self.witness_key(role), ROLES[role][1], int(time.time()))
         return {"size": signed.size, "cosignature": line}
+
+    def application(self) -> str:
+        """A fresh pending application to join (a new company id and key, a manifest of
+        general data), received through ``POST /companies``."""
+        company_id = f"applicant-{self.ledger_size}"
+        key = identity.generate_key()
+        manifest = census.manifest_for("Mining").model_copy(
+            update={"row_count": 40, "content_hash": "ab" * 32}
+        )
+        body, signature = join_request(key, company_id, company_id, "Mining", manifest, ())
+        answer = self.client.post(
+            "/companies",
+            content=body,
+            headers={"Content-Type": "application/json", "X-Sandbox-Signature": signature},
+        )
+        assert answer.status_code == 202, answer.text
+        found = application_service.list_applications(self.gov, OperatorFacts(OPERATOR_ID))
+        return next(a.id for a in found if a.company_id == company_id)
 
     def new_consent(self, company: str = "construction", purpose: str = "fraud-model") -> str:
         return consent_service.grant_consent(self.gov, company, "census", purpose).id

@@ -231,6 +231,22 @@ ENDPOINTS = [
     Endpoint("GET", "/audit/consistency?old_size=1&new_size=2", "read_audit", OVERSIGHT),
     Endpoint("POST", "/audit/verify", "read_audit", OVERSIGHT),
     Endpoint("GET", "/audit/witnesses", "read_audit", OVERSIGHT),
+    Endpoint("GET", "/applications", "review_application", OVERSIGHT),
+    Endpoint(
+        "POST",
+        "/applications/{application}/admit",
+        "review_application",
+        OVERSIGHT,
+        prepare=lambda w, r: {"application": w.application()},
+    ),
+    Endpoint(
+        "POST",
+        "/applications/{application}/refuse",
+        "review_application",
+        OVERSIGHT,
+        prepare=lambda w, r: {"application": w.application()},
+        body=lambda w, p: {"reason": "no processing agreement"},
+    ),
     Endpoint(
         "POST",
         "/audit/cosignatures",
@@ -352,6 +368,7 @@ def _template(path: str) -> str:
         "{consent}": "{consent_id}",
         "{job}": "{job_id}",
         "{principal}": "{principal_id}",
+        "{application}": "{application_id}",
     }
     bare = path.split("?")[0]
     parts = []

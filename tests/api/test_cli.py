@@ -73,8 +73,12 @@ def test_the_readme_flows(sandbox_home: Settings, tmp_path: Path) -> None:
         content=out.read_bytes(),
         headers={"Content-Type": "application/json", name: signature},
     )
-    assert joined.status_code == 201, joined.text
+    assert joined.status_code == 202, joined.text
     assert joined.json()["consents"][0]["purpose"] == "fraud-model"
+    # The operator reviews the application and admits it.
+    listed = run("company", "applications", "--as", "operator")
+    application = next(w for w in listed.split() if w.startswith("app-"))
+    assert "acme admitted" in run("company", "admit", application, "--as", "operator")
 
     company_key = sandbox_home.company_dir("acme") / "keys" / "company.key"
     acme = client.post(
@@ -112,3 +116,18 @@ def test_the_readme_flows(sandbox_home: Settings, tmp_path: Path) -> None:
     assert "disabled" in run("principal", "disable", "eve")
     refused = runner.invoke(app, ["token", "issue", "eve", "--role", "engineer"])
     assert refused.exit_code == 1 and "not active" in refused.output
+
+
+def test_acting_as_someone_who_is_not_registered_is_refused(sandbox_home: Settings) -> None:
+    """``--as`` names a registered principal or company (or the installation's default of
+    the command's role): an unknown id is refused before anything is decided or recorded."""
+    from sandbox.governance import get_governance
+
+    size = get_governance(sandbox_home).ledger.size
+    for args in (["audit", "entries", "--as", "ghost"], ["company", "list", "--as", "ghost"],
+                 ["company", "applications", "--as", "regulat0r"]):  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "no registered principal or company has this id" in result.output
+    assert get_governance(sandbox_home).ledger.size == size
+    assert runner.invoke(app, ["company", "list", "--as", "regulator"]).exit_code == 0

@@ -32,20 +32,37 @@ def post_join(world: World, body: bytes, signature: str | None):  # type: ignore
     return world.client.post("/companies", content=body, headers=headers)
 
 
-def test_a_company_joins_with_its_manifest_and_gets_a_token(world: World) -> None:
-    key, manifest = prepared(world, "mining", "Mining")
+def test_a_company_applies_is_admitted_and_gets_a_token(world: World) -> None:
+    key, manifest = prepared(world, "mining", "Mining", world.settings.home / "mining-node")
     body, signature = join_request(key, "mining", "Mining Co", "Mining", manifest, ("churn",))
     response = post_join(world, body, signature)
-    assert response.status_code == 201, response.text
-    joined = response.json()
-    assert joined["company"]["id"] == "mining"
-    assert joined["dataset"]["row_count"] == manifest.row_count
-    assert joined["dataset"]["content_hash"] == manifest.content_hash
-    assert [c["purpose"] for c in joined["consents"]] == ["churn"]
-    actions = [json.loads(e.entry)["action"] for e in world.gov.ledger.entries(company="mining")]
-    assert {"decision.join", "company.joined", "dataset.registered", "consent.granted"} <= set(
-        actions
+    assert response.status_code == 202, response.text
+    received = response.json()
+    assert received["status"] == "received" and [c["purpose"] for c in received["consents"]] == [
+        "churn"
+    ]
+    # Before admission: not in the registry, no token, nothing to act with.
+    with Session(world.gov.engine) as session:
+        assert session.get(Company, "mining") is None
+    early = world.client.post("/auth/token", json=sign_token_request(key, "company", "mining"))
+    assert early.status_code == 401
+    pending = world.client.get("/applications", headers=world.headers("operator")).json()
+    [application] = [a for a in pending if a["company_id"] == "mining"]
+    assert application["consents"] == received["consents"]
+    admitted = world.client.post(
+        f"/applications/{application['id']}/admit", headers=world.headers("operator")
     )
+    assert admitted.status_code == 200 and admitted.json()["status"] == "admitted", admitted.text
+    actions = [json.loads(e.entry)["action"] for e in world.gov.ledger.entries(company="mining")]
+    assert {
+        "decision.join",
+        "company.applied",
+        "decision.review_application",
+        "company.joined",
+        "dataset.registered",
+        "consent.granted",
+        "company.admitted",
+    } <= set(actions)
     token = world.client.post(
         "/auth/token", json=sign_token_request(key, "company", "mining")
     ).json()["token"]
@@ -53,6 +70,70 @@ def test_a_company_joins_with_its_manifest_and_gets_a_token(world: World) -> Non
         "/companies/mining/datasets", headers={"Authorization": f"Bearer {token}"}
     )
     assert datasets.status_code == 200 and datasets.json()[0]["name"] == "census"
+    # The consents registered are those the application proposed (and the node recorded).
+    consents = world.client.get(
+        "/companies/mining/consents", headers={"Authorization": f"Bearer {token}"}
+    ).json()
+    assert [c["id"] for c in consents] == [c["id"] for c in received["consents"]]
+    again = world.client.post(
+        f"/applications/{application['id']}/admit", headers=world.headers("operator")
+    )
+    assert again.status_code == 409
+
+
+def test_an_impostor_learns_nothing_and_takes_no_id(world: World, tmp_path: Path) -> None:
+    """Ids of companies, of other principals and reserved names: the same answer as a free
+    id, nothing kept, and the refusal in the ledger."""
+    key, manifest = prepared(world, "impostor", "Mining", tmp_path / "node")
+    answers = {}
+    for taken in ("reg", "operator", "construction", "regulator", "free-id-1"):
+        body, signature = join_request(key, taken, "Impostor", "Mining", manifest, ("churn",))
+        before = world.ledger_size
+        answer = post_join(world, body, signature)
+        assert answer.status_code == 202, answer.text
+        answers[taken] = {k: v for k, v in answer.json().items() if k != "consents"}
+        decisions = world.decisions_since(before)
+        assert decisions[-1]["decision"]["allowed"] is (taken == "free-id-1")
+    assert len({json.dumps(a, sort_keys=True) for a in answers.values()}) == 1
+    pending = world.client.get("/applications", headers=world.headers("operator")).json()
+    assert {a["company_id"] for a in pending} & {"reg", "operator", "construction"} == set()
+    assert "free-id-1" in {a["company_id"] for a in pending}
+
+
+def test_important_data_waits_for_a_regulator_and_a_refusal_is_kept(
+    world: World, tmp_path: Path
+) -> None:
+    key, manifest = prepared(world, "utilities", "Utilities and sanitary services", tmp_path / "n")
+    manifest = manifest.model_copy(update={"grade": "important"})
+    body, signature = join_request(
+        key, "utilities", "Utility", "Utilities and sanitary services", manifest, ("churn",)
+    )
+    assert post_join(world, body, signature).status_code == 202
+    pending = world.client.get("/applications", headers=world.headers("regulator")).json()
+    [application] = [a for a in pending if a["company_id"] == "utilities"]
+    path = f"/applications/{application['id']}"
+    first = world.client.post(f"{path}/admit", headers=world.headers("operator"))
+    assert first.status_code == 403 and "a regulator admits it before" in first.json()["detail"]
+    for role in ("engineer", "company"):
+        assert world.client.post(f"{path}/admit", headers=world.headers(role)).status_code == 403
+    by_regulator = world.client.post(f"{path}/admit", headers=world.headers("regulator"))
+    assert by_regulator.status_code == 200 and by_regulator.json()["status"] == "pending"
+    assert by_regulator.json()["regulator_admitted_by"] == "reg"
+    refused = world.client.post(
+        f"{path}/refuse", json={"reason": "no processing agreement"},
+        headers=world.headers("operator"),
+    )  # fmt: skip
+    assert refused.status_code == 200 and refused.json()["reason"] == "no processing agreement"
+    assert world.client.post(f"{path}/admit", headers=world.headers("operator")).status_code == 409
+    with Session(world.gov.engine) as session:
+        assert session.get(Company, "utilities") is None
+
+
+def test_a_signed_request_to_join_serves_once(world: World, tmp_path: Path) -> None:
+    key, manifest = prepared(world, "once", "Mining", tmp_path / "node")
+    body, signature = join_request(key, "once", "Once", "Mining", manifest, ())
+    assert post_join(world, body, signature).status_code == 202
+    assert post_join(world, body, signature).status_code == 409
 
 
 @pytest.mark.parametrize("case", ["unsigned", "another key", "body changed", "stale"])
@@ -74,9 +155,9 @@ def test_a_join_must_be_signed_by_the_key_it_registers(
         assert session.get(Company, "agriculture") is None
 
 
-@pytest.mark.parametrize("case", ["no counts", "industry differs", "twice", "consent without data"])
+@pytest.mark.parametrize("case", ["no counts", "industry differs", "consent without data"])
 def test_a_bad_join_leaves_nothing_behind(world: World, tmp_path: Path, case: str) -> None:
-    company_id = "construction" if case == "twice" else "forestry"
+    company_id = "forestry"
     key, manifest = prepared(world, company_id, "Forestry and fisheries", tmp_path / "node")
     industry = "Forestry and fisheries"
     purposes: tuple[str, ...] = ("churn",)
@@ -89,14 +170,13 @@ def test_a_bad_join_leaves_nothing_behind(world: World, tmp_path: Path, case: st
     before = world.ledger_size
     body, signature = join_request(key, company_id, "Fish", industry, manifest, purposes)
     response = post_join(world, body, signature)
-    assert response.status_code in (409, 422), response.text
+    assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     with Session(world.gov.engine) as session:
-        if case != "twice":
-            assert session.get(Company, company_id) is None
+        assert session.get(Company, company_id) is None
         assert not session.exec(select(Dataset).where(Dataset.company_id == "forestry")).all()
     records = [json.loads(e.entry) for e in world.gov.ledger.entries(after_index=before - 1)]
-    assert not [r for r in records if r["action"] in ("company.joined", "dataset.registered")]
+    assert not [r for r in records if r["action"] in ("company.joined", "company.applied")]
 
 
 def test_consents_are_granted_and_revoked_in_registry_ledger_and_node(world: World) -> None:

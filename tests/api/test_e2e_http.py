@@ -128,6 +128,22 @@ def sign_in(http: httpx.Client, key: Any, role: str, principal: str) -> dict[str
     return {"Authorization": f"Bearer {issued.json()['token']}"}
 
 
+def admit(
+    http: httpx.Client, regulator: dict[str, str], operator: dict[str, str], company_id: str
+) -> None:
+    """The review of a company's application: a regulator admits it where its data asks for
+    one (the operator's admission is refused until then), then the operator."""
+    pending = http.get("/applications", headers=operator).json()
+    [application] = [a["id"] for a in pending if a["company_id"] == company_id]
+    first = http.post(f"/applications/{application}/admit", headers=operator)
+    if first.status_code == 403:
+        assert "a regulator admits it before" in first.json()["detail"]
+        by_regulator = http.post(f"/applications/{application}/admit", headers=regulator)
+        assert by_regulator.status_code == 200, by_regulator.text
+        first = http.post(f"/applications/{application}/admit", headers=operator)
+    assert first.status_code == 200 and first.json()["status"] == "admitted", first.text
+
+
 def set_up(settings: Settings, url: str, industries: list[str]) -> People:
     """Over HTTP: the operator (with the sandbox's own operator key) registers an engineer
     and a regulator; companies of ``industries`` prepare their nodes here and join."""
@@ -160,9 +176,10 @@ def set_up(settings: Settings, url: str, industries: list[str]) -> People:
             content=body,
             headers={"Content-Type": "application/json", "X-Sandbox-Signature": signature},
         )
-        assert joined.status_code == 201, joined.text
+        assert joined.status_code == 202, joined.text
         keys_to_pin = joined.json()["sandbox_keys"]
         pin(settings.company_dir(company_id), keys_to_pin["operator"], keys_to_pin["regulator"])
+        admit(http, sign_in(http, keys["reg"], "regulator", "reg"), operator, company_id)
         companies[company_id] = sign_in(http, key, "company", company_id)
     return People(
         http,

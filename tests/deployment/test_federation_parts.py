@@ -23,7 +23,7 @@ from sandbox.node.home import NodeHome
 from sandbox.registry import nodes as node_store
 from sandbox.runtime.federation import commands, local, processes
 from sandbox.runtime.federation.flwr_cli import toml_value
-from sandbox.services import nodes, principals
+from sandbox.services import applications, nodes, principals
 from tests.support.serving import serving
 from tests.support.world import join
 
@@ -251,13 +251,13 @@ def test_a_demo_company_joins_through_the_api_once_with_its_node_key(
         args += ["--api", api, "--node-keys", str(keys)]
         first = runner.invoke(app, args)
         assert first.exit_code == 0, first.output
-        assert f"retail-trade joined with 60 rows through {api}" in words(first.output)
+        assert f"retail-trade applied to join with 60 rows through {api}" in words(first.output)
         node = NodeHome(sandbox_home.company_dir("retail-trade"))
         public = pki.read_node_private_key_public_line(node.node_auth_key_path)
         assert (keys / "retail-trade.pub").read_text().strip() == public
         assert [c.purpose for c in node.consents()] == ["p1"]  # its own record of its consent
         again = runner.invoke(app, args)
-        assert again.exit_code == 0 and "already joined" in words(again.output)
+        assert again.exit_code == 0 and "already applied" in words(again.output)
         refused = runner.invoke(
             app,
             [
@@ -274,8 +274,12 @@ def test_a_demo_company_joins_through_the_api_once_with_its_node_key(
         assert refused.exit_code == 1 and "refused the join" in words(refused.output)
         assert not sandbox_home.company_dir("construction").exists()  # nothing left behind
     gov = get_governance(sandbox_home)
+    applied = [e.record.action for e in gov.ledger.entries(company="retail-trade")]
+    assert "company.applied" in applied and "company.joined" not in applied
+    [pending] = applications.list_applications(gov, principals.operator(gov))
+    applications.admit(gov, principals.operator(gov), pending.id)
     joined = [e.record.action for e in gov.ledger.entries(company="retail-trade")]
-    assert "company.joined" in joined and "decision.join" in joined
+    assert "company.joined" in joined and "company.admitted" in joined
     unknown = runner.invoke(
         app, ["federation", "demo-company", "Piracy", "--api", api, "--node-keys", str(keys)]
     )

@@ -32,7 +32,7 @@ from sandbox.identity.requests import join_request
 from sandbox.node.onboarding import prepare_node
 from sandbox.protocol.jobspec import JobSpec
 from sandbox.registry.policy_sets import sign_hash
-from sandbox.services import companies, consents, jobs, principals
+from sandbox.services import applications, companies, consents, jobs, principals
 from sandbox.utc import rfc3339, utcnow
 from sandbox.vocabulary import OPERATOR_ID
 
@@ -165,7 +165,8 @@ def join_by_cli(world: World) -> None:
               "--purpose", PURPOSE)  # fmt: skip
 
 
-def join_by_api(world: World) -> None:
+def application(world: World) -> str:
+    """A company's signed request to join, received through the API and pending."""
     node = world.settings.company_dir("construction")
     key, filled = prepare_node(node, "construction", census.company_table("Construction", 60, 1))
     body, signature = join_request(key, "construction", "construction", "Construction", filled,
@@ -175,7 +176,21 @@ def join_by_api(world: World) -> None:
         content=body,
         headers={"Content-Type": "application/json", "X-Sandbox-Signature": signature},
     )
-    assert answer.status_code == 201, answer.text
+    assert answer.status_code == 202, answer.text
+    [pending] = applications.list_applications(world.gov, principals.operator(world.gov))
+    world.ready(OPERATOR_ID, "operator")
+    return pending.id
+
+
+def admit_by_cli(world: World, application_id: str) -> None:
+    world.cli("company", "admit", application_id, "--as", OPERATOR_ID)
+
+
+def admit_by_api(world: World, application_id: str) -> None:
+    answer = world.client.post(
+        f"/applications/{application_id}/admit", headers=world.bearer(OPERATOR_ID)
+    )
+    assert answer.status_code == 200, answer.text
 
 
 def second_dataset(world: World) -> Path:
@@ -407,19 +422,23 @@ def _no_setup(_: World) -> None:
     return None
 
 
+JOINED = [
+    ("decision.join", "construction"),
+    ("decision.register_dataset", "construction"),
+    ("decision.grant_consent", "construction"),
+    ("company.joined", "construction"),
+    ("dataset.registered", "construction"),
+    ("consent.granted", "construction"),
+]
+"""What a company's joining records, whoever enrols it."""
+
 ACTS = [
+    Act("join", _no_setup, {"cli": lambda w, _: join_by_cli(w)}, JOINED),
     Act(
-        "join",
-        _no_setup,
-        {"cli": lambda w, _: join_by_cli(w), "api": lambda w, _: join_by_api(w)},
-        [
-            ("decision.join", "construction"),
-            ("decision.register_dataset", "construction"),
-            ("decision.grant_consent", "construction"),
-            ("company.joined", "construction"),
-            ("dataset.registered", "construction"),
-            ("consent.granted", "construction"),
-        ],
+        "admit an application to join",
+        application,
+        {"cli": admit_by_cli, "api": admit_by_api},
+        [("decision.review_application", OPERATOR_ID), *JOINED, ("company.admitted", OPERATOR_ID)],
     ),
     Act(
         "register a dataset",

@@ -3,12 +3,14 @@ of their data (receipts) and the privacy budget spent, per job."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 
 from sandbox.api.auth import Caller, caller, governance
+from sandbox.api.routers.applications import ApplicationReceived, ProposedConsent
 from sandbox.api.schemas import (
     CompanyOut,
     ConsentIn,
@@ -16,7 +18,6 @@ from sandbox.api.schemas import (
     DatasetOut,
     JobSpendOut,
     JoinRequest,
-    JoinResult,
     ReceiptOut,
     ReceiptPage,
     RefusalOut,
@@ -28,6 +29,7 @@ from sandbox.api.schemas import (
 from sandbox.data.manifest import DatasetManifest
 from sandbox.governance import Governance
 from sandbox.identity import key_id
+from sandbox.services import applications as application_service
 from sandbox.services import companies as company_service
 from sandbox.services import consents as consent_service
 from sandbox.services import nodes as node_service
@@ -45,7 +47,7 @@ async def raw_body(request: Request) -> bytes:
     return await request.body()
 
 
-@router.post("", status_code=201, response_model=JoinResult)
+@router.post("", status_code=202, response_model=ApplicationReceived)
 def join(
     body: JoinRequest,
     request: Request,
@@ -60,12 +62,13 @@ def join(
     ] = None,
     raw: bytes = Depends(raw_body),
     gov: Governance = Depends(governance),
-) -> JoinResult:
-    """Join the sandbox. Needs no token: the request is signed with the key it registers.
-    Policy actions: `join`, `register_dataset` (with a manifest), `grant_consent` (each
-    purpose)."""
+) -> ApplicationReceived:
+    """Apply to join the sandbox. Needs no token: the request is signed with the key it
+    registers. The application waits for the operator's admission (and a regulator's where
+    the data asks for one, `/applications`); the answer is the same for every well-formed,
+    signed request, and says nothing of which ids exist. Policy action: `join`."""
     principal_service.verify_join(body.public_key, body.signed_at, raw, signature)
-    done = company_service.enrol(
+    received = application_service.apply(
         gov,
         body.company_id,
         body.name,
@@ -73,14 +76,16 @@ def join(
         body.public_key,
         body.manifest,
         tuple(body.purposes),
-        timedelta(days=body.valid_days),
-        node_dir=gov.settings.company_dir(body.company_id),
+        body.valid_days,
+        hashlib.sha256(raw).hexdigest(),
     )
     keys = sandbox_public_keys(gov)
-    return JoinResult(
-        company=CompanyOut.model_validate(done.company),
-        dataset=DatasetOut.model_validate(done.dataset) if done.dataset else None,
-        consents=[ConsentOut.model_validate(c) for c in done.consents],
+    return ApplicationReceived(
+        detail=application_service.RECEIVED,
+        consents=[
+            ProposedConsent(id=c.id, purpose=c.purpose, expires_at=c.expires_at)
+            for c in received.consents
+        ],
         sandbox_keys=SandboxKeysOut(
             operator=keys["operator"],
             regulator=keys["regulator"],
