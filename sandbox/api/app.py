@@ -17,8 +17,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 
-from sandbox.api import problems
+from sandbox.api import hardening, problems
 from sandbox.api.events import StreamLimits, StreamSlots
+from sandbox.api.failures import AuthFailures, TooManyFailures
 from sandbox.api.guard import DEFAULT_MAX_BODY, InputGuard
 from sandbox.api.routers import (
     applications,
@@ -59,6 +60,7 @@ def create_app(
     run_capacity: int = 1,
     stream_limits: StreamLimits | None = None,
     max_body: int = DEFAULT_MAX_BODY,
+    auth_failure_limit: int = 20,
 ) -> FastAPI:
     settings = settings or load_settings()
     gov = get_governance(settings)
@@ -77,6 +79,8 @@ def create_app(
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     limits = stream_limits or StreamLimits()
     app.state.settings = settings
@@ -84,7 +88,20 @@ def create_app(
     app.state.stopping = stopping
     app.state.stream_limits = limits
     app.state.streams = StreamSlots(limits.max_streams, limits.per_principal)
+    app.state.governance = gov
+    app.state.auth_failures = AuthFailures(limit=auth_failure_limit)
     problems.install(app)
+
+    @app.middleware("http")
+    async def throttle(request: Request, call_next: Any) -> Any:
+        """A source over its limit of failed authentications waits out the minute."""
+        try:
+            request.app.state.auth_failures.check(request)
+        except TooManyFailures as exc:
+            return problems.problem(request, 429, str(exc), exc.title,
+                                    headers={"Retry-After": str(exc.retry_after)})  # fmt: skip
+        return await call_next(request)
+
     app.add_middleware(InputGuard, max_body=max_body)
     for router in (auth.router, companies.router, jobs.router, regulators.router,
                    witnesses.router):  # fmt: skip
@@ -92,6 +109,7 @@ def create_app(
     app.include_router(operators.router)
     app.include_router(applications.router)
     mount_console(app)
+    hardening.install(app)
 
     @app.get("/health", response_model=Health, tags=["health"])
     def health(request: Request) -> Health:

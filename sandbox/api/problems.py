@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from sandbox.api.auth import CrossSiteRequest
 from sandbox.errors import Forbidden, SandboxError
 from sandbox.ledger import EntryNotFound, LedgerError, LedgerIntegrityError, LedgerWriteError
 
@@ -113,6 +114,13 @@ async def _registry_error(request: Request, exc: Exception) -> JSONResponse:
             extra = {"decision_id": exc.decision_id, "reasons": list(exc.reasons)}
     if exc.status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="sandbox"'}
+    if exc.status == 401 or isinstance(exc, CrossSiteRequest):
+        failures = getattr(request.app.state, "auth_failures", None)
+        if failures is not None:
+            failures.failed(request, request.app.state.governance, type(exc).__name__)
+    retry = getattr(exc, "retry_after", None)
+    if retry is not None:
+        headers = {"Retry-After": str(retry)}
     return problem(request, exc.status, str(exc), exc.title, kind, headers, **extra)
 
 

@@ -31,16 +31,16 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["logreg", "mlp"] = "logreg"
-    hidden: int = Field(default=32, ge=1, le=1024)
+    hidden: int = Field(strict=True, default=32, ge=1, le=1024)
 
 
 class StrategySpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: StrategyName = "fedavg"
-    proximal_mu: float = Field(default=0.0, ge=0.0, le=100.0)
-    trim_beta: float = Field(default=0.2, gt=0.0, lt=0.5)
-    krum_byzantine: int = Field(default=1, ge=0, le=100)
+    proximal_mu: float = Field(strict=True, default=0.0, ge=0.0, le=100.0)
+    trim_beta: float = Field(strict=True, default=0.2, gt=0.0, lt=0.5)
+    krum_byzantine: int = Field(strict=True, default=1, ge=0, le=100)
 
     @model_validator(mode="after")
     def _mu_for_prox(self) -> StrategySpec:
@@ -59,9 +59,9 @@ class DifferentialPrivacySpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    epsilon: float = Field(gt=0.0, le=100.0)
-    delta: float | None = Field(default=None, gt=0.0, lt=1e-2)
-    max_grad_norm: float = Field(default=3.0, gt=0.0, le=100.0)
+    epsilon: float = Field(strict=True, ge=0.01, le=100.0)
+    delta: float | None = Field(default=None, strict=True, ge=1e-12, lt=1e-2)
+    max_grad_norm: float = Field(strict=True, default=3.0, ge=0.001, le=100.0)
 
 
 # Under DP every optimiser step costs privacy, so a DP job takes fewer, larger steps by
@@ -80,9 +80,9 @@ DP_TRAINING_DEFAULTS: dict[str, Any] = {
 class PrivacySpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    secure_aggregation: bool = False
+    secure_aggregation: bool = Field(default=False, strict=True)
     dp: DifferentialPrivacySpec | None = None
-    max_update_norm: float | None = Field(default=None, gt=0.0)
+    max_update_norm: float | None = Field(default=None, strict=True, gt=0.0, le=1e4)
 
 
 class JobSpec(BaseModel):
@@ -95,20 +95,20 @@ class JobSpec(BaseModel):
     model: ModelSpec = ModelSpec()
     strategy: StrategySpec = StrategySpec()
     privacy: PrivacySpec = PrivacySpec()
-    rounds: int = Field(default=40, ge=1, le=1000)
-    local_epochs: int = Field(default=5, ge=1, le=100)
-    learning_rate: float = Field(default=0.05, gt=0.0, le=10.0)
-    batch_size: int = Field(default=64, ge=1, le=65536)
+    rounds: int = Field(strict=True, default=40, ge=1, le=1000)
+    local_epochs: int = Field(strict=True, default=5, ge=1, le=100)
+    learning_rate: float = Field(strict=True, default=0.05, gt=0.0, le=10.0)
+    batch_size: int = Field(strict=True, default=64, ge=1, le=65536)
     optimizer: Literal["sgd", "adam"] = "sgd"
-    weight_decay: float = Field(default=0.001, ge=0.0, le=1.0)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    evaluate_every: int = Field(default=1, ge=1, le=1000)
-    contribution_models: int = Field(default=6000, ge=0, le=100_000)
+    weight_decay: float = Field(strict=True, default=0.001, ge=0.0, le=1.0)
+    seed: int = Field(strict=True, default=0, ge=0, le=2**31 - 1)
+    evaluate_every: int = Field(strict=True, default=1, ge=1, le=1000)
+    contribution_models: int = Field(strict=True, default=6000, ge=0, le=100_000)
     """How many coalition models each company scores at most for the contribution estimate
     (jobs without secure aggregation; under it no coalition is scored). Each company's node
     refuses to score more."""
-    min_participants: int = Field(default=2, ge=1, le=MAX_PARTICIPANTS)
-    round_timeout_s: float = Field(default=300.0, gt=0.0, le=86400.0)
+    min_participants: int = Field(strict=True, default=2, ge=1, le=MAX_PARTICIPANTS)
+    round_timeout_s: float = Field(strict=True, default=300.0, gt=0.0, le=86400.0)
     description: str = Field(default="", max_length=2000)
 
     @model_validator(mode="before")

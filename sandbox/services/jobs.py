@@ -66,6 +66,20 @@ def approval_policies(gov: Governance, filer: Any, world: JobWorld) -> tuple[str
     return tuple(p for p in unapproved.policies if p not in approved.policies)
 
 
+def _check_features(spec: JobSpec, world: JobWorld) -> None:
+    """The features a spec names must be feature columns of every participant's dataset."""
+    if spec.features is None:
+        return
+    for company_dataset, dataset in sorted(world.datasets.items()):
+        columns = {c["name"] for c in dataset.manifest.get("features", [])}
+        unknown = sorted(set(spec.features) - columns)
+        if unknown:
+            raise Invalid(
+                f"features {', '.join(unknown)} are not feature columns of {company_dataset}'s "
+                f"manifest (its features: {', '.join(sorted(columns))})"
+            )
+
+
 def file_job(
     gov: Governance,
     spec: JobSpec,
@@ -88,7 +102,11 @@ def file_job(
         raise Invalid(f"these companies are not in the registry: {', '.join(missing)}")
     without = sorted(c for c in spec.companies if dataset_id(c, spec.dataset) not in world.datasets)
     if without:
-        raise Invalid(f"these companies have no dataset {spec.dataset!r}: {', '.join(without)}")
+        raise Invalid(
+            f"these companies have no dataset {spec.dataset!r}: {', '.join(without)} (set the "
+            "spec's `dataset` to the name their manifests give it)"
+        )
+    _check_features(spec, world)
     tier = gov.job_tier(list(world.datasets.values()))
     decision = gov.decide(
         filer,
@@ -106,6 +124,10 @@ def file_job(
     rules = (
         warrants.decided_rules(gov, filer, world, tier, approval_by) if decision.allowed else None
     )
+    if not decision.allowed and not decision.policies:
+        # Nothing permits this filer to file at all (its role): a denied decision, recorded,
+        # and no job stored.
+        raise denied(decision)
     if not decision.allowed:
         status = JobStatus.DENIED
     elif approval_by:

@@ -185,6 +185,8 @@ def build_world(home: Path, settings: Settings, **app_options: Any) -> Iterator[
     options = {
         "run_capacity": 0,
         "stream_limits": StreamLimits(poll_seconds=0.05, keepalive=0.2, max_seconds=0.6),
+        # The tests send many unauthenticated requests from one client on purpose.
+        "auth_failure_limit": 1_000_000,
         **app_options,
     }
     app = create_app(settings, **options)

@@ -199,3 +199,29 @@ def test_a_tampered_entry_is_served_as_stored_and_fails_to_verify(world: World) 
                 text("UPDATE ledger_entry SET entry = :entry WHERE idx = :idx"),
                 {"entry": before["entry"], "idx": index},
             )
+
+
+def test_a_role_that_may_not_file_leaves_a_denied_decision_and_no_job(world: World) -> None:
+    spec = world.spec(["construction", "transportation"]).model_dump(mode="json")
+    before = world.ledger_size
+    for role in ("company", "regulator"):
+        refused = world.client.post("/jobs", json=spec, headers=world.headers(role))
+        assert refused.status_code == 403, refused.text
+    decisions = [d for d in world.decisions_since(before) if d["action"] == "decision.submit_job"]
+    assert [d["decision"]["allowed"] for d in decisions] == [False, False]
+    records = [json.loads(e.entry) for e in world.gov.ledger.entries(after_index=before - 1)]
+    assert not [r for r in records if r["action"] == "job.filed"]
+    listed = world.client.get("/jobs?limit=500", headers=world.headers("regulator")).json()
+    assert not [j for j in listed["jobs"] if j["filed_by"] in ("construction", "reg")]
+
+
+def test_a_spec_names_only_features_every_participant_has(world: World) -> None:
+    spec = world.spec(["construction", "transportation"], features=["age", "shoe_size"])
+    answer = world.client.post(
+        "/jobs", json=spec.model_dump(mode="json"), headers=world.headers("engineer")
+    )
+    assert answer.status_code == 422
+    assert "features shoe_size are not feature columns of construction/census" in answer.text
+    loose = {**spec.model_dump(mode="json"), "features": None, "rounds": "2"}
+    answer = world.client.post("/jobs", json=loose, headers=world.headers("engineer"))
+    assert answer.status_code == 422 and "rounds" in answer.text

@@ -41,6 +41,34 @@ def test_hash_is_canonical() -> None:
             "shell: Extra inputs are not permitted",
         ),
         ({"purpose": "bad purpose!", "companies": ["a"]}, "purpose: 'bad purpose!' must start"),
+        # Strict types: a number is a number, a flag a flag.
+        ({"purpose": "p", "companies": ["a"], "rounds": True}, "rounds: Input should be a valid"),
+        ({"purpose": "p", "companies": ["a"], "rounds": "3"}, "rounds: Input should be a valid"),
+        (
+            {"purpose": "p", "companies": ["a"], "privacy": {"dp": {"epsilon": "3"}}},
+            "privacy.dp.epsilon: Input should be a valid number",
+        ),
+        (
+            {"purpose": "p", "companies": ["a"], "privacy": {"secure_aggregation": 1}},
+            "privacy.secure_aggregation: Input should be a valid boolean",
+        ),
+        # Sensible bounds.
+        (
+            {"purpose": "p", "companies": ["a"], "privacy": {"dp": {"epsilon": 1e-300}}},
+            "privacy.dp.epsilon: Input should be greater than or equal to 0.01",
+        ),
+        (
+            {"purpose": "p", "companies": ["a"], "privacy": {"max_update_norm": 1e308}},
+            "privacy.max_update_norm: Input should be less than or equal to 10000",
+        ),
+        (
+            {
+                "purpose": "p",
+                "companies": ["a"],
+                "privacy": {"dp": {"epsilon": 3, "delta": 1e-300}},
+            },
+            "privacy.dp.delta: Input should be greater than or equal to 0.000000000001",
+        ),
         ([1, 2], "must be a table/object"),
     ],
 )
