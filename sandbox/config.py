@@ -41,10 +41,22 @@ class Settings:
         return self.companies_dir / company_id
 
 
+def _database_url(home: Path) -> str:
+    """``SANDBOX_DATABASE_URL_FILE`` (a secret's file, e.g. /run/secrets/database-url) wins
+    over ``SANDBOX_DATABASE_URL``; the default is a SQLite file in the home."""
+    secret = _env("DATABASE_URL_FILE", "")
+    if secret:
+        try:
+            return Path(secret).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"SANDBOX_DATABASE_URL_FILE {secret}: {exc.strerror}") from None
+    return _env("DATABASE_URL", f"sqlite:///{home / 'sandbox.db'}")
+
+
 def load_settings() -> Settings:
     """Read the settings afresh from the environment (cheap; no caching, tests change env)."""
     home = Path(_env("HOME", str(Path.cwd() / ".sandbox"))).expanduser().resolve()
-    database_url = _env("DATABASE_URL", f"sqlite:///{home / 'sandbox.db'}")
+    database_url = _database_url(home)
     origin = _env("LEDGER_ORIGIN", "sandbox.example/ledger")
     return Settings(home=home, database_url=database_url, ledger_origin=origin)
 

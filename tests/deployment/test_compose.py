@@ -155,7 +155,7 @@ def test_ports_line_up() -> None:
         for published in service.get("ports", []):
             container_port = str(published).rsplit(":", 1)[1]
             assert container_port == option(argv, "--port"), f"{name}: {published}"
-            host_var = re.match(r"\$\{(\w+):-(\d+)\}", str(published))
+            host_var = re.match(r"(?:127\.0\.0\.1:)?\$\{(\w+):-(\d+)\}", str(published))
             assert host_var and host_var.group(2) == container_port, f"{name}: {published}"
         for _, _, cmd in [c for c in sandbox_commands() if c[0] == name]:
             if "--superlink" in cmd:
@@ -264,3 +264,57 @@ def test_the_image_installs_cpu_torch_first_and_makes_the_mount_points() -> None
             )
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".sandbox" in ignored
+
+
+def networks(service: dict[str, Any]) -> set[str]:
+    return set(service.get("networks") or ())
+
+
+def test_the_control_api_is_published_on_loopback_only() -> None:
+    """The SuperLink's one port also serves Flower's unauthenticated Control API: nobody on
+    the network may reach it; the nodes in this file reach it on the `fleet` network."""
+    [published] = SERVICES["superlink"]["ports"]
+    assert str(published).startswith("127.0.0.1:"), published
+    for name, service in SERVICES.items():
+        if name != "superlink" and "--superlink" in (service.get("command") or []):
+            assert "fleet" in networks(service), name
+
+
+def test_secrets_are_files_not_environment_variables() -> None:
+    declared = COMPOSE_DOC["secrets"]
+    assert set(declared) == {"postgres-password", "database-url"}
+    for name, service in SERVICES.items():
+        environment = service.get("environment") or {}
+        for key, value in environment.items():
+            assert "PASSWORD" not in key or key.endswith("_FILE"), (name, key)
+            assert "postgresql://" not in str(value), (name, key)
+            if key.endswith("_FILE"):
+                secret = str(value).removeprefix("/run/secrets/")
+                assert secret in declared and secret in service["secrets"], (name, key)
+    assert COMPOSE_DOC["secrets"]["database-url"]["environment"] == "SANDBOX_DATABASE_URL"
+
+
+def test_companies_are_on_networks_without_the_database() -> None:
+    database = networks(SERVICES["postgres"])
+    assert database == {"db"} and COMPOSE_DOC["networks"]["db"]["internal"] is True
+    companies = {n: s for n, s in SERVICES.items() if n.startswith(("node-", "company-"))}
+    assert len(companies) >= 6
+    for name, service in companies.items():
+        assert networks(service) and not networks(service) & database, name
+    # Whoever needs the database has the secret and the network; no one else has either.
+    for name, service in SERVICES.items():
+        needs = "SANDBOX_DATABASE_URL_FILE" in (service.get("environment") or {})
+        assert needs == ("db" in networks(service)) or name == "postgres", name
+
+
+def test_the_database_url_can_come_from_a_secret_file(tmp_path: Path, monkeypatch: Any) -> None:
+    from sandbox.config import load_settings
+
+    secret = tmp_path / "database-url"
+    secret.write_text("postgresql://sandbox:s3cret@postgres:5432/sandbox\n")
+    monkeypatch.setenv("SANDBOX_DATABASE_URL_FILE", str(secret))
+    monkeypatch.setenv("SANDBOX_DATABASE_URL", "sqlite:///ignored.db")
+    assert load_settings().database_url == "postgresql://sandbox:s3cret@postgres:5432/sandbox"
+    monkeypatch.setenv("SANDBOX_DATABASE_URL_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="SANDBOX_DATABASE_URL_FILE"):
+        load_settings()
