@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -25,24 +26,25 @@ token_app = typer.Typer(
 )
 
 
-def _public_key_of(public_key: str | None, key_file: Path | None, new_key: Path | None) -> str:
+def _public_key_of(
+    public_key: str | None, key_file: Path | None, new_key: Path | None
+) -> tuple[str, Any]:
+    """The public key to register, and a new private key to write once all else is valid."""
     given = [v for v in (public_key, key_file, new_key) if v is not None]
     if len(given) != 1:
         fail("give exactly one of --public-key, --key-file or --new-key")
     if public_key is not None:
-        return public_key
+        return public_key, None
     if key_file is not None:
         try:
-            return identity.public_b64(identity.read_private_key(key_file))
+            return identity.public_b64(identity.read_private_key(key_file)), None
         except identity.KeyFileError as exc:
             fail(str(exc))
     assert new_key is not None
     if new_key.exists():
         fail(f"{new_key} exists already; choose a new path for the new private key")
     key = identity.generate_key()
-    identity.write_private_key(new_key, key)
-    console.print(f"New private key written to {new_key} (0600); keep it to yourself.")
-    return identity.public_b64(key)
+    return identity.public_b64(key), key
 
 
 @principal_app.command("add")
@@ -56,15 +58,24 @@ def principal_add(
     ),
     organisation: str | None = typer.Option(None, "--organisation"),
 ) -> None:
-    """Register a principal with its public key, as the operator (decided and recorded)."""
+    """Register a principal with its public key, as the operator (decided and recorded). A
+    refused registration leaves nothing behind: a new private key is written only once every
+    input is valid, and removed again if the registration is refused."""
     gov = governance()
-    key = _public_key_of(public_key, key_file, new_key)
+    key, private = _public_key_of(public_key, key_file, new_key)
     try:
+        principal_service.check_registration(principal_id, role, key, organisation)
+        if private is not None and new_key is not None:
+            identity.write_private_key(new_key, private)
         added = principal_service.register_principal(
             gov, principal_service.operator(gov), principal_id, role, key, organisation
         )
     except (SandboxError, ValueError) as exc:
+        if private is not None and new_key is not None:
+            new_key.unlink(missing_ok=True)
         fail(str(exc))
+    if private is not None:
+        console.print(f"New private key written to {new_key} (0600); keep it to yourself.")
     console.print(f"{added.role} [bold]{added.id}[/] registered with key {key}")
 
 

@@ -131,3 +131,22 @@ def test_acting_as_someone_who_is_not_registered_is_refused(sandbox_home: Settin
         assert "no registered principal or company has this id" in result.output
     assert get_governance(sandbox_home).ledger.size == size
     assert runner.invoke(app, ["company", "list", "--as", "regulator"]).exit_code == 0
+
+
+def test_a_refused_registration_leaves_no_private_key_behind(
+    sandbox_home: Settings, tmp_path: Path
+) -> None:
+    for args, why in (
+        (["--organisation", "bad org!"], "organisation"),
+        ([], "taken"),  # "operator" is the installation's own id
+    ):
+        key = tmp_path / f"key-{len(args)}.pem"
+        principal = "operator" if not args else "dana"
+        result = runner.invoke(
+            app, ["principal", "add", principal, "--role", "engineer", "--new-key", str(key), *args]
+        )
+        assert result.exit_code == 1 and why in result.output, result.output
+        assert not key.exists()
+    key = tmp_path / "dana.pem"
+    run("principal", "add", "dana", "--role", "engineer", "--new-key", str(key))
+    assert key.exists() and key.stat().st_mode & 0o777 == 0o600
