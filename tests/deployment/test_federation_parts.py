@@ -85,9 +85,14 @@ def test_the_processes_get_tls_auth_and_no_runtime_installs(tmp_path: Path) -> N
 
 def test_a_node_never_gets_the_database_url(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("SANDBOX_DATABASE_URL", "postgresql://u:secret@db/x")
+    monkeypatch.setenv("SANDBOX_DATABASE_URL_FILE", "/run/secrets/database-url")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-flower")
     node_env = commands.flower_env(tmp_path, database=False)
     link_env = commands.flower_env(tmp_path)
     assert "SANDBOX_DATABASE_URL" not in node_env and "SANDBOX_DATABASE_URL" in link_env
+    assert "SANDBOX_DATABASE_URL_FILE" not in node_env and "SANDBOX_DATABASE_URL_FILE" in link_env
+    # Only what a Flower process needs is passed on: no other tool's credentials.
+    assert "AWS_SECRET_ACCESS_KEY" not in node_env and "AWS_SECRET_ACCESS_KEY" not in link_env
     for env in (node_env, link_env):
         assert env["FLWR_TELEMETRY_ENABLED"] == "0" and env["FLWR_HOME"] == str(tmp_path)
         assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)

@@ -40,17 +40,32 @@ def flower_program(name: str) -> str:
     return found
 
 
+PASSED_ON = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "TEMP", "TMP", "VIRTUAL_ENV",
+     "PYTHONPATH", "PYTHONHASHSEED", "PYTHONUNBUFFERED", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+)  # fmt: skip
+"""The environment variables a Flower process inherits (with :data:`PASSED_ON_PREFIXES`)."""
+PASSED_ON_PREFIXES = ("SANDBOX_", "FLWR_", "LC_", "OMP_", "MKL_", "TORCH_", "COVERAGE_")
+
+
 def flower_env(
     flwr_home: Path, extra: Mapping[str, str] | None = None, database: bool = True
 ) -> dict[str, str]:
     """The environment of a Flower process: this venv's ``bin`` first on PATH (the SuperLink
     and SuperNodes start ``flower-superexec`` by name), this process's code first on
     PYTHONPATH (so the apps they load are the code this command runs), no telemetry, no
-    update check, and its own ``FLWR_HOME``. ``database=False`` keeps the database URL out
-    (a company's node never needs it)."""
-    env = dict(os.environ)
+    update check, and its own ``FLWR_HOME``. Nothing else of this process's environment is
+    passed on but what :data:`PASSED_ON` names (no credentials of other tools reach the apps
+    Flower starts). ``database=False`` keeps the database URL out (a company's node never
+    needs it)."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key in PASSED_ON or key.startswith(PASSED_ON_PREFIXES)
+    }
     if not database:
         env.pop("SANDBOX_DATABASE_URL", None)
+        env.pop("SANDBOX_DATABASE_URL_FILE", None)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in [str(code_root()), env.get("PYTHONPATH", "")] if p
