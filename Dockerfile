@@ -16,12 +16,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 
 WORKDIR /app
+# Every other dependency at the version its lock names (sandbox/requirements.lock, written by
+# scripts/lock-requirements and covered by the code bundle hash filed with each job): two
+# builds of one code bundle install the same dependencies.
+COPY sandbox/requirements.lock ./requirements.lock
+RUN pip install --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY sandbox ./sandbox
 COPY coordinator ./coordinator
 COPY clients ./clients
 COPY policies ./policies
-RUN pip install . && rm -rf /app/sandbox /app/coordinator /app/clients /app/policies
+RUN pip install --no-deps . && pip check \
+    && rm -rf /app/sandbox /app/coordinator /app/clients /app/policies
 COPY deploy ./deploy
 
 # Mount points of the named volumes, owned by the unprivileged user so that Docker gives a

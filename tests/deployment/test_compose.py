@@ -252,7 +252,8 @@ def test_the_image_installs_cpu_torch_first_and_makes_the_mount_points() -> None
     ] == ("FROM python:3.11-slim")
     torch_at = dockerfile.index("torch==2.13.0")
     assert "download.pytorch.org/whl/cpu" in dockerfile[: torch_at + 20]
-    assert torch_at < dockerfile.index("pip install .")
+    assert torch_at < dockerfile.index("pip install --no-deps -r requirements.lock")
+    assert dockerfile.index("requirements.lock") < dockerfile.index("pip install --no-deps .")
     for line in dockerfile.splitlines():
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:
@@ -318,3 +319,23 @@ def test_the_database_url_can_come_from_a_secret_file(tmp_path: Path, monkeypatc
     monkeypatch.setenv("SANDBOX_DATABASE_URL_FILE", str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="SANDBOX_DATABASE_URL_FILE"):
         load_settings()
+
+
+def test_the_image_installs_exactly_the_locked_dependencies() -> None:
+    """Every runtime dependency the project names is pinned (==) in the lock, which lives in
+    the `sandbox` package, so the code bundle filed with a job covers it."""
+    from sandbox.protocol.bundle import running_bundle
+
+    lock = (ROOT / "sandbox" / "requirements.lock").read_text().splitlines()
+    pinned = {
+        re.sub(r"[-_.]+", "-", line.split("==")[0]).lower(): line.split("==")[1]
+        for line in lock
+        if line and not line.startswith("#")
+    }
+    assert all(re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", v) for v in pinned.values())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        name = re.sub(r"[-_.]+", "-", re.split(r"[\[=<>~ ]", requirement)[0]).lower()
+        assert name == "torch" or name in pinned, f"{name} is not in the lock"
+    assert "torch" not in pinned  # pinned in the Dockerfile, from the CPU index
+    assert "sandbox/requirements.lock" in dict(running_bundle().files)
