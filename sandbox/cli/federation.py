@@ -13,7 +13,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 from cryptography.hazmat.primitives import serialization
@@ -260,6 +260,12 @@ def run(
     superlink: str | None = SUPERLINK_OPTION,
     ca: Path | None = CA_OPTION,
     timeout: float = typer.Option(3600.0, "--timeout", min=10.0, help="Seconds at most."),
+    once: bool = typer.Option(
+        False,
+        "--once",
+        help="With --spec: if this engineer filed the same spec before, run "
+        "that job if it has not started, and file nothing if it completed (repeatable starts).",
+    ),
 ) -> None:
     """Start a filed job on the federation (decided and recorded), follow its rounds, and
     check how it ended."""
@@ -272,6 +278,14 @@ def run(
     cli = _connection(superlink, ca)
     try:
         starter = acting(gov, filed_by, "engineer")
+        earlier = _filed_before(gov, starter, load_job_spec(spec)) if once and spec else None
+        if earlier is not None and earlier.status in ("completed", "running"):
+            console.print(f"Job {earlier.id} ran this spec already ({earlier.status}); nothing "
+                          "filed (stop a job left running before filing the spec again)")  # fmt: skip
+            return
+        if earlier is not None:
+            console.print(f"Job {earlier.id} was filed with this spec already ({earlier.status})")
+            job_id, spec = earlier.id, None
         if spec is not None:
             filed = job_service.file_job(gov, load_job_spec(spec), starter)
             job = filed.job
@@ -333,6 +347,15 @@ def run(
     )
     if not outcome.ok:
         raise typer.Exit(1)
+
+
+def _filed_before(gov: Any, engineer: Any, spec: Any) -> Any:
+    """The newest job ``engineer`` filed with this very spec that completed, is running, or
+    can still run (None: none)."""
+    filed = job_service.list_jobs(gov, engineer, engineer=engineer.id, limit=500)
+    same = [j for j in filed if j.spec_hash == spec.spec_hash]
+    usable = [j for j in same if j.status in ("completed", "running", "admitted", "approved")]
+    return usable[0] if usable else None
 
 
 @federation_app.command("ping")
