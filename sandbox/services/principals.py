@@ -186,24 +186,29 @@ def register_principal(
 
 
 def ensure_operator(gov: Governance) -> Principal:
-    """The operator principal, created at first start from the sandbox's operator key (the
-    installation's own bootstrap, not a decision: no principal exists yet to decide on)."""
-    existing = store.find_principal(gov.engine, OPERATOR_ID)
+    """The installation's own principals, created at first start (its bootstrap, not a
+    decision: no principal exists yet to decide on): the operator, from the sandbox's operator
+    key, and the installation's regulator, from the sandbox's regulator key (so that every
+    face names it alike: ``--as regulator``, ``sandbox token issue regulator``). Returns the
+    operator."""
+    _ensure(gov, INSTALLATION_REGULATOR, "regulator", gov.regulator_public_key)
+    key = identity.sandbox_key(gov.settings.keys_dir, "operator")
+    return _ensure(gov, OPERATOR_ID, "operator", identity.public_b64(key))
+
+
+def _ensure(gov: Governance, principal_id: str, role: str, public_key: str) -> Principal:
+    existing = store.find_principal(gov.engine, principal_id)
     if existing is not None:
         return existing
-    key = identity.sandbox_key(gov.settings.keys_dir, "operator")
     try:
         return store.add_principal(
             gov.engine,
             Principal(
-                id=OPERATOR_ID,
-                role="operator",
-                public_key=identity.public_b64(key),
-                registered_by=OPERATOR_ID,
+                id=principal_id, role=role, public_key=public_key, registered_by=OPERATOR_ID
             ),
         )
     except Conflict:  # another process created it first
-        return store.get_principal(gov.engine, OPERATOR_ID)
+        return store.get_principal(gov.engine, principal_id)
 
 
 def list_principals(gov: Governance, actor: Any) -> list[Principal]:

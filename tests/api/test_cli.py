@@ -150,3 +150,16 @@ def test_a_refused_registration_leaves_no_private_key_behind(
     key = tmp_path / "dana.pem"
     run("principal", "add", "dana", "--role", "engineer", "--new-key", str(key))
     assert key.exists() and key.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_installation_regulator_has_one_name_in_every_face(sandbox_home: Settings) -> None:
+    """`--as regulator` (reports, approvals) and `sandbox token issue regulator` name the same
+    principal: the installation's regulator, whose key is the sandbox's regulator key."""
+    client = TestClient(create_app(sandbox_home, run_capacity=0))
+    token = run("token", "issue", "regulator", "--role", "regulator").split()[-1]
+    assert token.startswith("sbx_")
+    me = client.get("/auth/tokens", headers={"Authorization": f"Bearer {token}"}).json()
+    assert me["principal_id"] == "regulator" and me["role"] == "regulator"
+    queue = client.get("/approvals", headers={"Authorization": f"Bearer {token}"})
+    assert queue.status_code == 200
+    assert runner.invoke(app, ["company", "list", "--as", "regulator"]).exit_code == 0
