@@ -203,9 +203,7 @@ def _ensure(gov: Governance, principal_id: str, role: str, public_key: str) -> P
     try:
         return store.add_principal(
             gov.engine,
-            Principal(
-                id=principal_id, role=role, public_key=public_key, registered_by=OPERATOR_ID
-            ),
+            Principal(id=principal_id, role=role, public_key=public_key, registered_by=OPERATOR_ID),
         )
     except Conflict:  # another process created it first
         return store.get_principal(gov.engine, principal_id)
