@@ -61,13 +61,21 @@ class RunContext:
         proved its identity."""
         return [c for c in self.spec.companies if c in self.messenger.nodes]
 
+    @property
+    def minimum(self) -> int:
+        """How many companies a step needs: the spec's minimum, or the one the policy decided
+        for the job's tier (its warrant's rules) when that is higher."""
+        warrant = self.warrant
+        decided = warrant.rules.min_participants if warrant is not None else 0
+        return max(self.spec.min_participants, decided)
+
     def require(self, accepted: Collection[str], what: str, exchange: Exchange) -> None:
-        if len(accepted) < self.spec.min_participants:
+        if len(accepted) < self.minimum:
             reasons = {**exchange.missing, **exchange.rejected}
             detail = "; ".join(f"{c}: {r}" for c, r in sorted(reasons.items()))
             raise JobStopped(
                 f"{what}: {len(accepted)} companies took part, fewer than the minimum "
-                f"{self.spec.min_participants}" + (f" ({detail})" if detail else "")
+                f"{self.minimum}" + (f" ({detail})" if detail else "")
             )
 
     def base_plan(self, encoding: FeatureSpec, threshold: float = 0.5) -> TrainingPlan:

@@ -74,14 +74,14 @@ def run_round(
     if plan.dp is not None and ctx.privacy is None:
         raise RuntimeError("a DP job's round cannot run without its privacy bookkeeping")
     asked, sat_out = select(ctx, number, plan)
-    if len(asked) < ctx.spec.min_participants:
+    if len(asked) < ctx.minimum:
         if ctx.privacy is not None:
             ctx.privacy.release()  # no task goes out, so nothing was spent
         store_round(ctx, number, "failed", [], Exchange(), {}, started, sat_out)
         detail = "; ".join(f"{c}: {r}" for c, r in sorted(sat_out.items()))
         raise JobStopped(
             f"round {number}: {len(asked)} companies may take part, fewer than the minimum "
-            f"{ctx.spec.min_participants}" + (f" ({detail})" if detail else "")
+            f"{ctx.minimum}" + (f" ({detail})" if detail else "")
         )
     config: dict[str, Any] = {"round": number, "plan": plan.model_dump_json()}
     if ctx.messenger.warrant is not None:

@@ -111,11 +111,11 @@ class JobRunner:
     def _run(self) -> dict[str, Any]:
         ctx = self.ctx
         handshake.identify(ctx)
-        if len(ctx.participants()) < ctx.spec.min_participants:
+        if len(ctx.participants()) < ctx.minimum:
             missing = sorted(set(ctx.spec.companies) - set(ctx.messenger.nodes))
             raise JobStopped(
                 f"only {len(ctx.participants())} company nodes proved their identity, fewer "
-                f"than the minimum {ctx.spec.min_participants}; not reachable: "
+                f"than the minimum {ctx.minimum}; not reachable: "
                 f"{', '.join(missing)}"
             )
         start = ctx.job.rounds_completed

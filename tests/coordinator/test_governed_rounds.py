@@ -199,3 +199,29 @@ def test_too_few_left_after_a_revocation_stops_the_job_and_says_why(
     assert [(r.number, r.status) for r in rounds] == [(1, "completed"), (2, "failed")]
     actions = [r["action"] for r in ledger_records(sandbox_home)]
     assert "round.failed" in actions and actions[-1] == "job.stopped"
+
+
+def test_the_minimum_a_run_states_is_the_one_the_policy_decided(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A spec that asks for 2 companies in a tier whose rule asks for 3: the run checks, and
+    its stop message states, 3 (the warrant's rule), not the spec's 2."""
+    from coordinator.context import RunContext
+    from sandbox.protocol.jobspec import JobSpec
+    from sandbox.protocol.warrant import Warrant, WarrantDataset, WarrantRules
+    from sandbox.registry.models import Job
+
+    spec = JobSpec(purpose="p", companies=("a", "b", "c"), min_participants=2)
+    rules = WarrantRules(requires_dp=True, requires_secure_aggregation=True,
+                         dp_epsilon_cap=3.0, min_participants=3)  # fmt: skip
+    warrant = Warrant(job_id="job-1", engineer="eve", spec=spec.model_dump(mode="json"),
+                      spec_hash=spec.spec_hash, code_bundle="0" * 64, tier="high", rules=rules,
+                      policy_set="0" * 64, admission_index=0, issued_at="unsigned",
+                      datasets=tuple(WarrantDataset(company=c, dataset=f"{c}/d", industry="x",
+                                                    grade="core", personal_data=True)
+                                     for c in spec.companies))  # fmt: skip
+    job = Job(id="job-1", purpose="p", spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash,
+              filed_by="eve", status="running", warrant=warrant.text())  # fmt: skip
+    fields = dict.fromkeys(RunContext.__dataclass_fields__, None)
+    ctx = RunContext(**{**fields, "job": job, "spec": spec})
+    assert ctx.minimum == 3
+    ctx.job = Job(**{**job.model_dump(), "warrant": None})
+    assert ctx.minimum == 2
