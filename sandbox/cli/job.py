@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -166,6 +167,7 @@ def job_show(
             fmt(auc, 4),
         )
     console.print(table)
+    _per_company(job.result or {})
     if job.model_hash:
         console.print(f"model hash {job.model_hash}")
     for release in overview.releases:
@@ -174,6 +176,55 @@ def job_show(
             f"{release.decided_at:%Y-%m-%d %H:%M} UTC): {'; '.join(release.reasons)}"
             + (f"; exported to {release.exported_to}" if release.exported_to else "")
         )
+    if overview.releases and not overview.releases[-1].allowed:
+        console.print("[bold red]the model was not released: it may not be used[/]")
+
+
+def _per_company(result: dict[str, Any]) -> None:
+    """Each company's AUC with the federated model beside its local-only model, as far as
+    the reader may see (a company sees its own row)."""
+    companies = result.get("companies") or {}
+    if not companies:
+        return
+    table = Table("company", "AUC federated", "AUC local-only", "gap (local - federated)")
+    for company, figures in sorted(companies.items()):
+        federated = (figures.get("federated") or {}).get("auc")
+        local = (figures.get("local") or {}).get("auc")
+        gap = None if federated is None or local is None else local - federated
+        table.add_row(company, fmt(federated, 4), fmt(local, 4), fmt(gap, 4))
+    mean = result.get("mean_auc") or {}
+    table.add_row("mean", fmt(mean.get("federated"), 4), fmt(mean.get("local"), 4), "")
+    console.print(table)
+
+
+@job_app.command("list")
+def job_list(
+    status: str | None = typer.Option(None, "--status", help="Only jobs in this status"),
+    limit: int = typer.Option(50, "--limit", min=1, max=500),
+    as_: str = typer.Option("regulator", "--as", help=AS_HELP),
+) -> None:
+    """Jobs, newest first: those the reader may list (an engineer's own, a company's, all
+    for a regulator or the operator)."""
+    gov = governance()
+    try:
+        reader = acting(gov, as_, "regulator")
+        kind = getattr(reader, "KIND", "")
+        found = job_service.list_jobs(
+            gov,
+            reader,
+            engineer=reader.id if kind == "Engineer" else None,
+            company=reader.id if kind == "Company" else None,
+            status=status,
+            limit=limit,
+        )
+    except SandboxError as exc:
+        fail(str(exc))
+    table = Table("job", "status", "purpose", "tier", "companies", "filed", "filed by")
+    for job in found:
+        table.add_row(job.id, job.status, job.purpose, job.risk_tier,
+                      str(len(job.spec.get("companies", []))),
+                      f"{job.filed_at:%Y-%m-%d %H:%M}", job.filed_by)  # fmt: skip
+    console.print(table)
 
 
 def report(

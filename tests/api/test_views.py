@@ -135,3 +135,27 @@ def test_the_event_stream_and_the_console_are_shaped_the_same_way(world: World, 
     assert "rival's budget" not in page.text
     full = world.client.get(f"/console/jobs/{job}", headers=world.headers("regulator"))
     assert full.status_code == 200 and "budget" in full.text
+
+
+def test_the_cli_shows_each_reader_its_view_and_lists_jobs(world: World, job: str) -> None:
+    from typer.testing import CliRunner
+
+    from sandbox.cli import app
+    from sandbox.registry.models import Release
+
+    runs.store_release(world.gov.engine, Release(
+        job_id=job, model_hash="ab" * 32, tier="low", allowed=False, decided_by="policy",
+        reasons=[f"{RIVAL}'s AUC fell 0.0311 below its own"], assessment={},
+    ))  # fmt: skip
+    runner = CliRunner()
+    own = runner.invoke(app, ["job", "show", job, "--as", OWN])
+    assert own.exit_code == 0, own.output
+    assert str(OWN_AUC) in own.output and str(RIVAL_AUC) not in own.output
+    assert "another company's AUC fell" in own.output
+    assert "the model was not released: it may not be used" in own.output
+    full = runner.invoke(app, ["job", "show", job, "--as", "reg"])
+    assert str(OWN_AUC) in full.output and str(RIVAL_AUC) in full.output
+    listed = runner.invoke(app, ["job", "list", "--as", OWN])
+    assert listed.exit_code == 0 and job in listed.output
+    assert job in runner.invoke(app, ["job", "list", "--as", "eve"]).output
+    assert job not in runner.invoke(app, ["job", "list", "--as", "mallory"]).output
