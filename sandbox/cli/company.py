@@ -284,6 +284,31 @@ def company_list(
     console.print(table)
 
 
+@company_app.command("budget")
+def company_budget(
+    company_id: str = typer.Argument(..., help="The company's id"),
+    as_: str | None = typer.Option(None, "--as", help="Who reads (default: the company)"),
+) -> None:
+    """The privacy budget (epsilon) the company has spent and has left, per purpose: a job
+    whose need is above what is left is refused at filing, approval and start."""
+    from sandbox.services.budgets import company_budgets
+
+    gov = governance()
+    try:
+        found = company_budgets(gov, acting(gov, as_ or company_id, "company"), company_id)
+    except SandboxError as exc:
+        fail(str(exc))
+    if not found:
+        console.print(f"{company_id} has spent no privacy budget yet")
+        return
+    tiers = list(found[0].caps)
+    table = Table("purpose", "jobs", "epsilon spent", *(f"left in a {t}-tier job" for t in tiers))
+    for budget in found:
+        table.add_row(budget.purpose, str(budget.jobs), f"{budget.spent:.4f}",
+                      *(f"{budget.left(t):.4f}" for t in tiers))  # fmt: skip
+    console.print(table)
+
+
 @company_app.command("applications")
 def company_applications(
     status: str = typer.Option("pending", "--status", help="pending, admitted or refused"),

@@ -26,7 +26,7 @@ from sandbox.protocol.warrant import Warrant
 from sandbox.registry import companies as company_store
 from sandbox.registry import jobs as store
 from sandbox.registry.models import Dataset, Job, PolicyDecision, Release, Round
-from sandbox.services import warrants
+from sandbox.services import budgets, warrants
 from sandbox.services.base import actor_of, authorize, company_in_question, denied, view
 from sandbox.services.views import FigureScope, figure_scope
 from sandbox.utc import rfc3339, utcnow
@@ -128,6 +128,8 @@ def file_job(
         # Nothing permits this filer to file at all (its role): a denied decision, recorded,
         # and no job stored.
         raise denied(decision)
+    if decision.allowed:
+        budgets.check_budgets(gov, filer, world, spec, job_id, "filing")
     if not decision.allowed:
         status = JobStatus.DENIED
     elif approval_by:
@@ -217,6 +219,7 @@ def approve_job(
     _check_recent(signed_at)
     approval = warrants.signed_approval(gov, job, regulator.id, signed_at, note, signature)
     world = world_of(gov, job)
+    budgets.check_budgets(gov, regulator, world, store.job_spec(job), job_id, "approval")
     warrant = warrants.issue(gov, job, world, approval)
     approved = store.move_job(
         gov.engine,

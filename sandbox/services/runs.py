@@ -22,8 +22,9 @@ from sandbox.registry import companies as company_store
 from sandbox.registry import jobs as store
 from sandbox.registry import privacy as privacy_store
 from sandbox.registry.models import Dataset, Job, Receipt, Release, Round
+from sandbox.services import budgets
 from sandbox.services.base import actor_of
-from sandbox.services.jobs import authorize_job
+from sandbox.services.jobs import authorize_job, world_of
 from sandbox.utc import utcnow
 from sandbox.vocabulary import NOT_RUNNABLE_BECAUSE, RUNNABLE, JobStatus
 
@@ -50,6 +51,7 @@ def start_job(
             f"machine with `sandbox job run {job_id}`"
         )
     check_runnable(job)
+    budgets.check_budgets(gov, actor, world_of(gov, job), spec(job), job_id, "start")
     started = store.move_job(
         gov.engine,
         job_id,
