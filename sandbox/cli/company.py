@@ -51,10 +51,16 @@ def _joined(joined: Joined) -> None:
     dataset = joined.dataset
     assert dataset is not None
     folder = load_settings().company_dir(joined.company.id)
+    manifest = dataset.manifest
     console.print(
         f"[green]{joined.company.id} joined[/]: dataset {dataset.id} ({dataset.row_count} rows, "
         f"grade {dataset.grade}), vault at {folder / 'vault'}; "
         f"consents: {', '.join(c.purpose for c in joined.consents) or 'none'}"
+    )
+    console.print(
+        f"the node split the rows {manifest.get('train_rows')} for training and "
+        f"{manifest.get('test_rows')} for testing (stratified by the target, 75/25; `--seed` "
+        "chooses the split); only the test rows score models"
     )
 
 
