@@ -86,7 +86,8 @@ def test_budgets_exclude_a_company_at_its_cap_and_stop_the_job(
     at_cap, running_out = companies[0], companies[1]
     dp = {"epsilon": 2.0}
     training = {"rounds": 3, "local_epochs": 1, "batch_size": 512, "learning_rate": 1.0}
-    # An earlier job of the same purpose already spent budget of two companies.
+    # An earlier job of the same purpose spends budget of two companies while this one runs
+    # (at filing and at start each had enough: those checks are tests/api/test_budgets.py).
     earlier = file(engine, companies[:2], rounds=1)
     train_rows = len(NodeHome(sandbox_home.company_dir(running_out)).vault("census").read("train"))
     schedule = plan_schedule(DifferentialPrivacySpec(**dp), train_rows, 512, 1, 3)
@@ -98,20 +99,28 @@ def test_budgets_exclude_a_company_at_its_cap_and_stop_the_job(
 
     cap = epsilon_cap("low")
     leaves_room_for_two = cap - (spent_after(2) + spent_after(3)) / 2
-    with session_scope(engine) as session:
-        for company, spent in ((at_cap, cap), (running_out, leaves_room_for_two)):
-            session.add(
-                PrivacySpend(
-                    company_id=company, purpose=PURPOSE, job_id=earlier, round=1,
-                    epsilon=spent, epsilon_job=spent, delta=1e-4, noise_multiplier=1.0,
-                    sample_rate=1.0, steps=1, status="reported",
-                )
-            )  # fmt: skip
+
+    def spend_elsewhere() -> None:
+        """The earlier job spends while this one starts (after its budget check passed)."""
+        with session_scope(engine) as session:
+            for company, spent in ((at_cap, cap), (running_out, leaves_room_for_two)):
+                session.add(
+                    PrivacySpend(
+                        company_id=company, purpose=PURPOSE, job_id=earlier, round=1,
+                        epsilon=spent, epsilon_job=spent, delta=1e-4, noise_multiplier=1.0,
+                        sample_rate=1.0, steps=1, status="reported",
+                    )
+                )  # fmt: skip
+
     job = file_governed(sandbox_home, companies, min_participants=3, privacy={"dp": dp}, **training)
     replies: list[tuple[str, str, RecordDict]] = []
-    outcome = run_jobs_on_simulation(
-        sandbox_home, [job], observer=lambda t, c, r: replies.append((t, c, r))
-    )[job]
+
+    def observe(task: str, company: str, content: RecordDict) -> None:
+        if not replies:  # the first reply (identification) comes before any DP run
+            spend_elsewhere()
+        replies.append((task, company, content))
+
+    outcome = run_jobs_on_simulation(sandbox_home, [job], observer=observe)[job]
 
     assert outcome["status"] == "stopped", outcome
     assert "round 3: 2 companies may take part, fewer than the minimum 3" in outcome["reason"]
