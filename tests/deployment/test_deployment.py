@@ -142,6 +142,11 @@ def test_up_starts_three_authenticated_nodes_with_registry_keys(federation: Fede
     assert (federation.settings.keys_dir / pki.CA_KEY).stat().st_mode & 0o077 == 0
 
 
+SMALL_DP = {"dp": {"epsilon": 0.5}}
+"""For the federation's later jobs: its companies spent most of their budget for the
+purpose on the jobs before, and a job they cannot pay for is refused at filing."""
+
+
 def governed_job(settings: Settings, companies: list[str], **fields: Any) -> Job:
     """A job filed through the policy engine, as the product files it: census rows are
     personal data, so it trains with differential privacy."""
@@ -541,7 +546,7 @@ def test_a_spec_rewritten_in_the_database_never_reaches_a_company(
     engine = get_engine(federation.settings.database_url)
     job = governed_job(
         federation.settings, federation.companies, rounds=1, local_epochs=1,
-        min_participants=2, round_timeout_s=180,
+        min_participants=2, round_timeout_s=180, privacy=SMALL_DP,
     )  # fmt: skip
     spec = dict(job.spec)
     spec["privacy"] = {**spec["privacy"], "dp": None}
@@ -572,6 +577,7 @@ def test_down_stops_a_run_in_flight_and_leaves_no_process(federation: Federation
         rounds=50,
         local_epochs=1,
         min_participants=2,
+        privacy=SMALL_DP,
     )
     cli = local.cli_for(federation.settings, state.address)
     submitted: list[str] = []
