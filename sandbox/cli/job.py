@@ -41,6 +41,7 @@ def job_file(
     gov = governance()
     try:
         spec = load_job_spec(spec_file)
+        _effective(spec_file, spec)
         filed = job_service.file_job(gov, spec, acting(gov, filed_by, "engineer"))
     except JobSpecError as exc:
         err.print("[bold red]The job spec cannot be filed:[/]")
@@ -60,6 +61,21 @@ def job_file(
         console.print(f"  awaits a regulator's approval ({', '.join(filed.approval_by)})")
     if not filed.allowed:
         raise typer.Exit(1)
+
+
+def _effective(spec_file: Path, spec: Any) -> None:
+    """Print the settings the job runs with and where each comes from."""
+    from sandbox.files import DocumentError, read_document
+    from sandbox.protocol.jobspec import effective_settings
+
+    try:
+        raw = read_document(spec_file, "job spec")
+    except DocumentError:
+        return
+    table = Table("setting", "value", "from")
+    for name, value, source in effective_settings(raw, spec):
+        table.add_row(name, str(value), source)
+    console.print(table)
 
 
 @job_app.command("approve")

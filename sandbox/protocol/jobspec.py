@@ -163,3 +163,23 @@ def load_job_spec(path: Path) -> JobSpec:
     except DocumentError as exc:
         raise JobSpecError([str(exc)]) from None
     return parse_job_spec(raw)
+
+
+SHOWN_SETTINGS = ("dataset", "rounds", "local_epochs", "learning_rate", "batch_size",
+                  "optimizer", "min_participants", "evaluate_every", "seed")  # fmt: skip
+
+
+def effective_settings(raw: Any, spec: JobSpec) -> list[tuple[str, Any, str]]:
+    """The training settings a spec runs with and where each comes from: the spec itself,
+    the defaults of a DP job (:data:`DP_TRAINING_DEFAULTS`) or the general defaults."""
+    given = raw if isinstance(raw, dict) else {}
+    rows = []
+    for name in SHOWN_SETTINGS:
+        if name in given:
+            source = "your spec"
+        elif spec.privacy.dp is not None and name in DP_TRAINING_DEFAULTS:
+            source = "default under DP"
+        else:
+            source = "default"
+        rows.append((name, getattr(spec, name), source))
+    return rows

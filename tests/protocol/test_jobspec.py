@@ -114,3 +114,19 @@ def test_a_dp_spec_takes_the_dp_training_defaults_it_leaves_unset() -> None:
     assert chosen.rounds == 7 and chosen.batch_size == 512
     # The filled-in values are part of what is filed and hashed.
     assert JobSpec.model_validate(dp.model_dump()).spec_hash == dp.spec_hash
+
+
+def test_the_effective_settings_say_where_each_comes_from() -> None:
+    from sandbox.protocol.jobspec import effective_settings
+
+    raw = {"purpose": "p", "companies": ["a", "b"], "rounds": 7,
+           "privacy": {"dp": {"epsilon": 3.0}}}  # fmt: skip
+    shown = {name: (value, source) for name, value, source in
+             effective_settings(raw, parse_job_spec(raw))}  # fmt: skip
+    assert shown["rounds"] == (7, "your spec")
+    assert shown["learning_rate"] == (2.0, "default under DP")
+    assert shown["batch_size"] == (512, "default under DP")
+    assert shown["dataset"] == ("census", "default")
+    plain = {"purpose": "p", "companies": ["a", "b"]}
+    shown = {n: s for n, _, s in effective_settings(plain, parse_job_spec(plain))}
+    assert shown["learning_rate"] == "default"
