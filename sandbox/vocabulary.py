@@ -100,8 +100,12 @@ REGISTERED_ROLES: tuple[Role, ...] = ("engineer", "regulator", "operator")
 """Roles the operator registers; companies become principals by joining."""
 OPERATOR_ID = "operator"
 """The operator principal, created at first start from the sandbox's operator key."""
+INSTALLATION_REGULATOR = "regulator"
+"""The installation's own regulator, whose key is the sandbox's regulator key."""
+INSTALLATION_ENGINEER = "engineer"
+"""The engineer the sandbox's own CLI files jobs as by default."""
 RESERVED_IDS = frozenset(
-    {OPERATOR_ID, "regulator", "engineer", "coordinator", "sandbox", "admin", "administrator",
+    {OPERATOR_ID, INSTALLATION_REGULATOR, INSTALLATION_ENGINEER, "coordinator", "sandbox", "admin", "administrator",
      "root", "system", "superlink", "anonymous"}
 )  # fmt: skip
 """Ids no company or registered principal may take: the installation's own principals and

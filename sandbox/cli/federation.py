@@ -13,7 +13,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import typer
 from cryptography.hazmat.primitives import serialization
@@ -278,7 +278,9 @@ def run(
     cli = _connection(superlink, ca)
     try:
         starter = acting(gov, filed_by, "engineer")
-        earlier = _filed_before(gov, starter, load_job_spec(spec)) if once and spec else None
+        earlier = (
+            job_service.filed_before(gov, starter, load_job_spec(spec)) if once and spec else None
+        )
         if earlier is not None and earlier.status in ("completed", "running"):
             console.print(f"Job {earlier.id} ran this spec already ({earlier.status}); nothing "
                           "filed (stop a job left running before filing the spec again)")  # fmt: skip
@@ -347,15 +349,6 @@ def run(
     )
     if not outcome.ok:
         raise typer.Exit(1)
-
-
-def _filed_before(gov: Any, engineer: Any, spec: Any) -> Any:
-    """The newest job ``engineer`` filed with this very spec that completed, is running, or
-    can still run (None: none)."""
-    filed = job_service.list_jobs(gov, engineer, engineer=engineer.id, limit=500)
-    same = [j for j in filed if j.spec_hash == spec.spec_hash]
-    usable = [j for j in same if j.status in ("completed", "running", "admitted", "approved")]
-    return usable[0] if usable else None
 
 
 @federation_app.command("ping")

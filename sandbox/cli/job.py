@@ -25,7 +25,7 @@ from sandbox.ledger import LedgerError
 from sandbox.protocol.jobspec import JobSpecError, load_job_spec
 from sandbox.services import audit as audit_service
 from sandbox.services import jobs as job_service
-from sandbox.services.warrants import INSTALLATION_REGULATOR
+from sandbox.vocabulary import INSTALLATION_REGULATOR
 
 job_app = typer.Typer(help="Engineers: file, run and inspect training jobs.", no_args_is_help=True)
 

@@ -15,10 +15,7 @@ from sandbox.data.validation import DataValidationError
 from sandbox.errors import NotFound
 from sandbox.governance import Governance, get_governance
 from sandbox.services import principals as principal_service
-from sandbox.services.warrants import INSTALLATION_REGULATOR
-from sandbox.vocabulary import OPERATOR_ID
-
-INSTALLATION_ENGINEER = "engineer"
+from sandbox.vocabulary import INSTALLATION_ENGINEER, INSTALLATION_REGULATOR, OPERATOR_ID
 
 # Piped output (logs, CI) gets a wide page so that tables keep their columns.
 console = Console(width=None if sys.stdout.isatty() else 160)

@@ -28,7 +28,7 @@ from sandbox.protocol.messages import TrainingPlan
 from sandbox.protocol.receipts import ReceiptError, verify_receipt
 from sandbox.runtime.simulation import run_on_simulation
 from sandbox.services import audit, companies, jobs, principals
-from sandbox.services.warrants import INSTALLATION_REGULATOR
+from sandbox.vocabulary import INSTALLATION_REGULATOR
 
 PURPOSE = "income-prediction"
 DEMO_ENGINEER = "demo-engineer"

@@ -26,9 +26,7 @@ from sandbox.services.companies import company_data
 BUDGET_POLICY = "admission.dp_budget_left"
 
 
-def budget_short(
-    gov: Governance, world: JobWorld, spec: JobSpec, job_id: str | None = None
-) -> dict[str, str]:
+def budget_short(gov: Governance, world: JobWorld, spec: JobSpec, job_id: str) -> dict[str, str]:
     """The companies whose budget for the purpose cannot pay for what the job still needs of
     them, each with the policy's reason (asked, not recorded)."""
     if spec.privacy.dp is None:
@@ -36,7 +34,7 @@ def budget_short(
     short = {}
     for company, facts in sorted(world.companies.items()):
         spent = privacy_store.spent_for_purpose(gov.engine, company, spec.purpose).epsilon
-        used = privacy_store.spent_in_job(gov.engine, company, job_id)[0] if job_id else 0.0
+        used = privacy_store.spent_in_job(gov.engine, company, job_id)[0]  # 0 before filing
         needed = max(0.0, spec.privacy.dp.epsilon - used)
         context = RoundContext(
             round=1, epsilon_spent=Decimal(str(spent)), epsilon_next=Decimal(str(needed))
@@ -53,7 +51,7 @@ def check_budgets(
     gov: Governance, actor: Any, world: JobWorld, spec: JobSpec, job_id: str, step: str
 ) -> None:
     """Refuse (Conflict), recorded, when some company's budget cannot pay for the job."""
-    short = budget_short(gov, world, spec, job_id if step != "filing" else None)
+    short = budget_short(gov, world, spec, job_id)
     if not short:
         return
     gov.record(

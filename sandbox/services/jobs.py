@@ -30,7 +30,13 @@ from sandbox.services import budgets, warrants
 from sandbox.services.base import actor_of, authorize, company_in_question, denied, view
 from sandbox.services.views import FigureScope, figure_scope
 from sandbox.utc import rfc3339, utcnow
-from sandbox.vocabulary import MAX_PARTICIPANTS, JobStatus, dataset_id, new_id
+from sandbox.vocabulary import (
+    INSTALLATION_REGULATOR,
+    MAX_PARTICIPANTS,
+    JobStatus,
+    dataset_id,
+    new_id,
+)
 
 APPROVAL_SKEW = timedelta(minutes=10)
 
@@ -352,6 +358,15 @@ def job_result(gov: Governance, actor: Any, job_id: str) -> Job:
     return job
 
 
+def filed_before(gov: Governance, engineer: Any, spec: JobSpec) -> Job | None:
+    """The newest job ``engineer`` filed with this very spec that completed, is running, or
+    can still run (None: none): what a repeated start (``federation run --once``) reuses."""
+    filed = list_jobs(gov, engineer, engineer=engineer.id, limit=500)
+    same = [j for j in filed if j.spec_hash == spec.spec_hash]
+    usable = [j for j in same if j.status in ("completed", "running", "admitted", "approved")]
+    return usable[0] if usable else None
+
+
 def list_jobs(
     gov: Governance,
     actor: Any,
@@ -439,4 +454,4 @@ def approve_as_installation_regulator(gov: Governance, job_id: str, note: str) -
     """Approve as the installation's own regulator, whose key is in the sandbox's home (the
     demo plays it; so do the benchmarks)."""
     key = identity.sandbox_key(gov.settings.keys_dir, "regulator")
-    return approve_with_key(gov, RegulatorFacts(warrants.INSTALLATION_REGULATOR), job_id, note, key)
+    return approve_with_key(gov, RegulatorFacts(INSTALLATION_REGULATOR), job_id, note, key)

@@ -31,9 +31,9 @@ from sandbox.registry import companies as company_store
 from sandbox.registry import principals as store
 from sandbox.registry.models import ApiToken, Principal
 from sandbox.services.base import actor_of, authorize, id_available, read_registry
-from sandbox.services.warrants import INSTALLATION_REGULATOR, endorsement_for
+from sandbox.services.warrants import endorsement_for
 from sandbox.utc import rfc3339, utcnow
-from sandbox.vocabulary import OPERATOR_ID, REGISTERED_ROLES, ROLES, new_id
+from sandbox.vocabulary import INSTALLATION_REGULATOR, OPERATOR_ID, REGISTERED_ROLES, ROLES, new_id
 
 TOKEN_PATTERN = r"^sbx_[A-Za-z0-9_-]{43}$"
 TOKEN_PREFIX = "sbx_"

@@ -32,9 +32,8 @@ from sandbox.registry import jobs as job_store
 from sandbox.registry import principals as principal_store
 from sandbox.registry.models import Job
 from sandbox.utc import rfc3339, utcnow
-from sandbox.vocabulary import OPERATOR_ID
+from sandbox.vocabulary import INSTALLATION_REGULATOR, OPERATOR_ID
 
-INSTALLATION_REGULATOR = "regulator"
 """The regulator whose key is the installation's own (it signs policy sets and endorses the
 keys of the other regulators)."""
 

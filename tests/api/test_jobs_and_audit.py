@@ -233,18 +233,17 @@ def test_a_repeated_start_runs_the_job_filed_before_and_files_nothing(world: Wor
     """`sandbox federation run --once --spec`: a second `docker compose up` finds the job
     filed with the same spec, runs it if it has not started, and files nothing after it
     completed (so that no privacy budget is spent twice by a restart)."""
-    from sandbox.cli.federation import _filed_before
     from sandbox.services import runs
 
     spec = world.spec(["construction", "transportation"], description="once")
     eve = EngineerFacts("eve")
-    assert _filed_before(world.gov, eve, spec) is None
+    assert job_service.filed_before(world.gov, eve, spec) is None
     filed = job_service.file_job(world.gov, spec, eve).job
-    assert _filed_before(world.gov, eve, spec).id == filed.id
+    assert job_service.filed_before(world.gov, eve, spec).id == filed.id
     runs.begin(world.gov.engine, filed.id)
-    assert _filed_before(world.gov, eve, spec).status == "running"  # not filed again
+    assert job_service.filed_before(world.gov, eve, spec).status == "running"  # not filed again
     runs.complete(world.gov.engine, filed.id, "ab" * 32, {})
-    assert _filed_before(world.gov, eve, spec).status == "completed"
+    assert job_service.filed_before(world.gov, eve, spec).status == "completed"
     other = world.spec(["construction", "transportation"], description="another")
-    assert _filed_before(world.gov, eve, other) is None
-    assert _filed_before(world.gov, EngineerFacts("mallory"), spec) is None
+    assert job_service.filed_before(world.gov, eve, other) is None
+    assert job_service.filed_before(world.gov, EngineerFacts("mallory"), spec) is None
