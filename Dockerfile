@@ -32,10 +32,12 @@ COPY deploy ./deploy
 
 # Mount points of the named volumes, owned by the unprivileged user so that Docker gives a
 # new volume the same owner: the sandbox's home, a company's node folder, the CA's private
-# folder, the SuperLink's TLS folder, the public CA certificate.
+# folder, the SuperLink's TLS folder, the public CA certificate, the regulator's key folder
+# and public folder.
 RUN useradd --create-home --uid 10001 sandbox \
-    && mkdir -p /sandbox /company /ca /tls /ca-public /node-keys \
-    && chown sandbox:sandbox /sandbox /company /ca /tls /ca-public /node-keys
+    && mkdir -p /sandbox /company /ca /tls /ca-public /node-keys /regulator /regulator-public \
+    && chown sandbox:sandbox /sandbox /company /ca /tls /ca-public /node-keys /regulator \
+        /regulator-public
 USER sandbox
 WORKDIR /home/sandbox
 CMD ["sandbox", "--help"]

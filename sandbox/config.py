@@ -24,6 +24,10 @@ class Settings:
     home: Path
     database_url: str
     ledger_origin: str
+    regulator_public_key_file: Path | None = None
+    """Where the installation regulator's public key is, when its private key lives on the
+    regulator's own machine (``SANDBOX_REGULATOR_PUBLIC_KEY_FILE``, written by ``sandbox
+    regulator init``); ``None``: the key is made and kept in this home (the embedded default)."""
 
     @property
     def keys_dir(self) -> Path:
@@ -58,7 +62,13 @@ def load_settings() -> Settings:
     home = Path(_env("HOME", str(Path.cwd() / ".sandbox"))).expanduser().resolve()
     database_url = _database_url(home)
     origin = _env("LEDGER_ORIGIN", "sandbox.example/ledger")
-    return Settings(home=home, database_url=database_url, ledger_origin=origin)
+    regulator_public = _env("REGULATOR_PUBLIC_KEY_FILE", "")
+    return Settings(
+        home=home,
+        database_url=database_url,
+        ledger_origin=origin,
+        regulator_public_key_file=Path(regulator_public) if regulator_public else None,
+    )
 
 
 def quiet_flower_environment(home: Path) -> dict[str, str]:

@@ -39,6 +39,11 @@ from policies.tiers import TierConfig
 from sandbox import identity
 from sandbox.config import Settings, load_settings
 from sandbox.db import get_engine, on_dispose
+from sandbox.identity.installation import (
+    filed_policy_signatures,
+    installation_regulator_public_key,
+    key_is_elsewhere,
+)
 from sandbox.ledger import Actor, Appended, DecisionRef, Ledger, LedgerRecord, Purpose, Resource
 from sandbox.protocol.jobspec import JobSpec
 from sandbox.registry import companies as company_store
@@ -106,9 +111,16 @@ class Governance:
         self.settings = settings
         self.engine = get_engine(settings.database_url)
         self.ledger = Ledger.open(settings)
-        regulator = identity.sandbox_key(settings.keys_dir, "regulator")
-        self.regulator_public_key = identity.public_b64(regulator)
+        self.regulator_public_key = installation_regulator_public_key(settings)
+        regulator = (
+            None
+            if key_is_elsewhere(settings)
+            else identity.sandbox_key(settings.keys_dir, "regulator")
+        )
         self.policy_store = PolicyStore(settings.home / "policy")
+        for policy_set_hash, signature in filed_policy_signatures(settings).items():
+            if self.policy_store.signature_for(policy_set_hash) != signature:
+                self.policy_store.file_signature(policy_set_hash, signature)
         self.pdp, self.activations = start_policy_point(
             self.policy_store,
             self._record_decision,
@@ -295,6 +307,29 @@ def job_world(
     )
 
 
+def _bootstrap_signature(
+    store: PolicyStore,
+    regulator_public_key: str,
+    regulator_key: Ed25519PrivateKey | None,
+    files: Mapping[str, bytes],
+) -> str:
+    """The regulator's signature over the shipped set at first start: made with the key kept
+    in this home, or the one the regulator filed from their own machine."""
+    shipped_hash = hash_files(files)
+    if regulator_key is None:
+        filed = store.signature_for(shipped_hash)
+        if filed is None:
+            raise ValueError(
+                f"first start: the shipped policy set ({shipped_hash}) needs the regulator's "
+                "signature; on the regulator's machine `sandbox regulator init` writes it into "
+                "the public folder this server reads"
+            )
+        return filed
+    if identity.public_b64(regulator_key) != regulator_public_key:
+        raise ValueError("the regulator key does not match the regulator public key")
+    return sign_hash(regulator_key, shipped_hash)
+
+
 def start_policy_point(
     store: PolicyStore,
     recorder: Recorder,
@@ -306,7 +341,8 @@ def start_policy_point(
 ) -> tuple[PolicyDecisionPoint, list[ActivationResult]]:
     """The decision point of an installation, with its active set, and what starting did.
 
-    First start (nothing stored): ``regulator_key`` signs the shipped set in ``policy_dir``
+    First start (nothing stored): ``regulator_key`` signs the shipped set in ``policy_dir``, or,
+    where the regulator's key is on their own machine, the signature they filed for it is used
     (bootstrap). Later starts: the stored set is re-verified and activated; then, if the
     shipped set differs from it, it is activated with the signature filed for its hash, if
     any. Every attempt is recorded. If nothing could be activated, the decision point denies
@@ -316,12 +352,8 @@ def start_policy_point(
     results: list[ActivationResult] = []
     stored = store.load_active()
     if stored is None:
-        if regulator_key is None:
-            raise ValueError("first start: the regulator's key is needed to sign the shipped set")
-        if identity.public_b64(regulator_key) != regulator_public_key:
-            raise ValueError("the regulator key does not match the regulator public key")
         files = policy_files(policy_dir)
-        signature = sign_hash(regulator_key, hash_files(files))
+        signature = _bootstrap_signature(store, regulator_public_key, regulator_key, files)
         result = activate(
             pdp, files, signature, regulator_public_key, operator=operator, bootstrap=True
         )

@@ -14,6 +14,7 @@ from sandbox.cli.federation_nodes import demo_company, node_cmd, node_key
 from sandbox.cli.job import job_app, report
 from sandbox.cli.policy import policy_app
 from sandbox.cli.principal import principal_app, token_app
+from sandbox.cli.regulator import regulator_app
 from sandbox.config import load_settings
 
 # The company-side federation commands attach themselves to ``federation_app``.
@@ -29,6 +30,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(db_app, name="db")
 app.add_typer(federation_app, name="federation")
 app.add_typer(principal_app, name="principal")
+app.add_typer(regulator_app, name="regulator")
 app.add_typer(token_app, name="token")
 
 

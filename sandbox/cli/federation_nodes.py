@@ -226,3 +226,20 @@ def node_cmd(
     home.mkdir(parents=True, exist_ok=True)
     argv = commands.supernode_argv(superlink, ca_cert, node, company_id, port)
     os.execve(argv[0], argv, commands.flower_env(home, database=False))
+
+
+@federation_app.command("node-health")
+def node_health(
+    company_id: str = typer.Argument(...),
+    node_dir: Path | None = typer.Option(
+        None, "--node-dir", help="The company's node folder (default: SANDBOX_HOME/companies/ID)."
+    ),
+) -> None:
+    """Exit 0 when the company's SuperNode is connected to the SuperLink and authenticated by
+    it (a health check; the node process writes this once the SuperLink accepted its key)."""
+    from sandbox.runtime.federation.node import is_connected
+
+    folder = node_dir or load_settings().company_dir(company_id)
+    if not is_connected(folder):
+        fail(f"{company_id}'s SuperNode is not connected to the SuperLink (yet)")
+    console.print(f"{company_id}'s SuperNode is connected and authenticated")

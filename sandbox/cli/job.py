@@ -21,6 +21,7 @@ from sandbox.cli.render import (
 )
 from sandbox.config import load_settings
 from sandbox.errors import SandboxError
+from sandbox.identity.installation import installation_regulator_key
 from sandbox.ledger import LedgerError
 from sandbox.protocol.jobspec import JobSpecError, load_job_spec
 from sandbox.services import audit as audit_service
@@ -98,7 +99,7 @@ def job_approve(
         if key_file is not None:
             key = identity.read_private_key(key_file)
         elif regulator == INSTALLATION_REGULATOR:
-            key = identity.sandbox_key(gov.settings.keys_dir, "regulator")
+            key = installation_regulator_key(gov.settings, "approving as 'regulator'")
         else:
             fail(f"regulator {regulator} signs an approval with its own key: give --key-file")
         actor = acting(gov, regulator, "regulator")

@@ -64,11 +64,14 @@ def _from_installation(as_: str) -> Fetch:
     return gov.ledger.origin, gov.ledger.public_key_b64, signed.note, proof
 
 
-def api_call(api: str, token: str, path: str, body: object = None) -> dict[str, object]:
-    """GET (or with ``body``, POST as JSON) a sandbox API path; its JSON object answer."""
+def api_call(api: str, token: str | None, path: str, body: object = None) -> dict[str, object]:
+    """GET (or with ``body``, POST as JSON) a sandbox API path, with a token unless ``None``;
+    its JSON object answer."""
     if not api.startswith(("https://", "http://127.0.0.1", "http://localhost", "http://[::1]")):
         raise ValueError("--api must be https:// (or http:// on loopback)")
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    headers = {"Accept": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     data = None if body is None else json.dumps(body).encode("utf-8")
     if data is not None:
         headers["Content-Type"] = "application/json"

@@ -159,11 +159,19 @@ def sign(
 ) -> None:
     """Sign the policy set with this installation's regulator key and file the signature,
     so that the set becomes active at the next start."""
+    from dataclasses import replace
+
+    from sandbox.cli.render import fail
     from sandbox.config import load_settings
+    from sandbox.errors import SandboxError
     from sandbox.services.policy_sets import sign_and_file
 
     ps = _load(policy_dir)
-    signature, path = sign_and_file(home or load_settings().home, ps.hash)
+    settings = load_settings()
+    try:
+        signature, path = sign_and_file(replace(settings, home=home or settings.home), ps.hash)
+    except SandboxError as exc:
+        fail(str(exc))
     console.print(f"policy-set hash: {ps.hash}", soft_wrap=True)
     console.print(f"signature: {signature}", soft_wrap=True)
     console.print(f"filed in {path}", style="dim", soft_wrap=True)

@@ -19,6 +19,7 @@ from policies.facts import EngineerFacts, JobListScope, RegistryFacts, Regulator
 from sandbox import identity
 from sandbox.errors import Conflict, Invalid, check_id
 from sandbox.governance import Annotation, Governance, JobWorld, job_world
+from sandbox.identity.installation import installation_regulator_key
 from sandbox.ledger import LedgerRecord, Purpose, Resource
 from sandbox.protocol.bundle import running_bundle
 from sandbox.protocol.jobspec import JobSpec
@@ -453,5 +454,5 @@ def approve_with_key(gov: Governance, regulator: Any, job_id: str, note: str, ke
 def approve_as_installation_regulator(gov: Governance, job_id: str, note: str) -> Job:
     """Approve as the installation's own regulator, whose key is in the sandbox's home (the
     demo plays it; so do the benchmarks)."""
-    key = identity.sandbox_key(gov.settings.keys_dir, "regulator")
+    key = installation_regulator_key(gov.settings, "approving a job as the installation regulator")
     return approve_with_key(gov, RegulatorFacts(INSTALLATION_REGULATOR), job_id, note, key)

@@ -8,9 +8,10 @@ from typing import Any
 from policies.activation import ActivationResult, activate
 from policies.policyset import POLICY_SUFFIX, SCHEMA_FILE, LoadedPolicySet
 from policies.tiers import TIERS_FILE
+from sandbox.config import Settings
 from sandbox.errors import Forbidden, Invalid
 from sandbox.governance import Governance
-from sandbox.identity import sandbox_key
+from sandbox.identity.installation import installation_regulator_key
 from sandbox.registry.policy_sets import PolicyStore, sign_hash
 from sandbox.services.base import read_registry
 
@@ -50,10 +51,14 @@ def activate_policy_set(
     return result
 
 
-def sign_and_file(home: Path, policy_set_hash: str) -> tuple[str, Path]:
-    """The regulator of the installation at ``home`` signs a policy set's hash with its key,
-    and the signature is filed in the installation's store: the set becomes active at the
-    next start, where its activation is decided and recorded. Returns the signature and
-    where it was filed."""
-    signature = sign_hash(sandbox_key(home / "keys", "regulator"), policy_set_hash)
-    return signature, PolicyStore(home / "policy").file_signature(policy_set_hash, signature)
+def sign_and_file(settings: Settings, policy_set_hash: str) -> tuple[str, Path]:
+    """The regulator of the installation signs a policy set's hash with the key this home
+    keeps, and the signature is filed in the installation's store: the set becomes active at
+    the next start, where its activation is decided and recorded. Returns the signature and
+    where it was filed. (A regulator whose key is on their own machine signs there, with
+    ``sandbox regulator init --policy-dir``.)"""
+    key = installation_regulator_key(settings, "signing a policy set")
+    signature = sign_hash(key, policy_set_hash)
+    return signature, PolicyStore(settings.home / "policy").file_signature(
+        policy_set_hash, signature
+    )

@@ -17,6 +17,7 @@ from typing import Any
 from sandbox import identity
 from sandbox.errors import Forbidden, Invalid
 from sandbox.governance import Governance, JobWorld
+from sandbox.identity.installation import installation_regulator_key
 from sandbox.protocol.jobspec import JobSpec
 from sandbox.protocol.warrant import (
     Approval,
@@ -148,7 +149,7 @@ def signed_approval(
 def endorsement_for(gov: Governance, principal_id: str, public_key: str) -> dict[str, Any]:
     """A key record for a new regulator, endorsed by the installation's regulator key (held
     in the sandbox's home, as for signing policy sets)."""
-    signer = identity.sandbox_key(gov.settings.keys_dir, "regulator")
+    signer = installation_regulator_key(gov.settings, "endorsing a regulator's key")
     record = endorse_key(signer, "regulator", principal_id, public_key, rfc3339(utcnow()))
     return record.model_dump(mode="json")
 

@@ -168,8 +168,11 @@ def test_ports_line_up() -> None:
     assert f"127.0.0.1:{option(SERVICES['api']['command'], '--port')}/health" in api_health
     for name, service in SERVICES.items():
         if name.startswith("node-"):
-            health = " ".join(service["healthcheck"]["test"])
-            assert f"'127.0.0.1', {option(service['command'], '--port')}" in health
+            # Healthy means connected to the SuperLink and authenticated by it.
+            company = service["command"][3]
+            assert service["healthcheck"]["test"] == [
+                "CMD", "sandbox", "federation", "node-health", company
+            ]  # fmt: skip
             assert "ports" not in service, f"{name} must not be reachable from outside"
 
 
@@ -289,7 +292,8 @@ def test_secrets_are_files_not_environment_variables() -> None:
         for key, value in environment.items():
             assert "PASSWORD" not in key or key.endswith("_FILE"), (name, key)
             assert "postgresql://" not in str(value), (name, key)
-            if key.endswith("_FILE"):
+            if "PASSWORD" in key or "DATABASE" in key:
+                assert str(value).startswith("/run/secrets/"), (name, key)
                 secret = str(value).removeprefix("/run/secrets/")
                 assert secret in declared and secret in service["secrets"], (name, key)
     assert COMPOSE_DOC["secrets"]["database-url"]["environment"] == "SANDBOX_DATABASE_URL"
@@ -339,3 +343,28 @@ def test_the_image_installs_exactly_the_locked_dependencies() -> None:
         assert name == "torch" or name in pinned, f"{name} is not in the lock"
     assert "torch" not in pinned  # pinned in the Dockerfile, from the CPU index
     assert "sandbox/requirements.lock" in dict(running_bundle().files)
+
+
+def test_no_server_container_mounts_a_private_key_of_a_regulator_or_a_company() -> None:
+    """The regulator's key is made in `regulator-private`, which only the `regulator` service
+    (standing for the regulator's own machine, with no network) mounts; the servers read its
+    public folder, read-only, and no company's node volume."""
+    regulator = SERVICES["regulator"]
+    assert regulator["network_mode"] == "none"
+    key_file = option(regulator["command"], "--key-file")
+    private = mounts(regulator)[str(Path(key_file).parent)]
+    public_dir = option(regulator["command"], "--public-dir")
+    assert {n for n, s in SERVICES.items() if private in mounts(s).values()} == {"regulator"}
+    company_volumes = {mounts(s)[s["environment"]["SANDBOX_HOME"]]
+                       for n, s in SERVICES.items() if n.startswith("node-")}  # fmt: skip
+    servers = {n: s for n, s in OURS.items() if "db" in networks(s)}
+    assert set(servers) >= {"api", "superlink", "register", "job", "migrate"}
+    for name, service in servers.items():
+        assert not set(mounts(service).values()) & (company_volumes | {private}), name
+        public_file = service["environment"]["SANDBOX_REGULATOR_PUBLIC_KEY_FILE"]
+        assert public_file == f"{public_dir}/regulator.pub"
+        [entry] = [v for v in service["volumes"] if v.split(":")[1] == public_dir]
+        assert entry.endswith(":ro"), (name, entry)
+    assert SERVICES["migrate"]["depends_on"]["regulator"]["condition"] == (
+        "service_completed_successfully"
+    )

@@ -39,6 +39,7 @@ from sandbox.registry import jobs as job_store
 from sandbox.registry import nodes as node_store
 from sandbox.registry.models import Job
 from sandbox.runtime.federation import APP_DIR, commands, local, processes, registration
+from sandbox.runtime.federation.node import CONNECTED_FILE, is_connected
 from sandbox.services.jobs import file_job
 from sandbox.services.runs import start_job
 from tests.conftest import fresh_postgres_database
@@ -131,6 +132,11 @@ def test_up_starts_three_authenticated_nodes_with_registry_keys(federation: Fede
         assert pki.read_node_private_key_public_line(node.node_auth_key_path) == key.public_key
         assert key.flower_node_id == record.node_id and key.superlink == state.address
         assert f"{company_id}" in status.stdout and "online" in status.stdout
+        # The node's health check: connected and authenticated, with the id the SuperLink gave.
+        health = federation.sandbox("federation", "node-health", company_id)
+        assert health.returncode == 0, health.stdout + health.stderr
+        marker = json.loads((node.folder / CONNECTED_FILE).read_text())
+        assert marker["node_id"] == record.node_id
         # Each node runs this checkout's code, without access to the database.
         environ = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
         assert f"PYTHONPATH={code_root()}".encode() in [e.split(b":")[0] for e in environ]
@@ -311,6 +317,7 @@ def test_a_node_with_an_unregistered_key_is_refused(federation: Federation, tmp_
     assert code == 1, log
     assert "Failed to activate SuperNode" in log and "2004" in log, log
     assert cli.nodes() == before
+    assert not is_connected(tmp_path / "rogue")  # its health check never passed
 
 
 @pytest.mark.parametrize("trust", ["system roots", "another CA"])
