@@ -100,6 +100,11 @@ class PrincipalIn(Strict):
     role: Role
     public_key: PublicKey
     organisation: Id | None = None
+    endorsement: dict[str, Any] | None = Field(
+        default=None,
+        description="a regulator's key record signed by the installation's regulator key "
+        "(`sandbox regulator endorse`); needed where that key is not on the server",
+    )
 
 
 class PrincipalOut(Out):

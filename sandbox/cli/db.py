@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.console import Console
 
@@ -20,11 +22,26 @@ def _where(url: str) -> str:
 @db_app.command("upgrade")
 def db_upgrade(
     revision: str = typer.Option("head", "--revision", help="Target revision (default: head)"),
+    app_role: str | None = typer.Option(
+        None,
+        "--app-role",
+        help="Then create or update this least-privileged role the services connect as "
+        "(the ledger append-only to it, no schema changes).",
+    ),
+    app_password_file: Path | None = typer.Option(
+        None, "--app-password-file", help="The application role's password (a secret's file)."
+    ),
 ) -> None:
-    """Migrate the database named by SANDBOX_DATABASE_URL to the newest schema."""
+    """Migrate the database named by SANDBOX_DATABASE_URL (as its owner) to the newest
+    schema, and with --app-role, set up the role the services connect as."""
     from sqlalchemy import create_engine
 
     from sandbox.migrations import SchemaError, upgrade
+    from sandbox.migrations.roles import RoleError, grant_application_role
+
+    if (app_role is None) != (app_password_file is None):
+        console.print("[bold red]error:[/] give --app-role and --app-password-file together")
+        raise typer.Exit(1)
 
     url = normalise_url(load_settings().database_url)
     if is_sqlite(url):
@@ -36,15 +53,22 @@ def db_upgrade(
     engine = create_engine(url)
     try:
         before, after = upgrade(engine, revision)
-    except SchemaError as exc:
+        if before == after:
+            console.print(f"{_where(url)}: already at revision {after}")
+        else:
+            console.print(
+                f"{_where(url)}: migrated from {before or 'an empty database'} to {after}"
+            )
+        if app_role is not None and app_password_file is not None:
+            password = app_password_file.read_text(encoding="utf-8").strip()
+            granted = grant_application_role(engine, app_role, password)
+            console.print(f"application role {app_role}: privileges on {len(granted)} tables "
+                          "(the ledger append-only)")  # fmt: skip
+    except (SchemaError, RoleError, OSError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     finally:
         engine.dispose()
-    if before == after:
-        console.print(f"{_where(url)}: already at revision {after}")
-    else:
-        console.print(f"{_where(url)}: migrated from {before or 'an empty database'} to {after}")
 
 
 @db_app.command("current")

@@ -57,6 +57,12 @@ def principal_add(
         None, "--new-key", help="make a new key pair; write the private key here"
     ),
     organisation: str | None = typer.Option(None, "--organisation"),
+    endorsement_file: Path | None = typer.Option(
+        None,
+        "--endorsement",
+        help="a regulator's key record from `sandbox regulator endorse` (JSON), made on the "
+        "installation regulator's machine",
+    ),
 ) -> None:
     """Register a principal with its public key, as the operator (decided and recorded). A
     refused registration leaves nothing behind: a new private key is written only once every
@@ -64,13 +70,17 @@ def principal_add(
     gov = governance()
     key, private = _public_key_of(public_key, key_file, new_key)
     try:
+        endorsement = None
+        if endorsement_file is not None:
+            endorsement = json.loads(endorsement_file.read_text(encoding="utf-8"))
         principal_service.check_registration(principal_id, role, key, organisation)
         if private is not None and new_key is not None:
             identity.write_private_key(new_key, private)
         added = principal_service.register_principal(
-            gov, principal_service.operator(gov), principal_id, role, key, organisation
-        )
-    except (SandboxError, ValueError) as exc:
+            gov, principal_service.operator(gov), principal_id, role, key, organisation,
+            endorsement,
+        )  # fmt: skip
+    except (SandboxError, ValueError, OSError) as exc:
         if private is not None and new_key is not None:
             new_key.unlink(missing_ok=True)
         fail(str(exc))

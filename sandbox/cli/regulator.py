@@ -72,6 +72,27 @@ def init(
     console.print(f"public key: {public}; policy set {policy_set_hash} signed")
 
 
+@regulator_app.command("endorse")
+def endorse(
+    principal_id: Annotated[str, typer.Argument(help="the new regulator's id")],
+    public_key: Annotated[str, typer.Option("--public-key", help="its Ed25519 key (base64)")],
+    key_file: KeyFileOption,
+) -> None:
+    """Endorse a further regulator's key with the installation regulator's key (in
+    KEY_FILE): prints the key record the operator registers it with (`sandbox principal add
+    ID --role regulator --public-key KEY --endorsement FILE`), which every company's node
+    checks before it trusts that regulator's approvals."""
+    from sandbox.protocol.warrant import endorse_key
+
+    try:
+        identity.decode_public_key_b64(public_key)
+        signer = identity.read_private_key(key_file)
+        record = endorse_key(signer, "regulator", principal_id, public_key, rfc3339(utcnow()))
+    except (ValueError, OSError, identity.KeyFileError) as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(record.model_dump(mode="json"), indent=2))
+
+
 def _token(api: str, key_file: Path, regulator: str) -> str:
     key = identity.read_private_key(key_file)
     body = sign_token_request(key, "regulator", regulator, ttl_seconds=TOKEN_SECONDS)

@@ -222,13 +222,15 @@ def entry(
 def jobs(
     request: Request, me: Caller = Depends(caller), gov: Governance = Depends(governance)
 ) -> HTMLResponse:
-    """Jobs, newest first: all for a regulator, those it takes part in for a company."""
+    """Jobs, newest first: all for a regulator and the operator, those it takes part in for a
+    company, those they filed for an engineer."""
     q = request.query_params
     status = q.get("status") if q.get("status") in STATUSES else None
     offset = whole(q.get("offset"), "offset", 0, 0, 1_000_000)
     company = me.who.id if _is_company(me) else None
+    engineer = me.who.id if me.who.role == "engineer" else None
     found = job_service.list_jobs(
-        gov, me.facts, company=company, status=status, offset=offset, limit=PAGE_SIZE
+        gov, me.facts, engineer, company, status=status, offset=offset, limit=PAGE_SIZE
     )
     more = {k: v for k, v in (("status", status),) if v}
     return page(

@@ -138,11 +138,15 @@ def register_principal(
     role: str,
     public_key: str,
     organisation: str | None = None,
+    endorsement: dict[str, Any] | None = None,
 ) -> Principal:
     """Register an engineer, regulator or operator with its Ed25519 public key. A regulator's
     key is endorsed by the installation's regulator key, so that the companies' nodes trust
-    the approvals it signs (:mod:`sandbox.services.warrants`)."""
+    the approvals it signs (:mod:`sandbox.services.warrants`): ``endorsement`` is one made on
+    the regulator's machine; without it, the key this home keeps signs one."""
     check_registration(principal_id, role, public_key, organisation)
+    if endorsement is not None and role != "regulator":
+        raise Invalid(f"only a regulator's key is endorsed; {principal_id} is to be a(n) {role}")
     if principal_id == INSTALLATION_REGULATOR:
         raise Invalid(
             f"{INSTALLATION_REGULATOR!r} is the installation's own regulator (its key is the "
@@ -169,7 +173,7 @@ def register_principal(
             organisation=organisation,
             public_key=public_key,
             registered_by=actor.id,
-            endorsement=endorsement_for(gov, principal_id, public_key)
+            endorsement=endorsement_for(gov, principal_id, public_key, endorsement)
             if role == "regulator"
             else None,
         ),

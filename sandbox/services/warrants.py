@@ -146,11 +146,27 @@ def signed_approval(
     )
 
 
-def endorsement_for(gov: Governance, principal_id: str, public_key: str) -> dict[str, Any]:
-    """A key record for a new regulator, endorsed by the installation's regulator key (held
-    in the sandbox's home, as for signing policy sets)."""
-    signer = installation_regulator_key(gov.settings, "endorsing a regulator's key")
-    record = endorse_key(signer, "regulator", principal_id, public_key, rfc3339(utcnow()))
+def endorsement_for(
+    gov: Governance, principal_id: str, public_key: str, given: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A key record for a new regulator, endorsed by the installation's regulator key: the
+    one ``given`` (made on the regulator's machine with ``sandbox regulator endorse``), checked
+    against the installation regulator's public key, or one signed now with the key this
+    home keeps."""
+    if given is None:
+        signer = installation_regulator_key(gov.settings, "endorsing a regulator's key")
+        record = endorse_key(signer, "regulator", principal_id, public_key, rfc3339(utcnow()))
+        return record.model_dump(mode="json")
+    try:
+        record = KeyRecord.model_validate(given)
+    except ValueError as exc:
+        raise Invalid(f"the endorsement is not a key record: {exc}") from None
+    if (record.role, record.principal, record.public_key, record.signed_by) != (
+        "regulator", principal_id, public_key, "regulator"
+    ):  # fmt: skip
+        raise Invalid(f"the endorsement is not for regulator {principal_id} with this public key")
+    if not identity.verify(gov.regulator_public_key, record.statement(), record.signature):
+        raise Forbidden("the endorsement is not signed by the installation's regulator key")
     return record.model_dump(mode="json")
 
 

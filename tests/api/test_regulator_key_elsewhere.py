@@ -137,6 +137,41 @@ def test_a_statement_for_other_code_is_not_signed(offline: Offline) -> None:
     assert job_service.store_job(offline.gov, job).status == "rejected"
 
 
+def test_a_further_regulator_is_endorsed_on_the_regulators_machine(
+    offline: Offline, tmp_path: Path
+) -> None:
+    anna = identity.public_b64(identity.generate_key())
+    code, output = cli("regulator", "endorse", "reg-anna", "--public-key", anna,
+                       "--key-file", str(offline.key_file))  # fmt: skip
+    assert code == 0, output
+    record = json.loads(output)
+    forged_key = tmp_path / "forged.key"
+    identity.write_private_key(forged_key, identity.generate_key())
+    forged = json.loads(cli("regulator", "endorse", "reg-anna", "--public-key", anna,
+                            "--key-file", str(forged_key))[1])  # fmt: skip
+    other = identity.public_b64(identity.generate_key())
+    # A forged signature; an endorsement moved onto another key; one for another regulator.
+    for body, key, wrong in (
+        (forged, anna, "not signed by the installation's regulator key"),
+        ({**record, "public_key": other}, other, "not signed by the installation's"),
+        ({**record, "principal": "reg-bob"}, anna, "not for regulator reg-anna"),
+        ({"role": "regulator"}, anna, "not a key record"),
+    ):
+        file = tmp_path / "endorsement.json"
+        file.write_text(json.dumps(body))
+        code, output = cli("principal", "add", "reg-anna", "--role", "regulator",
+                           "--public-key", key, "--endorsement", str(file))  # fmt: skip
+        assert code == 1 and wrong in output, (wrong, output)
+    file = tmp_path / "endorsement.json"
+    file.write_text(json.dumps(record))
+    code, output = cli("principal", "add", "reg-anna", "--role", "regulator",
+                       "--public-key", anna, "--endorsement", str(file))  # fmt: skip
+    assert code == 0, output
+    [stored] = [p for p in principal_service.list_principals(offline.gov, OperatorFacts(
+        "operator")) if p.id == "reg-anna"]  # fmt: skip
+    assert stored.endorsement == record
+
+
 def test_a_server_with_a_regulator_key_in_its_home_does_not_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -159,3 +159,38 @@ def test_the_cli_shows_each_reader_its_view_and_lists_jobs(world: World, job: st
     assert listed.exit_code == 0 and job in listed.output
     assert job in runner.invoke(app, ["job", "list", "--as", "eve"]).output
     assert job not in runner.invoke(app, ["job", "list", "--as", "mallory"]).output
+
+
+# Who may open what, page by page: the console's pages and the report downloads answer each
+# reader as the API does, and whatever a company may open holds no figure of its rival's.
+VIEW_MATRIX = {
+    # path:                         company rival other_company engineer other_engineer regulator operator
+    "/console/jobs/{job}":           (200, 200, 403, 200, 403, 200, 200),
+    "/console/jobs/{job}/report.json": (403, 403, 403, 403, 403, 200, 403),
+    "/console/jobs/{job}/report.html": (403, 403, 403, 403, 403, 200, 403),
+    "/jobs/{job}/compliance":        (403, 403, 403, 200, 403, 200, 200),
+    "/jobs/{job}":                   (200, 200, 403, 200, 403, 200, 200),
+    "/console/jobs":                 (200, 200, 200, 200, 200, 200, 200),
+    "/console/audit?job={job}":      (200, 200, 200, 200, 403, 200, 200),
+    "/console":                      (403, 403, 403, 403, 403, 200, 200),
+    "/console/companies/" + OWN:     (200, 403, 403, 403, 403, 200, 403),
+}  # fmt: skip
+READERS = ("company", "rival", "other_company", "engineer", "other_engineer", "regulator",
+           "operator")  # fmt: skip
+COMPANIES = {"company": OWN, "rival": RIVAL}
+
+
+@pytest.mark.parametrize("path", list(VIEW_MATRIX))
+@pytest.mark.parametrize("reader", READERS)
+def test_the_view_matrix(world: World, job: str, path: str, reader: str) -> None:
+    answer = world.client.get(path.format(job=job), headers=token_of(world, reader))
+    expected = VIEW_MATRIX[path][READERS.index(reader)]
+    assert answer.status_code == expected, answer.text[:300]
+    if expected == 200 and reader in COMPANIES:
+        other = RIVAL if reader == "company" else OWN
+        shown = answer.text.replace(" ", "")
+        # The other company's own figures never show (its name may, as a participant).
+        assert not [f for f in ((str(RIVAL_AUC), str(RIVAL_EPSILON), "0.5912") if other == RIVAL
+                    else (str(OWN_AUC), "0.4088")) if f in shown], path  # fmt: skip
+    if path == "/console/jobs":  # each lists what it filed or takes part in
+        assert (job in answer.text) == (reader not in ("other_company", "other_engineer"))

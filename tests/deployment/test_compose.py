@@ -119,6 +119,8 @@ def test_paths_in_commands_exist_in_the_image_or_a_mounted_volume() -> None:
                 continue
             if Path(arg).is_relative_to(IN_IMAGE):
                 assert (ROOT / Path(arg).relative_to(IN_IMAGE)).exists(), f"{name}: {arg}"
+            elif Path(arg).is_relative_to("/run/secrets"):
+                assert Path(arg).name in SERVICES[name]["secrets"], f"{name}: {arg}"
             else:
                 assert any(Path(arg).is_relative_to(t) for t in targets), (
                     f"{name}: {arg} is neither in the image nor in a volume mounted there"
@@ -286,7 +288,12 @@ def test_the_control_api_is_published_on_loopback_only() -> None:
 
 def test_secrets_are_files_not_environment_variables() -> None:
     declared = COMPOSE_DOC["secrets"]
-    assert set(declared) == {"postgres-password", "database-url"}
+    assert set(declared) == {
+        "postgres-password",
+        "database-url",
+        "app-password",
+        "app-database-url",
+    }
     for name, service in SERVICES.items():
         environment = service.get("environment") or {}
         for key, value in environment.items():
@@ -357,8 +364,8 @@ def test_no_server_container_mounts_a_private_key_of_a_regulator_or_a_company() 
     assert {n for n, s in SERVICES.items() if private in mounts(s).values()} == {"regulator"}
     company_volumes = {mounts(s)[s["environment"]["SANDBOX_HOME"]]
                        for n, s in SERVICES.items() if n.startswith("node-")}  # fmt: skip
-    servers = {n: s for n, s in OURS.items() if "db" in networks(s)}
-    assert set(servers) >= {"api", "superlink", "register", "job", "migrate"}
+    servers = {n: s for n, s in OURS.items() if "db" in networks(s) and n != "migrate"}
+    assert set(servers) >= {"api", "superlink", "register", "job"}
     for name, service in servers.items():
         assert not set(mounts(service).values()) & (company_volumes | {private}), name
         public_file = service["environment"]["SANDBOX_REGULATOR_PUBLIC_KEY_FILE"]
@@ -368,3 +375,23 @@ def test_no_server_container_mounts_a_private_key_of_a_regulator_or_a_company() 
     assert SERVICES["migrate"]["depends_on"]["regulator"]["condition"] == (
         "service_completed_successfully"
     )
+    assert not set(mounts(SERVICES["migrate"]).values()) & {private}
+
+
+def test_only_migrate_connects_as_the_owner() -> None:
+    """The owner's URL (which may change the schema and rewrite the ledger) reaches `migrate`
+    alone, which sets up the application role every other service connects as."""
+    for name, service in OURS.items():
+        url_file = (service.get("environment") or {}).get("SANDBOX_DATABASE_URL_FILE")
+        if name == "migrate":
+            assert url_file == "/run/secrets/database-url"
+            assert set(service["secrets"]) == {"database-url", "app-password"}
+            argv = service["command"]
+            assert option(argv, "--app-password-file") == "/run/secrets/app-password"
+            assert option(argv, "--app-role").startswith("${SANDBOX_APP_ROLE")
+        else:
+            assert "database-url" not in (service.get("secrets") or []), name
+            if url_file is not None:
+                assert url_file == "/run/secrets/app-database-url", name
+    example = (ROOT / ".env.example").read_text()
+    assert "SANDBOX_APP_DATABASE_URL=postgresql://sandbox_app:" in example

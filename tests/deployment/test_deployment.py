@@ -136,7 +136,7 @@ def test_up_starts_three_authenticated_nodes_with_registry_keys(federation: Fede
         health = federation.sandbox("federation", "node-health", company_id)
         assert health.returncode == 0, health.stdout + health.stderr
         marker = json.loads((node.folder / CONNECTED_FILE).read_text())
-        assert marker["node_id"] == record.node_id
+        assert str(marker["node_id"]) == str(record.node_id)
         # Each node runs this checkout's code, without access to the database.
         environ = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
         assert f"PYTHONPATH={code_root()}".encode() in [e.split(b":")[0] for e in environ]

@@ -35,7 +35,7 @@ def register_principal(
     """Register an engineer, regulator or operator with its Ed25519 public key; it then gets
     tokens by signing requests with that key. Policy action: `register_principal`."""
     principal = principal_service.register_principal(
-        gov, me.facts, body.id, body.role, body.public_key, body.organisation
+        gov, me.facts, body.id, body.role, body.public_key, body.organisation, body.endorsement
     )
     return PrincipalOut.model_validate(principal)
 
