@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from sandbox.cli.admission import company_admit
 from sandbox.cli.audit import audit_app
 from sandbox.cli.company import company_app
 from sandbox.cli.db import db_app
@@ -17,8 +18,9 @@ from sandbox.cli.principal import principal_app, token_app
 from sandbox.cli.regulator import regulator_app
 from sandbox.config import load_settings
 
-# The company-side federation commands attach themselves to ``federation_app``.
-_COMPANY_SIDE = (demo_company, node_cmd, node_key)
+# The company-side federation commands attach themselves to ``federation_app``, the
+# review of applications to ``company_app``.
+_COMPANY_SIDE = (demo_company, node_cmd, node_key, company_admit)
 
 app = typer.Typer(help="The regulatory data sandbox.", no_args_is_help=True, add_completion=False)
 app.command()(demo)

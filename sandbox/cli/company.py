@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -44,7 +44,15 @@ def _witness_alarms() -> None:
             )
 
 
-SEED_HELP = "Seed of the node's stratified 75/25 split of the rows into training and test."
+SEED_HELP = (
+    "Seed of the node's split of the rows: 75% for training, 25% for testing, stratified by "
+    "the target (the same seed and file give the same split). Not used with --test-data or a "
+    "manifest's split_column."
+)
+TEST_DATA_HELP = (
+    "Your own test rows (CSV or Parquet, the same columns): used exactly as the test split, "
+    "and --data entirely for training."
+)
 
 
 def _joined(joined: Joined) -> None:
@@ -58,10 +66,40 @@ def _joined(joined: Joined) -> None:
         f"consents: {', '.join(c.purpose for c in joined.consents) or 'none'}"
     )
     console.print(
-        f"the node split the rows {manifest.get('train_rows')} for training and "
-        f"{manifest.get('test_rows')} for testing (stratified by the target, 75/25; `--seed` "
-        "chooses the split); only the test rows score models"
+        f"split: {manifest.get('train_rows')} rows for training, {manifest.get('test_rows')} for "
+        f"testing ({manifest.get('split')}); only the test rows score models"
     )
+    _imputed(folder, str(manifest.get("name")))
+    _looks_personal(manifest)
+
+
+def _looks_personal(raw: dict[str, Any]) -> None:
+    """Flag a dataset declared non-personal whose columns look personal."""
+    from sandbox.data.manifest import DatasetManifest, personal_looking_columns
+
+    manifest = DatasetManifest.model_validate(raw)
+    flagged = [] if manifest.personal_data else personal_looking_columns(manifest)
+    if flagged:
+        err.print(
+            f"[yellow]note[/]: dataset {manifest.name} is declared to hold no personal data, "
+            f"but its column(s) {', '.join(flagged)} look personal; if they are, declare "
+            "personal_data = true (the review of your admission looks at this)"
+        )
+
+
+def _imputed(node_dir: Path, dataset: str) -> None:
+    """What the node filled in from its training rows (it stays at the node)."""
+    from sandbox.data.vault import Vault
+
+    for column, what in Vault.open(node_dir, dataset).imputed().items():
+        if what["train_blanks"] == what["test_blanks"] == 0:
+            continue
+        value = what["value"]
+        shown = f"{value:.6g}" if isinstance(value, float) else str(value)
+        console.print(
+            f"blanks in {column}: {what['train_blanks']} training and {what['test_blanks']} "
+            f"test rows filled with the {what['rule']} of the training rows ({shown})"
+        )
 
 
 @company_app.command("join")
@@ -77,13 +115,14 @@ def company_join(
     ),
     valid_days: int = typer.Option(365, "--valid-days", min=1),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    test_data: Path | None = typer.Option(None, "--test-data", help=TEST_DATA_HELP),
 ) -> None:
     """Join with your own data: your rows go to your node's vault; only the manifest is registered."""
     from sandbox.data.byod import load_company_file
 
     settings = load_settings()
     try:
-        table = load_company_file(data, manifest)
+        table = load_company_file(data, manifest, test_data)
         joined = company_service.join(
             governance(),
             settings.company_dir(company_id),
@@ -99,6 +138,8 @@ def company_join(
     except (SandboxError, ValueError) as exc:
         fail(str(exc))
     _joined(joined)
+    if table.dropped_rows:
+        console.print(f"{table.dropped_rows} row(s) with a blank target left out, as declared")
 
 
 @company_app.command("join-census")
@@ -146,6 +187,7 @@ def company_join_request(
         None, "--node", help="Your node folder (default: <SANDBOX_HOME>/companies/<id>)"
     ),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    test_data: Path | None = typer.Option(None, "--test-data", help=TEST_DATA_HELP),
 ) -> None:
     """Prepare your node here (key, vault) and write a signed join request for the API:
     POST it to /companies with the printed X-Sandbox-Signature header. Rows stay here."""
@@ -155,7 +197,7 @@ def company_join_request(
 
     node_dir = node or load_settings().company_dir(company_id)
     try:
-        table = load_company_file(data, manifest)
+        table = load_company_file(data, manifest, test_data)
         key, filled = prepare_node(node_dir, company_id, table, seed)
     except DataValidationError as exc:
         data_problems(exc, "prepared")
@@ -165,6 +207,7 @@ def company_join_request(
         key, company_id, name or company_id, filled.industry, filled, tuple(purpose), valid_days
     )
     out.write_bytes(body)
+    _looks_personal(filled.model_dump(mode="json"))
     err.print(
         f"Node prepared at {node_dir}; request body written to {out} (sign-time bound: 5 min)"
     )
@@ -180,6 +223,7 @@ def company_prepare_dataset(
         None, "--node", help="Your node folder (default: <SANDBOX_HOME>/companies/<id>)"
     ),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    test_data: Path | None = typer.Option(None, "--test-data", help=TEST_DATA_HELP),
 ) -> None:
     """Put another dataset into your node's vault and print the path of its filled-in
     manifest, the body of POST /companies/<id>/datasets. Rows stay here."""
@@ -191,8 +235,10 @@ def company_prepare_dataset(
     if not NodeHome(node_dir).info_path.exists():
         fail(f"{node_dir} holds no company node; prepare it with `sandbox company join-request`")
     try:
-        table = load_company_file(data, manifest)
-        filled = write_vault(node_dir, table.frame, table.manifest, seed=seed)
+        table = load_company_file(data, manifest, test_data)
+        filled = write_vault(
+            node_dir, table.frame, table.manifest, seed, table.test_rows, table.split_source
+        )
     except DataValidationError as exc:
         data_problems(exc, "prepared")
     except (VaultError, ValueError) as exc:
@@ -313,67 +359,6 @@ def company_budget(
         table.add_row(budget.purpose, str(budget.jobs), f"{budget.spent:.4f}",
                       *(f"{budget.left(t):.4f}" for t in tiers))  # fmt: skip
     console.print(table)
-
-
-@company_app.command("applications")
-def company_applications(
-    status: str = typer.Option("pending", "--status", help="pending, admitted or refused"),
-    as_: str = typer.Option("operator", "--as", help="Who reviews (the operator, a regulator)"),
-) -> None:
-    """Companies' applications to join (``POST /companies``), oldest first."""
-    from sandbox.services import applications as application_service
-
-    gov = governance()
-    try:
-        found = application_service.list_applications(gov, acting(gov, as_, "operator"), status)
-    except SandboxError as exc:
-        fail(str(exc))
-    table = Table("application", "company", "industry", "dataset", "regulator", "submitted")
-    for a in found:
-        manifest = a.manifest or {}
-        dataset = f"{manifest.get('name')} ({manifest.get('grade')})" if manifest else "-"
-        table.add_row(a.id, a.company_id, a.industry, dataset, a.regulator_admitted_by or "-",
-                      a.submitted_at.strftime("%Y-%m-%d %H:%M UTC"))  # fmt: skip
-    console.print(table)
-
-
-@company_app.command("admit")
-def company_admit(
-    application_id: str = typer.Argument(..., help="The application's id (app-…)"),
-    as_: str = typer.Option("operator", "--as", help="The operator, or a regulator"),
-) -> None:
-    """Admit an application: a regulator's admission is recorded (where the data needs one,
-    it comes first); the operator's admits the company with its key, manifest and consents."""
-    from sandbox.services import applications as application_service
-
-    gov = governance()
-    try:
-        done = application_service.admit(gov, acting(gov, as_, "operator"), application_id)
-    except SandboxError as exc:
-        fail(str(exc))
-    if done.status == "admitted":
-        console.print(f"[green]{done.company_id} admitted[/] ({done.id})")
-    else:
-        console.print(f"{done.company_id}: admitted by {done.regulator_admitted_by}; the "
-                      "operator admits it next")  # fmt: skip
-
-
-@company_app.command("refuse")
-def company_refuse(
-    application_id: str = typer.Argument(..., help="The application's id (app-…)"),
-    reason: str = typer.Option(..., "--reason", help="Why (kept with the application)"),
-    as_: str = typer.Option("operator", "--as", help="The operator, or a regulator"),
-) -> None:
-    """Refuse an application, with the reason."""
-    from sandbox.services import applications as application_service
-
-    gov = governance()
-    try:
-        done = application_service.refuse(gov, acting(gov, as_, "operator"), application_id,
-                                          reason)  # fmt: skip
-    except SandboxError as exc:
-        fail(str(exc))
-    console.print(f"{done.company_id}: application {done.id} refused")
 
 
 @company_app.command("register-dataset")

@@ -164,7 +164,8 @@ def register(
             sent = {key_file.stem for key_file in node_keys.glob("*.pub")}
             for pending in application_service.list_applications(gov, operator):
                 if pending.company_id in sent:
-                    application_service.admit(gov, operator, pending.id)
+                    declared = application_service.declared(pending)
+                    application_service.admit(gov, operator, pending.id, declared)
                     console.print(f"{pending.company_id}: admitted ({pending.id})")
         if node_keys is not None:
             for key_file in sorted(node_keys.glob("*.pub")):

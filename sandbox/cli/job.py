@@ -37,12 +37,17 @@ AS_HELP = "Who acts: a registered principal or company id (its role is the regis
 def job_file(
     spec_file: Path = typer.Argument(..., help="Job spec (.toml or .json)"),
     filed_by: str = typer.Option("engineer", "--as", help="The engineer filing the job"),
+    id_only: bool = typer.Option(
+        False, "--id-only", help="Print the new job's id alone (for scripts: JOB=$(...))."
+    ),
 ) -> None:
-    """File a job spec; prints its id, hash, risk tier and admission."""
+    """File a job spec; prints the settings it runs with, its id, hash, risk tier and
+    admission."""
     gov = governance()
     try:
         spec = load_job_spec(spec_file)
-        _effective(spec_file, spec)
+        if not id_only:
+            _effective(spec_file, spec)
         filed = job_service.file_job(gov, spec, acting(gov, filed_by, "engineer"))
     except JobSpecError as exc:
         err.print("[bold red]The job spec cannot be filed:[/]")
@@ -52,6 +57,11 @@ def job_file(
     except SandboxError as exc:
         fail(str(exc))
     job = filed.job
+    if id_only:
+        if not filed.allowed:
+            fail(f"job {job.id} was not admitted: " + " ".join(filed.reasons))
+        typer.echo(job.id)
+        return
     console.print(
         f"Job [bold]{job.id}[/] filed (spec hash {job.spec_hash}); risk tier {job.risk_tier}; "
         f"status [bold]{job.status}[/] (decision {filed.decision_id})"

@@ -15,7 +15,12 @@ import pyarrow.lib
 from pydantic import ValidationError
 
 from sandbox.data.manifest import DatasetManifest
-from sandbox.data.validation import DataValidationError, ValidatedTable, validate_frame
+from sandbox.data.validation import (
+    DataValidationError,
+    ValidatedTable,
+    validate_frame,
+    with_test_file,
+)
 from sandbox.files import DocumentError, read_document, validation_problems
 
 MAX_FILE_BYTES = 2 * 1024**3
@@ -30,7 +35,7 @@ def load_manifest(path: Path) -> DatasetManifest:
         raise DataValidationError([str(exc)]) from None
     if not isinstance(raw, dict):
         raise DataValidationError([f"manifest {path} must hold a table/object at the top"])
-    for filled in ("row_count", "train_rows", "test_rows", "content_hash"):
+    for filled in ("row_count", "train_rows", "test_rows", "split", "content_hash"):
         if filled in raw:
             raise DataValidationError(
                 [f"manifest {path}: {filled!r} is computed by the sandbox; remove it"]
@@ -101,9 +106,19 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return df
 
 
-def load_company_file(data: Path, manifest_file: Path) -> ValidatedTable:
-    """A company's own file and manifest, validated together; nothing is written."""
+def load_company_file(
+    data: Path, manifest_file: Path, test_data: Path | None = None
+) -> ValidatedTable:
+    """A company's own file and manifest, validated together (and its separate test file,
+    when it brings one: then those rows are its test split, exactly); nothing is written."""
     manifest = load_manifest(manifest_file)
+    table = _validated(data, manifest)
+    if test_data is None:
+        return table
+    return with_test_file(table, _validated(test_data, manifest), test_data.name)
+
+
+def _validated(data: Path, manifest: DatasetManifest) -> ValidatedTable:
     df = read_table(data)
     try:
         return validate_frame(df, manifest)

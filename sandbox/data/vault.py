@@ -20,6 +20,7 @@ from sandbox.data.manifest import DatasetManifest
 
 TEST_FRACTION = 0.25
 PARTS = ("train", "test")
+IMPUTED_FILE = "imputed.json"
 
 
 class VaultError(RuntimeError):
@@ -53,16 +54,68 @@ def vault_path(node_dir: Path, dataset: str) -> Path:
     return node_dir / "vault" / dataset
 
 
+def seeded_split_source(seed: int) -> str:
+    """How the node's own split is described in the manifest."""
+    share = round(TEST_FRACTION * 100)
+    return f"the node's, stratified {100 - share}/{share} by the target, seed {seed}"
+
+
+def fill_blanks(
+    train: pd.DataFrame, test: pd.DataFrame, manifest: DatasetManifest
+) -> dict[str, dict[str, object]]:
+    """Impute the blanks left for the node ("median", "mode") from the training rows alone,
+    in both parts, in place; what was filled, per column (kept at the node)."""
+    filled: dict[str, dict[str, object]] = {}
+    for column in manifest.features:
+        if column.missing not in ("median", "mode"):
+            continue
+        known = train[column.name].dropna()
+        if known.empty:
+            raise VaultError(
+                f"column {column.name!r} has no value in the training rows to take the "
+                f"{column.missing} of; declare a fill instead"
+            )
+        if column.missing == "median":
+            value: object = float(known.median())
+        else:
+            counts = known.value_counts()
+            value = next(c for c in column.categories or () if counts.get(c, 0) == counts.max())
+        blanks = int(train[column.name].isna().sum()), int(test[column.name].isna().sum())
+        train[column.name] = train[column.name].fillna(value)
+        test[column.name] = test[column.name].fillna(value)
+        filled[column.name] = {"rule": column.missing, "value": value,
+                               "train_blanks": blanks[0], "test_blanks": blanks[1]}  # fmt: skip
+    return filled
+
+
 def write_vault(
-    node_dir: Path, df: pd.DataFrame, manifest: DatasetManifest, seed: int = 0
+    node_dir: Path,
+    df: pd.DataFrame,
+    manifest: DatasetManifest,
+    seed: int = 0,
+    test_rows: tuple[bool, ...] | None = None,
+    split_source: str | None = None,
 ) -> DatasetManifest:
-    """Split ``df`` (already validated), write it, and return the manifest with its counts
-    and content hash filled in. Refuses to overwrite an existing vault."""
+    """Split ``df`` (already validated) — as the company marked it in ``test_rows``, else
+    seeded and stratified —, fill the blanks the manifest leaves to the node from the
+    training rows, write it, and return the manifest with its counts, split and content hash
+    filled in. What was imputed stays at the node (``imputed.json``). Refuses to overwrite an
+    existing vault."""
     target = vault_path(node_dir, manifest.name)
     if target.exists():
         raise VaultError(f"a dataset named {manifest.name!r} is already in this company's vault")
     target.parent.mkdir(parents=True, exist_ok=True)
-    train, test = split(df, manifest.target.name, seed)
+    if test_rows is not None:
+        if len(test_rows) != len(df):
+            raise VaultError("the split marks another number of rows than the table holds")
+        marks = pd.Series(test_rows, index=df.index)
+        train = df[~marks].reset_index(drop=True)
+        test = df[marks].reset_index(drop=True)
+        source = split_source or "the company's own"
+    else:
+        train, test = split(df, manifest.target.name, seed)
+        source = seeded_split_source(seed)
+    imputed = fill_blanks(train, test, manifest)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     try:
         train.to_parquet(staging / "train.parquet", index=False)
@@ -72,10 +125,12 @@ def write_vault(
                 "row_count": len(df),
                 "train_rows": len(train),
                 "test_rows": len(test),
+                "split": source,
                 "content_hash": _content_hash(staging),
             }
         )
         (staging / "manifest.json").write_text(filled.model_dump_json(indent=2))
+        (staging / IMPUTED_FILE).write_text(json.dumps(imputed, indent=2) + "\n")
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -107,6 +162,11 @@ class Vault:
         if _content_hash(self.folder) != manifest.content_hash:
             raise VaultError(f"vault {self.folder} does not match its content hash")
         return manifest
+
+    def imputed(self) -> dict[str, dict[str, object]]:
+        """What the node imputed when it wrote the vault, per column (empty if nothing)."""
+        path = self.folder / IMPUTED_FILE
+        return dict(json.loads(path.read_text())) if path.is_file() else {}
 
     def read(self, part: str) -> pd.DataFrame:
         if part not in PARTS:

@@ -28,7 +28,9 @@ def prepare_node(
     created = not node_dir.exists()
     try:
         key = node.create(company_id)
-        return key, write_vault(node_dir, table.frame, table.manifest, seed=seed)
+        return key, write_vault(
+            node_dir, table.frame, table.manifest, seed, table.test_rows, table.split_source
+        )
     except BaseException:
         remove_node(node_dir, created)
         raise

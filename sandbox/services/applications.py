@@ -24,8 +24,8 @@ from typing import Any
 
 from policies.facts import CompanyFacts, RegistryFacts
 from sandbox import identity
-from sandbox.data.manifest import DatasetManifest
-from sandbox.errors import Conflict
+from sandbox.data.manifest import DatasetManifest, personal_looking_columns
+from sandbox.errors import Conflict, Invalid
 from sandbox.governance import Annotation, Governance
 from sandbox.ledger import Actor, LedgerRecord, Resource
 from sandbox.registry import applications as store
@@ -127,17 +127,74 @@ def list_applications(gov: Governance, actor: Any, status: str | None = "pending
     return store.applications(gov.engine, status)
 
 
-def admit(gov: Governance, actor: Any, application_id: str) -> CompanyApplication:
+@dataclass(frozen=True)
+class Confirmation:
+    """What the reviewer confirms of an application's declarations: the industry (which sets
+    the risk tier of every job the company takes part in) and whether its data is personal
+    (which makes differential privacy compulsory)."""
+
+    industry: str
+    personal_data: bool
+
+
+def declared(application: CompanyApplication) -> Confirmation:
+    """The application's own declarations, as a confirmation (the demos' automatic review)."""
+    manifest = application.manifest or {}
+    return Confirmation(application.industry, bool(manifest.get("personal_data", False)))
+
+
+def check_declarations(
+    application: CompanyApplication, confirmed: Confirmation | None
+) -> list[str]:
+    """The columns that look personal in a dataset declared non-personal; refused unless the
+    reviewer confirms the declarations, and refused if the confirmation differs from them
+    (the company then applies again with what is true)."""
+    manifest = (
+        DatasetManifest.model_validate(application.manifest) if application.manifest else None
+    )
+    flagged = (
+        [] if manifest is None or manifest.personal_data else personal_looking_columns(manifest)
+    )
+    if confirmed is None:
+        if flagged:
+            raise Invalid(
+                f"application {application.id} declares no personal data, but its columns "
+                f"{', '.join(flagged)} look personal: confirm its declared industry and "
+                "personal-data flag, or refuse it"
+            )
+        return flagged
+    if confirmed.industry != application.industry:
+        raise Invalid(
+            f"application {application.id} declares the industry {application.industry!r}, "
+            f"not {confirmed.industry!r}: refuse it, and the company applies with the right one"
+        )
+    if manifest is not None and confirmed.personal_data != manifest.personal_data:
+        declared = "holds" if manifest.personal_data else "holds no"
+        raise Invalid(
+            f"application {application.id} declares that its data {declared} personal data: "
+            "refuse it, and the company applies with the right declaration"
+        )
+    return flagged
+
+
+def admit(
+    gov: Governance, actor: Any, application_id: str, confirmed: Confirmation | None = None
+) -> CompanyApplication:
     """A regulator's admission is recorded on the application; the operator's admits the
-    company: it joins with the application's key, manifest and consents."""
+    company: it joins with the application's key, manifest and consents. The declarations
+    are checked first (:func:`check_declarations`), and what was confirmed is recorded."""
     application = store.get_application(gov.engine, application_id)
+    flagged = check_declarations(application, confirmed)
+    checked = {"confirmed": "industry+personal_data"} if confirmed is not None else {}
+    if flagged:
+        checked["looks_personal"] = "+".join(flagged)[:64]
     _review(gov, actor, application, "admit")
     if role_of(actor) == "regulator":
         updated = store.update_pending(
             gov.engine, application_id, regulator_admitted_by=actor.id,
             regulator_admitted_at=utcnow(),
         )  # fmt: skip
-        gov.record(_record("company.admitted_by_regulator", actor_of(actor), updated))
+        gov.record(_record("company.admitted_by_regulator", actor_of(actor), updated, **checked))
         return updated
     manifest = (
         DatasetManifest.model_validate(application.manifest) if application.manifest else None
@@ -157,7 +214,7 @@ def admit(gov: Governance, actor: Any, application_id: str) -> CompanyApplicatio
         gov.engine, application_id, status="admitted", decided_by=actor.id, decided_at=utcnow()
     )
     gov.record(_record("company.admitted", actor_of(actor), updated,
-                       company=joined.company.id))  # fmt: skip
+                       company=joined.company.id, **checked))  # fmt: skip
     return updated
 
 

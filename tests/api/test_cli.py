@@ -78,7 +78,12 @@ def test_the_readme_flows(sandbox_home: Settings, tmp_path: Path) -> None:
     # The operator reviews the application and admits it.
     listed = run("company", "applications", "--as", "operator")
     application = next(w for w in listed.split() if w.startswith("app-"))
-    assert "acme admitted" in run("company", "admit", application, "--as", "operator")
+    assert "Construction" in listed and "yes" in listed  # the declarations under review
+    wrong = CliRunner().invoke(app, ["company", "admit", application, "--industry", "Mining",
+                                     "--personal-data", "--as", "operator"])  # fmt: skip
+    assert wrong.exit_code == 1 and "declares the industry 'Construction'" in wrong.output
+    assert "acme admitted" in run("company", "admit", application, "--industry", "Construction",
+                                  "--personal-data", "--as", "operator")  # fmt: skip
 
     company_key = sandbox_home.company_dir("acme") / "keys" / "company.key"
     acme = client.post(

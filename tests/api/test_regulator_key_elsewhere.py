@@ -172,15 +172,20 @@ def test_a_further_regulator_is_endorsed_on_the_regulators_machine(
     assert stored.endorsement == record
 
 
+def server_reading(public_file: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment of a server at ``home`` that reads the regulator's public folder."""
+    monkeypatch.setenv("SANDBOX_REGULATOR_PUBLIC_KEY_FILE", str(public_file))
+    monkeypatch.setenv("SANDBOX_HOME", str(home))
+    monkeypatch.setenv("SANDBOX_DATABASE_URL", f"sqlite:///{home / 'sandbox.db'}")
+
+
 def test_a_server_with_a_regulator_key_in_its_home_does_not_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, public_file = regulator_init(tmp_path / "machine")
     home = tmp_path / "server"
     identity.sandbox_key(home / "keys", "regulator")  # a key left over in the server's home
-    monkeypatch.setenv("SANDBOX_REGULATOR_PUBLIC_KEY_FILE", str(public_file))
-    monkeypatch.setenv("SANDBOX_HOME", str(home))
-    monkeypatch.setenv("SANDBOX_DATABASE_URL", f"sqlite:///{home / 'sandbox.db'}")
+    server_reading(public_file, home, monkeypatch)
     with pytest.raises(ValueError, match="belongs on the regulator's machine"):
         Governance(load_settings())
 
@@ -191,10 +196,7 @@ def test_a_server_without_the_regulators_signature_does_not_start(
     _, public_file = regulator_init(tmp_path / "machine")
     for signature in (public_file.parent / "signatures").iterdir():
         signature.unlink()
-    home = tmp_path / "server"
-    monkeypatch.setenv("SANDBOX_REGULATOR_PUBLIC_KEY_FILE", str(public_file))
-    monkeypatch.setenv("SANDBOX_HOME", str(home))
-    monkeypatch.setenv("SANDBOX_DATABASE_URL", f"sqlite:///{home / 'sandbox.db'}")
+    server_reading(public_file, tmp_path / "server", monkeypatch)
     with pytest.raises(ValueError, match="needs the regulator's signature"):
         Governance(load_settings())
 
@@ -208,10 +210,7 @@ def test_a_forged_signature_in_the_public_folder_activates_nothing(
     from policies.activation import signing_message
 
     signature.write_text(identity.sign(forged, signing_message(signature.stem)) + "\n")
-    home = tmp_path / "server"
-    monkeypatch.setenv("SANDBOX_REGULATOR_PUBLIC_KEY_FILE", str(public_file))
-    monkeypatch.setenv("SANDBOX_HOME", str(home))
-    monkeypatch.setenv("SANDBOX_DATABASE_URL", f"sqlite:///{home / 'sandbox.db'}")
+    server_reading(public_file, tmp_path / "server", monkeypatch)
     gov = Governance(load_settings())
     assert gov.pdp.active is None  # nothing active: every decision is deny
     assert json.dumps([r.activated for r in gov.activations]) == "[false]"

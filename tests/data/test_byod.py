@@ -104,7 +104,7 @@ def test_a_good_csv_joins_and_only_the_manifest_is_registered(
     # The node's split is told: its sizes, how it was made and what chooses it.
     said = " ".join(result.output.split())
     train, test = dataset.manifest["train_rows"], dataset.manifest["test_rows"]
-    assert train + test == 40 and f"split the rows {train} for training and {test} for" in said
+    assert train + test == 40 and f"split: {train} rows for training, {test} for testing" in said
     registered = json.dumps(dataset.manifest)
     assert "free text" not in registered and "north" in registered  # codebook yes, rows no
     vault = Vault.open(sandbox_home.company_dir("acme"), "claims")

@@ -168,8 +168,10 @@ def test_a_tampered_store_activates_nothing(policy_copy, regulator, tmp_path) ->
 
 
 def test_first_start_needs_the_regulator_key(policy_copy, regulator, tmp_path) -> None:
+    """Without the key at hand, a signature the regulator filed is needed (their key on
+    their own machine); with it, it must be the regulator's."""
     store = PolicyStore(tmp_path / "policy")
-    with pytest.raises(ValueError, match="regulator's key"):
+    with pytest.raises(ValueError, match="needs the regulator's signature"):
         start(store, MemoryRecorder(), public_b64(regulator), policy_dir=policy_copy)
     with pytest.raises(ValueError, match="does not match"):
         start(

@@ -183,7 +183,8 @@ def application(world: World) -> str:
 
 
 def admit_by_cli(world: World, application_id: str) -> None:
-    world.cli("company", "admit", application_id, "--as", OPERATOR_ID)
+    world.cli("company", "admit", application_id, "--industry", "Construction", "--personal-data",
+              "--as", OPERATOR_ID)  # fmt: skip
 
 
 def admit_by_api(world: World, application_id: str) -> None:

@@ -54,6 +54,14 @@ class ApplicationOut(Out):
     reason: str | None
 
 
+class AdmissionIn(Strict):
+    """What the reviewer confirms of the application's declarations (required where a
+    dataset declared non-personal has columns that look personal)."""
+
+    industry: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    personal_data: bool
+
+
 class RefusalIn(Strict):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 
@@ -73,15 +81,23 @@ def applications(
 @router.post("/{application_id}/admit", response_model=ApplicationOut)
 def admit(
     application_id: ApplicationId,
+    body: AdmissionIn | None = None,
     me: Caller = Depends(caller),
     gov: Governance = Depends(governance),
 ) -> ApplicationOut:
     """Admit an application: a regulator's admission is recorded on it; the operator's
     admits the company (it joins with the application's key, manifest and consents). Where
     the data is important or core, or personal data of a high-risk industry, a regulator
-    admits first. Policy actions: `review_application`, then `join`, `register_dataset`,
-    `grant_consent` as the company."""
-    admitted = application_service.admit(gov, me.facts, application_id)
+    admits first. The body confirms the declared industry and personal-data flag (recorded;
+    required where a dataset declared non-personal has columns that look personal; a
+    confirmation that differs from the declarations is refused with 422). Policy actions:
+    `review_application`, then `join`, `register_dataset`, `grant_consent` as the company."""
+    confirmed = (
+        None
+        if body is None
+        else application_service.Confirmation(body.industry, body.personal_data)
+    )
+    admitted = application_service.admit(gov, me.facts, application_id, confirmed)
     return ApplicationOut.model_validate(admitted)
 
 
