@@ -105,9 +105,10 @@ def validate_frame(df: pd.DataFrame, manifest: DatasetManifest) -> ValidatedTabl
                 )
             if blank.any() and column.missing == "refuse":
                 problems.append(blank_problem(column, _rows(blank)))
-            elif blank.any() and column.missing == "value":
+            if column.missing == "value":
                 values = values.where(~blank, float(column.fill))  # type: ignore[arg-type]
-            values = values.where(~blank, np.nan)  # "median": the node fills these in
+            else:
+                values = values.where(~blank, np.nan)  # "median": the node fills these in
             infinite = np.isinf(values.fillna(0).to_numpy(dtype="float64"))
             if infinite.any():
                 problems.append(

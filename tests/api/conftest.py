@@ -139,13 +139,13 @@ class World:
         line = cosign(body, self.witness_key(role), ROLES[role][1], int(time.time()))
         return {"size": signed.size, "cosignature": line}
 
-    def application(self) -> str:
+    def application(self, personal_data: bool = True) -> str:
         """A fresh pending application to join (a new company id and key, a manifest of
         general data), received through ``POST /companies``."""
         company_id = f"applicant-{self.ledger_size}"
         key = identity.generate_key()
         manifest = census.manifest_for("Mining").model_copy(
-            update={"row_count": 40, "content_hash": "ab" * 32}
+            update={"row_count": 40, "content_hash": "ab" * 32, "personal_data": personal_data}
         )
         body, signature = join_request(key, company_id, company_id, "Mining", manifest, ())
         answer = self.client.post(
