@@ -30,6 +30,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from clients import inventory
 from clients.accountant import scoring_slot
 from clients.mandate import Mandate, Refusal, mandate_for
+from clients.metering import metered
 from clients.witness import safe_witness_answer, witnessed_head
 from policies.engine import Decision, PolicyDecisionPoint
 from policies.facts import CompanyFacts, ConsentFacts, DatasetReadContext
@@ -231,7 +232,11 @@ def make_gate(resolve: Callable[[Context], NodeHome]) -> Mod:
         node = resolve(context)
         try:
             mandate, plan, consent = check_task(node, message, task)
-            with scoring_slot(node, mandate, task, models_asked(message, task)), serving(mandate):
+            with (
+                scoring_slot(node, mandate, task, models_asked(message, task)),
+                serving(mandate),
+                metered(message.content) as meter,
+            ):
                 reply = call_next(message, context)
                 spent = reported_spend()
         except Refusal as refusal:
@@ -283,6 +288,7 @@ def make_gate(resolve: Callable[[Context], NodeHome]) -> Mod:
             log_index=line.index,
             log_hash=line.hash,
             ledger=witnessed_head(node),
+            metering=meter.reading(reply.content),
         )
         text, signature = sign_receipt(node.key(), payload)
         reply.content[RECEIPT] = ConfigRecord({"payload": text, "signature": signature})

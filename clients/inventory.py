@@ -17,7 +17,9 @@ Treatments:
 - ``exact``: exact figures over the training rows, sent only in jobs without differential
   privacy, which the policy lets train only on data that is not personal, at the low tier;
 - ``statement``: the company's signed statements (its identity, receipts, refusal notices,
-  its witness cosignatures of the ledger's checkpoints).
+  its witness cosignatures of the ledger's checkpoints). A receipt carries the task's
+  metering (the node's CPU and wall seconds, bytes in and out: the company's business data,
+  not personal data).
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ record a company's participation but cannot forge it. It binds the job's warrant
 the plan's digest, the round, the epsilon the task spent and the node's running totals after
 it (for the job, the purpose and the dataset), and points into the company's own hash-chained
 log (``log_index``, ``log_hash``) and, since version 3, to the latest checkpoint of the
-sandbox's ledger that the node cosigned as a witness (``ledger``). Version 1 receipts (before
-warrants) carry none of the warrant and totals; version 2 no ledger checkpoint.
+sandbox's ledger that the node cosigned as a witness (``ledger``), and, since version 4, what
+the task cost the node (:class:`Metering`: CPU and wall seconds, bytes in and out). Version 1
+receipts (before warrants) carry none of the warrant and totals; version 2 no ledger
+checkpoint; version 3 no metering.
 """
 
 from __future__ import annotations
@@ -22,16 +24,31 @@ from sandbox import identity
 from sandbox.canonical import canonical_json
 
 RECEIPT_TYPE = "sandbox-receipt"
-RECEIPT_VERSIONS = (1, 2, 3)
+RECEIPT_VERSIONS = (1, 2, 3, 4)
 _V2_FIELDS = {"warrant", "epsilon_job", "epsilon_purpose", "epsilon_dataset"}
 _V3_FIELDS = {"ledger"}
+_V4_FIELDS = {"metering"}
+
+
+class Metering(BaseModel):
+    """What one task cost the company's node, measured there: CPU seconds (user and system,
+    of the node's process, over the task's own work), wall seconds, and the bytes of the task
+    received and of the reply sent (before the receipt). The company's business data, not
+    personal data: signed in its receipt, shown to the company, to others in aggregate."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu_seconds: float = Field(ge=0)
+    wall_seconds: float = Field(ge=0)
+    bytes_in: int = Field(ge=0)
+    bytes_out: int = Field(ge=0)
 
 
 class ReceiptPayload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: str = RECEIPT_TYPE
-    version: int = 3
+    version: int = 4
     company: str
     dataset: str
     dataset_hash: str
@@ -54,9 +71,15 @@ class ReceiptPayload(BaseModel):
     ledger: str | None = Field(default=None, max_length=120)
     """``<size> <base64 root>``: the latest checkpoint of the sandbox's ledger that this
     node had cosigned as a witness when it signed (version 3)."""
+    metering: Metering | None = None
+    """What the task cost the node (version 4)."""
 
     def canonical(self) -> bytes:
-        newer = {1: _V2_FIELDS | _V3_FIELDS, 2: _V3_FIELDS}.get(self.version, set())
+        newer = {
+            1: _V2_FIELDS | _V3_FIELDS | _V4_FIELDS,
+            2: _V3_FIELDS | _V4_FIELDS,
+            3: _V4_FIELDS,
+        }.get(self.version, set())
         return canonical_json(self.model_dump(mode="json", exclude=newer))
 
 

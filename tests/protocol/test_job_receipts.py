@@ -145,7 +145,7 @@ def test_a_malformed_document_is_refused_clearly(text: str) -> None:
 def test_receipts_of_each_version_keep_their_own_canonical_form() -> None:
     """A version 3 receipt names the ledger checkpoint its node cosigned; version 2 receipts
     (signed before) verify unchanged, and a version 2 receipt cannot smuggle the field."""
-    _, v3_text, _ = receipt("acme", 1, 2.0, ledger="12 " + "A" * 43 + "=")
+    _, v3_text, _ = receipt("acme", 1, 2.0, ledger="12 " + "A" * 43 + "=", version=3)
     assert '"ledger":"12 ' in v3_text and '"version":3' in v3_text
     company, v2_text, v2_sig = receipt("acme", 7, 3.0, version=2)
     assert '"ledger"' not in v2_text and '"version":2' in v2_text
