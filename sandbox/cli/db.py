@@ -35,6 +35,7 @@ def db_upgrade(
     """Migrate the database named by SANDBOX_DATABASE_URL (as its owner) to the newest
     schema, and with --app-role, set up the role the services connect as."""
     from sqlalchemy import create_engine
+    from sqlalchemy.exc import SQLAlchemyError
 
     from sandbox.migrations import SchemaError, upgrade
     from sandbox.migrations.roles import RoleError, grant_application_role
@@ -64,7 +65,7 @@ def db_upgrade(
             granted = grant_application_role(engine, app_role, password)
             console.print(f"application role {app_role}: privileges on {len(granted)} tables "
                           "(the ledger append-only)")  # fmt: skip
-    except (SchemaError, RoleError, OSError) as exc:
+    except (SchemaError, RoleError, OSError, SQLAlchemyError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from exc
     finally:

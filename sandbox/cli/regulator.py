@@ -61,6 +61,8 @@ def init(
     from policies.activation import signing_message
     from policies.policyset import DEFAULT_POLICY_DIR, hash_files, policy_files
 
+    if key_file.resolve().is_relative_to(public_dir.resolve()):
+        fail("the key file must not be in the public folder (that folder is handed over)")
     try:
         key = identity.load_or_create_key(key_file)
         policy_set_hash = hash_files(policy_files(policy_dir or DEFAULT_POLICY_DIR))
@@ -120,18 +122,22 @@ def approvals(
 
 
 def statement_to_sign(
-    job: dict[str, Any], offered: str, regulator: str, note: str, code_bundle: str
-) -> bytes:
-    """The approval statement built here from the job's spec and the code the regulator
-    vouches for; the server's ``offered`` statement must be the same bytes."""
+    job_id: str, job: dict[str, Any], offered: str, regulator: str, note: str,
+    code_bundle: str, signed_at: str,
+) -> bytes:  # fmt: skip
+    """The approval statement built here from the job asked for, its spec as shown, the code
+    the regulator vouches for and the time taken here; the server's ``offered`` statement must
+    be the same bytes."""
+    if job.get("id") != job_id:
+        raise ValueError(f"the API answered with job {job.get('id')!r}, not {job_id}")
     try:
         spec_hash = parse_job_spec(job["spec"]).spec_hash
     except JobSpecError as exc:
         raise ValueError("the job's spec does not parse: " + "; ".join(exc.problems)) from None
     if spec_hash != job["spec_hash"]:
         raise ValueError(f"the job's spec hashes to {spec_hash}, not its filed {job['spec_hash']}")
-    time = json.loads(offered)["time"]
-    own = approval_statement(job["id"], spec_hash, code_bundle, regulator, time, note_sha256(note))
+    own = approval_statement(job_id, spec_hash, code_bundle, regulator, signed_at,
+                             note_sha256(note))  # fmt: skip
     if own != offered.encode("utf-8"):
         raise ValueError(
             "the server's approval statement differs from the one built here (another code "
@@ -164,7 +170,9 @@ def approve(
         offered = api_call(
             api, token, f"/approvals/{job_id}/statement?signed_at={_q(signed_at)}&note={_q(note)}"
         )
-        statement = statement_to_sign(job, str(offered["statement"]), regulator, note, bundle)
+        statement = statement_to_sign(
+            job_id, job, str(offered["statement"]), regulator, note, bundle, signed_at
+        )
         signature = identity.sign(identity.read_private_key(key_file), statement)
         body = {"note": note, "signed_at": signed_at, "signature": signature}
         approved = api_call(api, token, f"/approvals/{job_id}/approve", body)

@@ -115,7 +115,23 @@ def load_company_file(
     table = _validated(data, manifest)
     if test_data is None:
         return table
-    return with_test_file(table, _validated(test_data, manifest), test_data.name)
+    test = _validated(test_data, manifest)
+    _same_labels(data, test_data, manifest.target.name)
+    return with_test_file(table, test, test_data.name)
+
+
+def _same_labels(data: Path, test_data: Path, target: str) -> None:
+    """Both files' target values together are at most two, and the test file's are among the
+    training file's (a misspelt label would otherwise count as the negative class)."""
+    labels = []
+    for path in (data, test_data):
+        column = read_table(path)[target]
+        labels.append({str(v).strip() for v in column[column.notna()] if str(v).strip()})
+    if len(labels[0] | labels[1]) > 2 or not labels[1] <= labels[0]:
+        raise DataValidationError([
+            f"{test_data}: target {target!r} holds {sorted(labels[1] - labels[0])} that the "
+            f"training rows ({data}) do not; both files must use the same two labels"
+        ])  # fmt: skip
 
 
 def _validated(data: Path, manifest: DatasetManifest) -> ValidatedTable:

@@ -187,7 +187,7 @@ def with_test_file(train: ValidatedTable, test: ValidatedTable, test_file: str) 
         )  # fmt: skip
     frame = pd.concat([train.frame, test.frame], ignore_index=True)
     marks = (False,) * len(train.frame) + (True,) * len(test.frame)
-    source = f"the company's own (test file {test_file})"
+    source = f"the company's own (test file {test_file[:120]})"
     dropped = train.dropped_rows + test.dropped_rows
     return ValidatedTable(frame, train.manifest, marks, source, dropped)
 

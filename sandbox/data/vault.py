@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from sandbox.data.manifest import DatasetManifest
+from sandbox.data.validation import DataValidationError
 
 TEST_FRACTION = 0.25
 PARTS = ("train", "test")
@@ -71,9 +72,11 @@ def fill_blanks(
             continue
         known = train[column.name].dropna()
         if known.empty:
-            raise VaultError(
-                f"column {column.name!r} has no value in the training rows to take the "
-                f"{column.missing} of; declare a fill instead"
+            raise DataValidationError(
+                [
+                    f"column {column.name!r} has no value in the training rows to take the "
+                    f"{column.missing} of; declare a fill instead"
+                ]
             )
         if column.missing == "median":
             value: object = float(known.median())

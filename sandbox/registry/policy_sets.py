@@ -84,7 +84,7 @@ class PolicyStore:
         folder = self.root / "signatures"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{policy_set_hash}.sig"
-        path.write_text(signature + "\n", encoding="ascii")
+        write_atomic(path, (signature + "\n").encode("ascii"))  # read by processes starting at once
         return path
 
     def signature_for(self, policy_set_hash: str) -> str | None:

@@ -181,14 +181,15 @@ def admit(
     gov: Governance, actor: Any, application_id: str, confirmed: Confirmation | None = None
 ) -> CompanyApplication:
     """A regulator's admission is recorded on the application; the operator's admits the
-    company: it joins with the application's key, manifest and consents. The declarations
-    are checked first (:func:`check_declarations`), and what was confirmed is recorded."""
+    company: it joins with the application's key, manifest and consents. Once the policy
+    allows the review, the declarations are checked (:func:`check_declarations`); what was
+    confirmed is recorded."""
     application = store.get_application(gov.engine, application_id)
-    flagged = check_declarations(application, confirmed)
-    checked = {"confirmed": "industry+personal_data"} if confirmed is not None else {}
-    if flagged:
-        checked["looks_personal"] = "+".join(flagged)[:64]
     _review(gov, actor, application, "admit")
+    flagged = check_declarations(application, confirmed)
+    checked: dict[str, Any] = {"confirmed": "industry+personal_data"} if confirmed else {}
+    if flagged:  # how many, never the names (the ledger holds no company-chosen text)
+        checked["looks_personal_columns"] = len(flagged)
     if role_of(actor) == "regulator":
         updated = store.update_pending(
             gov.engine, application_id, regulator_admitted_by=actor.id,

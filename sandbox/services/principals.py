@@ -203,6 +203,13 @@ def ensure_operator(gov: Governance) -> Principal:
 def _ensure(gov: Governance, principal_id: str, role: str, public_key: str) -> Principal:
     existing = store.find_principal(gov.engine, principal_id)
     if existing is not None:
+        if existing.public_key != public_key:
+            raise ValueError(
+                f"the registry holds another key for {principal_id!r} than this installation's "
+                f"({identity.key_id(existing.public_key)}, not {identity.key_id(public_key)}): "
+                "a moved or replaced key is not adopted silently (its tokens, and the keys the "
+                "companies' nodes pinned, rest on the registered one)"
+            )
         return existing
     try:
         return store.add_principal(

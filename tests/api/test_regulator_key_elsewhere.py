@@ -214,3 +214,22 @@ def test_a_forged_signature_in_the_public_folder_activates_nothing(
     gov = Governance(load_settings())
     assert gov.pdp.active is None  # nothing active: every decision is deny
     assert json.dumps([r.activated for r in gov.activations]) == "[false]"
+
+
+def test_a_statement_for_another_job_or_time_is_not_signed() -> None:
+    from sandbox.cli.regulator import statement_to_sign
+    from sandbox.protocol.jobspec import JobSpec
+
+    spec = JobSpec.model_validate({"purpose": PURPOSE, "companies": ["a", "b"]})
+    job = {"id": "job-000000000002", "spec": spec.model_dump(mode="json"),
+           "spec_hash": spec.spec_hash}  # fmt: skip
+    offered = approval_statement("job-000000000002", spec.spec_hash, "b" * 64, REGULATOR,
+                                 "2026-12-07T09:00:00Z", note_sha256("")).decode()  # fmt: skip
+    with pytest.raises(ValueError, match="not job-000000000001"):
+        statement_to_sign("job-000000000001", job, offered, REGULATOR, "", "b" * 64,
+                          "2026-12-07T09:00:00Z")  # fmt: skip
+    with pytest.raises(ValueError, match="nothing signed"):  # the server's time, not ours
+        statement_to_sign("job-000000000002", job, offered, REGULATOR, "", "b" * 64,
+                          "2026-12-07T09:00:05Z")  # fmt: skip
+    assert statement_to_sign("job-000000000002", job, offered, REGULATOR, "", "b" * 64,
+                             "2026-12-07T09:00:00Z") == offered.encode()  # fmt: skip

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
@@ -152,16 +151,16 @@ def row_hashes(frame: pd.DataFrame) -> list[str]:
 
 def test_a_split_column_is_used_exactly(tmp_path: Path) -> None:
     frame = rows().dropna()  # unique rows, no blanks: the hashes compare row for row
+    frame = frame.assign(amount=frame["amount"].astype(float), fraud=(frame["fraud"] == "yes")
+                         .astype("int64"))  # as the vault stores them  # fmt: skip
+    marked = rows().dropna()["part"]
     document = manifest({}, {}, split_column="part")
-    vault = written(tmp_path, document, frame)
-    table = load_company_file(tmp_path / "claims.csv", tmp_path / "claims.json")
-    marks = np.array(table.test_rows)
-    expected = table.frame
-    assert row_hashes(vault.read("train")) == row_hashes(expected[~marks])
-    assert row_hashes(vault.read("test")) == row_hashes(expected[marks])
+    vault = written(tmp_path, document, rows().dropna())
+    assert row_hashes(vault.read("train")) == row_hashes(frame[marked == "train"])
+    assert row_hashes(vault.read("test")) == row_hashes(frame[marked == "test"])
     assert not set(row_hashes(vault.read("train"))) & set(row_hashes(vault.read("test")))
     assert vault.manifest.split == "the company's own (column 'part')"
-    assert vault.manifest.test_rows == int(marks.sum())
+    assert vault.manifest.test_rows == int((marked == "test").sum())
 
 
 @pytest.mark.parametrize(
@@ -172,7 +171,6 @@ def test_a_split_column_is_used_exactly(tmp_path: Path) -> None:
     ],
 )
 def test_a_bad_split_column_is_refused(tmp_path: Path, marks: list[str], says: str) -> None:
-    frame = rows().dropna().head(60)
     frame = rows().ffill().bfill().assign(part=marks)
     with pytest.raises(DataValidationError, match=says):
         written(tmp_path, manifest({}, {}, split_column="part"), frame)
@@ -207,3 +205,23 @@ def test_blank_targets_are_refused_or_left_out_as_declared(tmp_path: Path) -> No
     vault = written(tmp_path, document, frame)
     assert vault.manifest.row_count == 58
     assert (vault.manifest.train_rows, vault.manifest.test_rows) == (44, 14)
+
+
+def test_a_test_file_with_another_label_is_refused(tmp_path: Path) -> None:
+    source = rows().ffill().bfill()
+    train, test = source[source.part == "train"], source[source.part == "test"]
+    train.drop(columns="part").to_csv(tmp_path / "train.csv", index=False)
+    test.drop(columns="part").assign(fraud=["yes", "yse"] * 7 + ["yes"]).to_csv(
+        tmp_path / "test.csv", index=False
+    )
+    (tmp_path / "claims.json").write_text(json.dumps(manifest({}, {})))
+    with pytest.raises(DataValidationError, match=r"holds \['yse'\] that the training rows"):
+        load_company_file(tmp_path / "train.csv", tmp_path / "claims.json", tmp_path / "test.csv")
+
+
+def test_a_median_of_nothing_is_a_clear_data_error(tmp_path: Path) -> None:
+    frame = rows().assign(amount=None)
+    frame["region"] = frame["region"].ffill().bfill()
+    with pytest.raises(DataValidationError, match="no value in the training rows"):
+        written(tmp_path, manifest({"missing": "median"}, {}, split_column="part"), frame)
+    assert not (tmp_path / "node" / "vault" / "claims").exists()

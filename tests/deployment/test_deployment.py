@@ -317,7 +317,8 @@ def test_a_node_with_an_unregistered_key_is_refused(federation: Federation, tmp_
     assert code == 1, log
     assert "Failed to activate SuperNode" in log and "2004" in log, log
     assert cli.nodes() == before
-    assert not is_connected(tmp_path / "rogue")  # its health check never passed
+    # Its health check never passed: Flower never gave it a node id, so no mark was made.
+    assert "SuperNode ID" not in log and not is_connected(tmp_path / "rogue")
 
 
 @pytest.mark.parametrize("trust", ["system roots", "another CA"])

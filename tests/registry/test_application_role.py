@@ -95,6 +95,9 @@ def test_the_sandbox_works_as_the_application_role(
         "CREATE TABLE shadow (x int)",
         "UPDATE alembic_version SET version_num = '0001'",
         "DELETE FROM ledger_checkpoint",
+        "UPDATE ledger_checkpoint SET size = size + 1",
+        "UPDATE ledger_checkpoint SET signed_at = now()",
+        "UPDATE ledger_head SET id = 2",
     ],
 )
 def test_the_application_role_cannot_rewrite_the_ledger_or_the_schema(
@@ -109,6 +112,29 @@ def test_the_application_role_cannot_rewrite_the_ledger_or_the_schema(
     ):
         conn.execute(attack)
     assert gov.ledger.verify().ok
+
+
+def test_the_password_is_stored_as_a_scram_verifier_and_memberships_are_dropped(
+    database: Database,
+) -> None:
+    from sqlalchemy import create_engine
+
+    with psycopg.connect(_postgres_admin_url(), autocommit=True) as admin:
+        admin.execute(f'GRANT pg_read_all_data TO "{database.role}"')
+        engine = create_engine(database.owner_url)
+        try:
+            grant_application_role(engine, database.role, "a-new-password")
+        finally:
+            engine.dispose()
+        stored = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s",
+                               (database.role,)).fetchone()  # fmt: skip
+        groups = admin.execute(
+            "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member "
+            "WHERE r.rolname = %s", (database.role,)
+        ).fetchone()  # fmt: skip
+    assert stored is not None and str(stored[0]).startswith("SCRAM-SHA-256$4096:")
+    assert "a-new-password" not in str(stored[0])
+    assert groups == (0,)
 
 
 def test_the_role_is_checked_before_anything_is_granted(database: Database) -> None:

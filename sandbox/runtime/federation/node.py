@@ -7,7 +7,9 @@ the SuperNode, and watches the SuperNode's log: once the SuperLink has authentic
 (Flower logs the node id it was given, which it does only after the node's key was accepted)
 the file :data:`CONNECTED_FILE` in the node folder says so, with the node id and the time; it
 is removed when the node starts and when it stops. A health check that reads it means
-"connected and authenticated", not merely "the process is up". Signals that stop this
+"authenticated by the SuperLink since this start", not merely "the process is up" (Flower
+reconnects on its own; a node that can no longer reach the SuperLink keeps the mark until it
+stops, and the SuperLink's own view, `sandbox federation status`, says whether it is online). Signals that stop this
 process stop both children; the node's exit status is the SuperNode's.
 """
 
@@ -98,12 +100,13 @@ def main(argv: list[str] | None = None) -> None:
         code = node.wait()
     finally:
         (node_dir / CONNECTED_FILE).unlink(missing_ok=True)
-        if executor.poll() is None:
-            executor.terminate()
-            try:
-                executor.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                executor.kill()
+        for child in (node, executor):
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
     sys.exit(code)
 
 
