@@ -77,7 +77,9 @@ def validate_frame(df: pd.DataFrame, manifest: DatasetManifest) -> ValidatedTabl
     problems: list[str] = []
     if df.empty or len(df.columns) == 0:
         raise DataValidationError(["the file holds no data rows"])
-    df = df.rename(columns=lambda c: str(c).strip())
+    # Row labels count the data rows from 0 (whatever index the reader made), so that the
+    # rows named in messages stay those of the file when some are left out.
+    df = df.rename(columns=lambda c: str(c).strip()).reset_index(drop=True)
     wanted = [c.name for c in manifest.features] + [manifest.target.name]
     missing = [name for name in wanted if name not in df.columns]
     if missing:
