@@ -53,6 +53,10 @@ ACTIONS = (
     "witness_checkpoint",
     "read_job_figures",
     "review_application",
+    "issue_voucher",
+    "settle_job",
+    "contest_settlement",
+    "resolve_dispute",
 )
 NO_POLICY_SET = "(none)"
 NOT_RECORDED = "The decision could not be written to the audit ledger, so the request is denied."

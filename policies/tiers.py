@@ -48,6 +48,23 @@ class TierParameters:
     release_require_every_company: bool
 
 
+@dataclass(frozen=True, slots=True)
+class SettlementTerms:
+    """The written terms of settlement (``[settlement]``): the currency, the price of the
+    companies' metered compute, and who may get a compute voucher and how much. Amounts are
+    in minor units (cents) wherever they are stored."""
+
+    currency: str
+    cpu_hour: Decimal
+    """Price of one CPU-hour a company's node spends on a job's tasks."""
+    gigabyte: Decimal
+    """Price of one gigabyte a node sends or receives for a job."""
+    voucher_max: Decimal
+    """The largest compute voucher one issuance may grant."""
+    small_company_rows: int
+    """A company with fewer training rows than this is a small firm (eligible for vouchers)."""
+
+
 @dataclass(frozen=True)
 class TierConfig:
     """The parsed ``tiers.toml``."""
@@ -59,6 +76,8 @@ class TierConfig:
     tiers: Mapping[str, TierParameters]
     witness_quorum: int = 2
     """Cosignatures by registered witnesses that make a ledger checkpoint "witnessed"."""
+    settlement: SettlementTerms = SettlementTerms("EUR", Decimal(0), Decimal(0), Decimal(0), 1)
+    """The written terms of settlement; every parsed file states its own."""
 
     @property
     def industries(self) -> frozenset[str]:
@@ -124,7 +143,33 @@ def parse_tier_config(text: str) -> TierConfig:
     if set(tiers_raw) != set(order):
         raise TierConfigError(f"{TIERS_FILE}: [tiers.*] must have one table per tier {list(order)}")
     tiers = {name: _tier_parameters(name, tiers_raw[name]) for name in order}
-    return TierConfig(order, unknown, industry_tiers, grade_tiers, tiers, _witness_quorum(raw))
+    return TierConfig(order, unknown, industry_tiers, grade_tiers, tiers, _witness_quorum(raw),
+                      _settlement(raw))  # fmt: skip
+
+
+_SETTLEMENT_KEYS = {"currency", "cpu_hour", "gigabyte", "voucher_max", "small_company_rows"}
+
+
+def _settlement(raw: Mapping[str, Any]) -> SettlementTerms:
+    terms = _table(raw, "settlement")
+    problem = f"{TIERS_FILE}: [settlement] must hold exactly {sorted(_SETTLEMENT_KEYS)}"
+    if set(terms) != _SETTLEMENT_KEYS:
+        raise TierConfigError(problem)
+    currency, rows = terms["currency"], terms["small_company_rows"]
+    if not (isinstance(currency, str) and len(currency) == 3 and currency.isupper()):
+        raise TierConfigError(f"{problem}; currency is a three-letter code such as EUR")
+    if type(rows) is not int or rows < 1:
+        raise TierConfigError(f"{problem}; small_company_rows is a positive whole number")
+    prices: dict[str, Decimal] = {}
+    for key in ("cpu_hour", "gigabyte", "voucher_max"):
+        try:
+            prices[key] = Decimal(str(terms[key]))
+        except InvalidOperation:
+            raise TierConfigError(f"{TIERS_FILE}: settlement.{key} is not a number") from None
+        if not prices[key].is_finite() or prices[key] < 0:
+            raise TierConfigError(f"{TIERS_FILE}: settlement.{key} must be a number >= 0")
+    return SettlementTerms(currency, prices["cpu_hour"], prices["gigabyte"],
+                           prices["voucher_max"], rows)  # fmt: skip
 
 
 def _witness_quorum(raw: Mapping[str, Any]) -> int:

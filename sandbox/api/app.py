@@ -28,6 +28,7 @@ from sandbox.api.routers import (
     jobs,
     operators,
     regulators,
+    settlements,
     witnesses,
 )
 from sandbox.api.schemas import Health
@@ -104,7 +105,7 @@ def create_app(
 
     app.add_middleware(InputGuard, max_body=max_body)
     for router in (auth.router, companies.router, jobs.router, regulators.router,
-                   witnesses.router):  # fmt: skip
+                   witnesses.router, settlements.router):  # fmt: skip
         app.include_router(router)
     app.include_router(operators.router)
     app.include_router(applications.router)

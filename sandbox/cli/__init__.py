@@ -16,11 +16,12 @@ from sandbox.cli.job import job_app, report
 from sandbox.cli.policy import policy_app
 from sandbox.cli.principal import principal_app, token_app
 from sandbox.cli.regulator import regulator_app
+from sandbox.cli.settlement import job_settle
 from sandbox.config import load_settings
 
 # The company-side federation commands attach themselves to ``federation_app``, the
-# review of applications to ``company_app``.
-_COMPANY_SIDE = (demo_company, node_cmd, node_key, company_admit)
+# review of applications and settlement to ``company_app`` and ``job_app``.
+_COMPANY_SIDE = (demo_company, node_cmd, node_key, company_admit, job_settle)
 
 app = typer.Typer(help="The regulatory data sandbox.", no_args_is_help=True, add_completion=False)
 app.command()(demo)

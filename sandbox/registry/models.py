@@ -283,3 +283,59 @@ class CompanyApplication(SQLModel, table=True):
     decided_by: str | None = Field(default=None, max_length=64)
     decided_at: datetime | None = None
     reason: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Voucher(SQLModel, table=True):
+    """A compute voucher issued to a company under the written terms (tiers.toml
+    [settlement]): it pays the company's compute cost in settlements until it is used up or
+    expires. Amounts in cents."""
+
+    id: str = Field(primary_key=True, max_length=40)
+    company_id: str = Field(foreign_key="company.id", index=True, max_length=64)
+    amount: int
+    currency: str = Field(max_length=3)
+    purpose: str = Field(max_length=200)
+    valid_until: datetime
+    issued_by: str = Field(max_length=64)
+    issued_at: datetime = Field(default_factory=utcnow)
+    decision_id: str = Field(max_length=64)
+
+
+class VoucherUse(SQLModel, table=True):
+    """What a settlement took from a voucher (cents)."""
+
+    __tablename__ = "voucher_use"
+
+    id: int | None = Field(default=None, primary_key=True)
+    voucher_id: str = Field(foreign_key="voucher.id", index=True, max_length=40)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=40)
+    amount: int
+
+
+class Settlement(SQLModel, table=True):
+    """A job's settlement statement (canonical JSON, signed with the operator's key); a
+    revision replaces it after an upheld contest (the ledger keeps every revision's hash)."""
+
+    job_id: str = Field(primary_key=True, foreign_key="job.id", max_length=40)
+    revision: int = 1
+    statement: str = Field(sa_column=Column(Text, nullable=False))
+    signature: str = Field(max_length=128)
+    settled_by: str = Field(max_length=64)
+    settled_at: datetime = Field(default_factory=utcnow)
+
+
+class SettlementDispute(SQLModel, table=True):
+    """A company's contest of a job's settlement statement, and its resolution."""
+
+    __tablename__ = "settlement_dispute"
+
+    id: str = Field(primary_key=True, max_length=40)
+    job_id: str = Field(foreign_key="job.id", index=True, max_length=40)
+    company_id: str = Field(foreign_key="company.id", max_length=64)
+    revision: int
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default="open", max_length=16)
+    resolution: str | None = Field(default=None, sa_column=Column(Text))
+    resolved_by: str | None = Field(default=None, max_length=64)
+    opened_at: datetime = Field(default_factory=utcnow)
+    resolved_at: datetime | None = None

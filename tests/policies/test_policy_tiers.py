@@ -101,6 +101,14 @@ def _shipped_text() -> str:
         (lambda t: t.replace("witness_quorum = 2", 'witness_quorum = "2"'), "witness_quorum"),
         (lambda t: t.replace("witness_quorum = 2", "witness_quorum = true"), "witness_quorum"),
         (lambda t: t.replace("[ledger]\nwitness_quorum = 2\n", ""), "[ledger]"),
+        (lambda t: t.replace('currency = "EUR"', 'currency = "euro"'), "three-letter code"),
+        (lambda t: t.replace('cpu_hour = "0.05"', 'cpu_hour = "-1"'), "cpu_hour must be"),
+        (lambda t: t.replace('gigabyte = "0.01"', 'gigabyte = "lots"'), "gigabyte is not"),
+        (
+            lambda t: t.replace("small_company_rows = 1000", "small_company_rows = 0"),
+            "small_company_rows",
+        ),
+        (lambda t: t.replace("small_company_rows = 1000\n", ""), "must hold exactly"),
         (lambda t: t + "\n[[oops", "not valid TOML"),
     ],
 )
