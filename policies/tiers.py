@@ -59,6 +59,8 @@ class SettlementTerms:
     """Price of one CPU-hour a company's node spends on a job's tasks."""
     gigabyte: Decimal
     """Price of one gigabyte a node sends or receives for a job."""
+    task: Decimal
+    """Price of one task a node serves (its share of orchestration, checks and receipts)."""
     voucher_max: Decimal
     """The largest compute voucher one issuance may grant."""
     small_company_rows: int
@@ -76,7 +78,9 @@ class TierConfig:
     tiers: Mapping[str, TierParameters]
     witness_quorum: int = 2
     """Cosignatures by registered witnesses that make a ledger checkpoint "witnessed"."""
-    settlement: SettlementTerms = SettlementTerms("EUR", Decimal(0), Decimal(0), Decimal(0), 1)
+    settlement: SettlementTerms = SettlementTerms(
+        "EUR", Decimal(0), Decimal(0), Decimal(0), Decimal(0), 1
+    )
     """The written terms of settlement; every parsed file states its own."""
 
     @property
@@ -147,7 +151,9 @@ def parse_tier_config(text: str) -> TierConfig:
                       _settlement(raw))  # fmt: skip
 
 
-_SETTLEMENT_KEYS = {"currency", "cpu_hour", "gigabyte", "voucher_max", "small_company_rows"}
+_SETTLEMENT_KEYS = {
+    "currency", "cpu_hour", "gigabyte", "task", "voucher_max", "small_company_rows"
+}  # fmt: skip
 
 
 def _settlement(raw: Mapping[str, Any]) -> SettlementTerms:
@@ -161,14 +167,14 @@ def _settlement(raw: Mapping[str, Any]) -> SettlementTerms:
     if type(rows) is not int or rows < 1:
         raise TierConfigError(f"{problem}; small_company_rows is a positive whole number")
     prices: dict[str, Decimal] = {}
-    for key in ("cpu_hour", "gigabyte", "voucher_max"):
+    for key in ("cpu_hour", "gigabyte", "task", "voucher_max"):
         try:
             prices[key] = Decimal(str(terms[key]))
         except InvalidOperation:
             raise TierConfigError(f"{TIERS_FILE}: settlement.{key} is not a number") from None
         if not prices[key].is_finite() or prices[key] < 0:
             raise TierConfigError(f"{TIERS_FILE}: settlement.{key} must be a number >= 0")
-    return SettlementTerms(currency, prices["cpu_hour"], prices["gigabyte"],
+    return SettlementTerms(currency, prices["cpu_hour"], prices["gigabyte"], prices["task"],
                            prices["voucher_max"], rows)  # fmt: skip
 
 

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from sandbox.cli.render import RoundProgress, console, fail, fmt, progress_bar
+from sandbox.cli.settlement import print_statement
 from sandbox.config import load_settings
 from sandbox.errors import SandboxError
 from sandbox.governance import get_governance
@@ -85,12 +86,15 @@ def demo(
             bar.advance(task)
 
         members = demo_mod.join_census_companies(settings, options, step=step)
+        vouchers = demo_mod.issue_demo_vouchers(settings, members)
         bar.update(
             task,
             description=f"{len(members)} companies joined",
             completed=len(members),
             total=len(members),
         )
+    console.print(f"The operator issued {vouchers} compute vouchers of "
+                  f"{demo_mod.DEMO_VOUCHER} EUR (small firms, first job).")  # fmt: skip
     spec = demo_mod.demo_spec(members, options, get_governance(settings))
     try:
         filed = demo_mod.file_demo_job(settings, spec)
@@ -106,12 +110,15 @@ def demo(
         outcome = demo_mod.run_demo_job(settings, filed.job_id, RoundProgress(bar, spec.rounds))
     if outcome["status"] != "completed":
         fail(f"the job ended {outcome['status']}: {outcome['reason']}")
+    settlement = demo_mod.settle_demo_job(settings, filed.job_id)
     report = demo_mod.build_report(settings, filed.job_id, options)
+    report["settlement"] = settlement
     report["seconds"] = round(time.monotonic() - started, 1)
     print_demo_table(report)
     print_assessment(report.get("assessment"))
     print_release(report.get("release"))
     print_contributions(report.get("contributions"))
+    print_statement(settlement)
     print_ledger(report.get("ledger"), settings.home, report["job"]["id"])
     if json_path is not None:
         demo_mod.write_json(json_path, report)

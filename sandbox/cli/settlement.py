@@ -106,15 +106,18 @@ def print_statement(statement: dict[str, Any]) -> None:
     console.print(f"settlement of job {statement['job']} (revision {statement['revision']}): "
                   f"value {money(statement['value'], currency)}, shares by "
                   f"{statement['method']}; prices per CPU-hour {statement['prices']['cpu_hour']}, "
-                  f"per GB {statement['prices']['gigabyte']} {currency}")  # fmt: skip
-    table = Table("company", "share", "amount", "CPU s", "compute", "vouchers", "billed", "net")
+                  f"per GB {statement['prices']['gigabyte']}, per task "
+                  f"{statement['prices']['task']} {currency}")  # fmt: skip
+    table = Table("company", "share", "amount", "CPU s", "tasks", "compute", "vouchers", "billed",
+                  "net")  # fmt: skip
     for row in statement["companies"]:
         table.add_row(row["company"], f"{row['share']:.4f}", money(row["amount"]),
-                      f"{row['cpu_seconds']:.1f}", money(row["compute_cost"]),
+                      f"{row['cpu_seconds']:.1f}", str(row["metered_tasks"]),
+                      money(row["compute_cost"]),
                       money(row["vouchers"]), money(row["billed"]), money(row["net"]))  # fmt: skip
     if "others" in statement:
         others = statement["others"]
-        table.add_row(f"{others['companies']} other companies", "", money(others["amount"]), "",
+        table.add_row(f"{others['companies']} other companies", "", money(others["amount"]), "", "",
                       money(others["compute_cost"]), money(others["vouchers"]), "",
                       money(others["net"]))  # fmt: skip
     console.print(table)

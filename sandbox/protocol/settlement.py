@@ -5,7 +5,7 @@ public key can check it, and recomputable from its own figures.
 All amounts are whole cents. The declared value is shared out by the contribution shares
 with the largest-remainder method, so the companies' amounts add up to the value exactly.
 A company's compute cost prices what its node metered and signed in its receipts (CPU hours,
-gigabytes in and out); its vouchers pay that cost first, the rest is billed; its net is its
+gigabytes in and out, tasks served); its vouchers pay that cost first, the rest is billed; its net is its
 amount minus its cost plus the vouchers applied.
 """
 
@@ -77,11 +77,15 @@ def apportion(value: int, shares: dict[str, float]) -> dict[str, int]:
     return floors
 
 
-def compute_cost(cpu_seconds: float, transferred: int, cpu_hour: Decimal, gigabyte: Decimal) -> int:
-    """The price in cents of ``cpu_seconds`` of CPU and ``transferred`` bytes."""
+def compute_cost(
+    cpu_seconds: float, transferred: int, tasks: int, prices: dict[str, Decimal]
+) -> int:
+    """The price in cents of ``cpu_seconds`` of CPU, ``transferred`` bytes and ``tasks``
+    tasks served, at ``prices`` (per CPU-hour, gigabyte and task)."""
     hours = Decimal(str(cpu_seconds)) / 3600
     gigabytes = Decimal(transferred) / 10**9
-    return cents(hours * cpu_hour + gigabytes * gigabyte)
+    return cents(hours * prices["cpu_hour"] + gigabytes * prices["gigabyte"]
+                 + tasks * prices["task"])  # fmt: skip
 
 
 def line(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import delete
 from sqlalchemy.engine import Engine
@@ -12,13 +13,19 @@ from sandbox.db import session_scope
 from sandbox.errors import NotFound
 from sandbox.registry.models import Settlement, SettlementDispute, Voucher, VoucherUse
 
+Row = TypeVar("Row", Voucher, SettlementDispute)
+
+
+def _insert(engine: Engine, row: Row) -> Row:
+    with session_scope(engine) as session:
+        session.add(row)
+        session.commit()
+        session.refresh(row)
+        return row
+
 
 def add_voucher(engine: Engine, voucher: Voucher) -> Voucher:
-    with session_scope(engine) as session:
-        session.add(voucher)
-        session.commit()
-        session.refresh(voucher)
-        return voucher
+    return _insert(engine, voucher)
 
 
 def vouchers_of(engine: Engine, company_id: str) -> list[Voucher]:
@@ -71,11 +78,7 @@ def get_settlement(engine: Engine, job_id: str) -> Settlement:
 
 
 def add_dispute(engine: Engine, dispute: SettlementDispute) -> SettlementDispute:
-    with session_scope(engine) as session:
-        session.add(dispute)
-        session.commit()
-        session.refresh(dispute)
-        return dispute
+    return _insert(engine, dispute)
 
 
 def disputes_of(engine: Engine, job_id: str) -> list[SettlementDispute]:

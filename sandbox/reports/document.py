@@ -9,6 +9,7 @@ is signed when the report is built, so every index it cites is covered.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from bisect import bisect_right
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from sandbox.governance import Governance
 from sandbox.identity import public_b64
 from sandbox.registry import companies as company_store
 from sandbox.registry import jobs as job_store
+from sandbox.registry import settlements as settlement_store
 from sandbox.reports import plots
 from sandbox.reports.compliance import (
     ComplianceSummary,
@@ -128,6 +130,15 @@ class RoundLine(BaseModel):
     checkpoint_size: int | None
 
 
+class SettlementPart(BaseModel):
+    """The job's current settlement statement (amounts in cents), as signed."""
+
+    revision: int
+    statement: dict[str, Any]
+    signature: str
+    statement_sha256: str
+
+
 class ComplianceReport(BaseModel):
     generated_at: datetime
     job_id: str
@@ -152,6 +163,7 @@ class ComplianceReport(BaseModel):
     )
     facts: list[Fact]
     summary: ComplianceSummary
+    settlement: SettlementPart | None = None
 
 
 def _covering(sizes: list[int], index: int) -> int:
@@ -346,6 +358,10 @@ def build_report(
     if release is not None:
         fact("release", f"Release {'allowed' if release.allowed else 'denied'} "
              f"({release.tier} tier).", release.ledger_index)  # fmt: skip
+    for e in entries:
+        said = _settlement_fact(e.record)
+        if said:
+            fact("settlement", said, e.index)
     for line in decisions:
         fact("decisions", f"{line.principal}: {line.action} "
              f"{'allowed' if line.allowed else 'denied'}.", line.ledger_index)  # fmt: skip
@@ -377,7 +393,35 @@ def build_report(
         utility=utility,
         facts=facts,
         summary=summary,
+        settlement=_settlement(gov, job_id),
     )
+
+
+def _settlement(gov: Governance, job_id: str) -> SettlementPart | None:
+    settled = settlement_store.find_settlement(gov.engine, job_id)
+    if settled is None:
+        return None
+    return SettlementPart(
+        revision=settled.revision, statement=json.loads(settled.statement),
+        signature=settled.signature,
+        statement_sha256=hashlib.sha256(settled.statement.encode()).hexdigest(),
+    )  # fmt: skip
+
+
+def _settlement_fact(record: Any) -> str | None:
+    """The statement of a settlement entry of the ledger, for the report."""
+    details = record.details or {}
+    if record.action == "job.settled":
+        return (f"Settlement revision {details.get('revision')} drawn up by "
+                f"{record.actor.principal}: value {int(details.get('value_cents', 0)) / 100:.2f} "
+                f"{details.get('currency')}, statement SHA-256 {details.get('statement_sha256')}.")  # fmt: skip
+    if record.action == "settlement.contested":
+        return (f"{record.actor.principal} contested settlement revision "
+                f"{details.get('revision')} ({details.get('dispute')}).")  # fmt: skip
+    if record.action == "settlement.dispute_resolved":
+        return (f"Contest {details.get('dispute')} {details.get('outcome')} by "
+                f"{record.actor.principal}.")  # fmt: skip
+    return None
 
 
 def report_plots(report: ComplianceReport) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,15 @@ from sandbox.protocol.jobspec import JobSpec
 from sandbox.protocol.messages import TrainingPlan
 from sandbox.protocol.receipts import ReceiptError, verify_receipt
 from sandbox.runtime.simulation import run_on_simulation
-from sandbox.services import audit, companies, jobs, principals
+from sandbox.services import audit, companies, jobs, principals, settlements
 from sandbox.vocabulary import INSTALLATION_REGULATOR
 
 PURPOSE = "income-prediction"
 DEMO_ENGINEER = "demo-engineer"
+DEMO_VALUE = Decimal("10000")
+"""The value the demo's engineer declares for the job's model, to share out (EUR)."""
+DEMO_VOUCHER = Decimal("0.50")
+"""The compute voucher the operator issues each company as it joins (EUR)."""
 DEMO_REGULATOR = INSTALLATION_REGULATOR
 
 
@@ -139,6 +144,28 @@ def file_demo_job(settings: Settings, spec: JobSpec) -> FiledDemoJob:
             f" approved by {DEMO_REGULATOR} (the demo plays the regulator)"
         )
     return FiledDemoJob(filed.job.id, filed.job.spec_hash, filed.job.risk_tier, steps)
+
+
+def issue_demo_vouchers(settings: Settings, members: list[companies.Joined]) -> int:
+    """The operator issues each company that joined a compute voucher, as the written terms
+    allow (small firms, or first-time participants: every company of the demo is both); how
+    many were issued."""
+    gov = get_governance(settings)
+    operator = principals.operator(gov)
+    for joined in members:
+        settlements.issue_voucher(gov, operator, joined.company.id, DEMO_VOUCHER, 365,
+                                  "a small firm's first job in the sandbox")  # fmt: skip
+    return len(members)
+
+
+def settle_demo_job(settings: Settings, job_id: str) -> dict[str, Any]:
+    """The demo's engineer declares the model's value and settles the job: the statement,
+    as the engineer reads it."""
+    gov = get_governance(settings)
+    engineer = principals.acting_as(gov, "engineer", DEMO_ENGINEER)
+    settlements.settle(gov, engineer, job_id, DEMO_VALUE)
+    shown = settlements.settlement_of(gov, engineer, job_id)
+    return {**shown.statement, "statement_sha256": shown.statement_sha256}
 
 
 def run_demo_job(settings: Settings, job_id: str, progress: Any = None) -> dict[str, Any]:

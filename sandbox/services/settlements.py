@@ -146,7 +146,8 @@ def settle(gov: Governance, actor: Any, job_id: str, value: Decimal | float | st
     if job.status != JobStatus.COMPLETED or not job.result:
         raise Conflict(f"job {job_id} is {job.status}: only a completed job is settled")
     contributions = (job.result or {}).get("contributions") or {}
-    shares: dict[str, float] = {k: float(v) for k, v in (contributions.get("shares") or {}).items()}
+    shares = {str(row["company"]): float(row["share"])
+              for row in contributions.get("companies") or [] if row.get("share") is not None}  # fmt: skip
     if not shares:
         raise Conflict(f"job {job_id} has no contribution estimate to settle by")
     earlier = store.find_settlement(gov.engine, job_id)
@@ -161,12 +162,13 @@ def settle(gov: Governance, actor: Any, job_id: str, value: Decimal | float | st
     decision = authorize(gov, actor, "settle_job", world.job, entities=world.entities,
                          annotation=Annotation(job_id=job_id))  # fmt: skip
     terms = gov.tiers.settlement
+    prices = {"cpu_hour": terms.cpu_hour, "gigabyte": terms.gigabyte, "task": terms.task}
     metered = _metering(job_store.receipts_of_job(gov.engine, job_id))
     amounts = protocol.apportion(cents, shares)
     lines, uses = [], []
     for company in sorted(shares):
         cpu, moved, tasks = metered.get(company, (0.0, 0, 0))
-        cost = protocol.compute_cost(cpu, moved, terms.cpu_hour, terms.gigabyte)
+        cost = protocol.compute_cost(cpu, moved, tasks, prices)
         live = [b for b in _balances(gov, company, job_id)
                 if b.left > 0 and b.voucher.valid_until > utcnow()]  # fmt: skip
         entry = protocol.line(company, shares[company], amounts[company], cpu, moved, tasks,
@@ -177,7 +179,7 @@ def settle(gov: Governance, actor: Any, job_id: str, value: Decimal | float | st
     statement = protocol.Statement(
         job=job_id, revision=revision, currency=terms.currency, value=cents,
         method=str(contributions.get("method", "unknown")),
-        prices={"cpu_hour": str(terms.cpu_hour), "gigabyte": str(terms.gigabyte)},
+        prices={name: str(price) for name, price in prices.items()},
         companies=tuple(lines), settled_by=actor.id, time=rfc3339(utcnow()),
     )  # fmt: skip
     text, signature = protocol.sign_statement(

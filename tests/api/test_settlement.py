@@ -70,11 +70,13 @@ def test_the_statement_adds_up_is_signed_and_vouchers_pay_compute_first(
     lines = {c.company: c for c in statement.companies}
     assert sum(c.amount for c in statement.companies) == statement.value == 1_000_000
     assert lines[OWN].amount == apportion(1_000_000, {OWN: 0.4088, RIVAL: 0.5912})[OWN] == 408_800
-    # OWN's node metered two CPU-hours and a gigabyte: 2 x 0.05 + 1 x 0.01 = 0.11 EUR.
-    assert lines[OWN].compute_cost == compute_cost(2 * HOUR, GB, Decimal("0.05"),
-                                                   Decimal("0.01")) == 11  # fmt: skip
-    assert (lines[OWN].vouchers, lines[OWN].billed) == (5, 6)
-    assert lines[RIVAL].vouchers == 0 and lines[RIVAL].compute_cost == 3  # 0.025 + 0.005
+    # OWN's node metered two CPU-hours, a gigabyte and two tasks:
+    # 2 x 0.05 + 1 x 0.01 + 2 x 0.01 = 0.13 EUR.
+    prices = {"cpu_hour": Decimal("0.05"), "gigabyte": Decimal("0.01"), "task": Decimal("0.01")}
+    assert lines[OWN].compute_cost == compute_cost(2 * HOUR, GB, 2, prices) == 13
+    assert lines[OWN].metered_tasks == 2
+    assert (lines[OWN].vouchers, lines[OWN].billed) == (5, 8)
+    assert lines[RIVAL].vouchers == 0 and lines[RIVAL].compute_cost == 4  # .025 + .005 + .01
     for line in statement.companies:
         assert line.net == line.amount - line.compute_cost + line.vouchers
     assert statement.method == "leave-one-out"
@@ -167,9 +169,23 @@ def test_the_voucher_policy_admits_the_eligible_and_refuses_another(
                                    "transportation"], "privacy": {"dp": {"epsilon": 1.0}}})  # fmt: skip
     filed = file_job(gov, spec, EngineerFacts("engineer"))
     runs.begin(gov.engine, filed.job.id)
-    runs.complete(gov.engine, filed.job.id, "ab" * 32, {"contributions": {"shares": {}}})
+    runs.complete(gov.engine, filed.job.id, "ab" * 32, {"contributions": {"companies": []}})
     operator = OperatorFacts("operator")
     with pytest.raises(Forbidden, match="not eligible for a compute voucher"):
         settlements.issue_voucher(gov, operator, "construction", "10", 30, "growth")
     assert settlements.issue_voucher(gov, operator, "transportation", "10", 30, "small").amount
     assert settlements.issue_voucher(gov, operator, "retail-trade", "10", 30, "first job").amount
+
+
+def test_the_report_carries_the_settlement_with_its_ledger_entries(world: World, job: str) -> None:
+    report = world.client.get(f"/console/jobs/{job}/report.json",
+                              headers=token_of(world, "regulator"))  # fmt: skip
+    assert report.status_code == 200, report.text
+    data = report.json()
+    assert data["settlement"]["revision"] >= 1
+    assert {c["company"] for c in data["settlement"]["statement"]["companies"]} == {OWN, RIVAL}
+    said = [f["statement"] for f in data["facts"] if f["section"] == "settlement"]
+    assert any(s.startswith("Settlement revision 1 drawn up by eve") for s in said)
+    html = world.client.get(f"/console/jobs/{job}/report.html",
+                            headers=token_of(world, "regulator"))  # fmt: skip
+    assert '<h2 id="settlement">Settlement</h2>' in html.text and "per task" in html.text

@@ -49,7 +49,10 @@ def completed_job(world: World) -> str:
             "worst_company": RIVAL,
             "worst_company_gap": 0.0311,
         },
-        "contributions": {"method": "leave-one-out", "shares": {OWN: 0.4088, RIVAL: 0.5912}},
+        "contributions": {
+            "method": "leave-one-out",
+            "companies": [{"company": OWN, "share": 0.4088}, {"company": RIVAL, "share": 0.5912}],
+        },
         "release": {"allowed": False, "reasons": [f"{RIVAL}'s AUC fell 0.0311 below its own"]},
     }
     runs.complete(world.gov.engine, job, "ab" * 32, result)
@@ -115,7 +118,7 @@ def test_the_company_s_view_in_detail(world: World, job: str) -> None:
     assert shown["assessment"]["companies"] == [{"company": OWN, "test_rows": 31}]
     assert shown["assessment"]["worst_company"] == "another company"
     assert shown["assessment"]["worst_company_gap"] == 0.0311  # the gate's job-level figure
-    assert shown["contributions"]["shares"] == {OWN: 0.4088}
+    assert shown["contributions"]["companies"] == [{"company": OWN, "share": 0.4088}]
     assert shown["release"]["reasons"] == ["another company's AUC fell 0.0311 below its own"]
 
 

@@ -104,6 +104,7 @@ def _shipped_text() -> str:
         (lambda t: t.replace('currency = "EUR"', 'currency = "euro"'), "three-letter code"),
         (lambda t: t.replace('cpu_hour = "0.05"', 'cpu_hour = "-1"'), "cpu_hour must be"),
         (lambda t: t.replace('gigabyte = "0.01"', 'gigabyte = "lots"'), "gigabyte is not"),
+        (lambda t: t.replace('task = "0.01"', 'task = "NaN"'), "task must be"),
         (
             lambda t: t.replace("small_company_rows = 1000", "small_company_rows = 0"),
             "small_company_rows",

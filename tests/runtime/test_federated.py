@@ -226,3 +226,15 @@ def test_demo_quick_writes_the_table_as_json(
     assert held["receipt.recorded"] == ledger["receipts"] > 0
     assert ledger["receipts_refused"] == []
     assert "all verify" in output and "Ledger:" in output
+
+    # ... and with the settlement: the declared value shared by the contribution shares, the
+    # compute each node metered priced, the vouchers issued at joining applied first.
+    settlement = report["settlement"]
+    lines = settlement["companies"]
+    assert {c["company"] for c in lines} == ids
+    assert sum(c["amount"] for c in lines) == settlement["value"] == 1_000_000
+    assert all(c["metered_tasks"] > 0 and c["cpu_seconds"] > 0 for c in lines)
+    for c in lines:
+        assert c["net"] == c["amount"] - c["compute_cost"] + c["vouchers"]
+        assert c["vouchers"] == min(c["compute_cost"], 50)
+    assert held["job.settled"] == 1 and "settlement of job" in output

@@ -406,6 +406,18 @@ def policy_by_api(world: World, body: dict[str, Any]) -> None:
     assert answer.status_code == 200, answer.text
 
 
+def voucher_by_cli(world: World, _: Any) -> None:
+    world.cli("company", "voucher", "construction", "--amount", "1.50", "--purpose",
+              "a small firm's first job", "--as", OPERATOR_ID)  # fmt: skip
+
+
+def voucher_by_api(world: World, _: Any) -> None:
+    answer = world.client.post("/companies/construction/vouchers",
+                               json={"amount": "1.50", "purpose": "a small firm's first job"},
+                               headers=world.bearer(OPERATOR_ID))  # fmt: skip
+    assert answer.status_code == 201, answer.text
+
+
 # --------------------------------------------------------------------------- expectations
 @dataclass(frozen=True)
 class Act:
@@ -500,6 +512,12 @@ ACTS = [
         node_key_material,
         {"cli": node_key_by_cli},
         [("decision.register_node_key", "operator"), ("node_key.recorded", "operator")],
+    ),
+    Act(
+        "issue a compute voucher",
+        one_company,
+        {"cli": voucher_by_cli, "api": voucher_by_api},
+        [("decision.issue_voucher", OPERATOR_ID), ("voucher.issued", OPERATOR_ID)],
     ),
     Act(
         "activate a policy set",
