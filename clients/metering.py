@@ -11,7 +11,6 @@ a node with one would add its time the same way.
 
 from __future__ import annotations
 
-import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,13 +18,8 @@ from dataclasses import dataclass
 
 from flwr.app import RecordDict
 
+from sandbox.metering import cpu_seconds
 from sandbox.protocol.receipts import Metering
-
-
-def cpu_seconds() -> float:
-    """User and system CPU seconds of this process so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def content_bytes(content: RecordDict) -> int:

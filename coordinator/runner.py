@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from flwr.app import Context
@@ -41,6 +42,7 @@ from sandbox.config import Settings
 from sandbox.governance import Governance
 from sandbox.learning.metrics import mean_defined
 from sandbox.learning.robustness import RobustnessSettings
+from sandbox.metering import cpu_seconds
 from sandbox.services import runs
 
 log = logging.getLogger("sandbox.coordinator")
@@ -110,6 +112,7 @@ class JobRunner:
 
     def _run(self) -> dict[str, Any]:
         ctx = self.ctx
+        self.started = (cpu_seconds(), time.perf_counter())
         handshake.identify(ctx)
         if len(ctx.participants()) < ctx.minimum:
             missing = sorted(set(ctx.spec.companies) - set(ctx.messenger.nodes))
@@ -181,6 +184,12 @@ class JobRunner:
         result["assessment"] = outcome.assessment.to_json()
         result["contributions"] = outcome.contributions
         result["release"] = outcome.summary()
+        cpu, wall = self.started
+        # The coordinator's own side of the job, metered like the nodes' (not billed to them).
+        result["metering"] = {"coordinator": {
+            "cpu_seconds": round(cpu_seconds() - cpu, 3),
+            "wall_seconds": round(time.perf_counter() - wall, 3),
+        }}  # fmt: skip
         runs.complete(
             ctx.engine, self.job_id, digest, json.loads(json.dumps(result, default=float))
         )

@@ -121,6 +121,10 @@ def print_statement(statement: dict[str, Any]) -> None:
                       money(others["compute_cost"]), money(others["vouchers"]), "",
                       money(others["net"]))  # fmt: skip
     console.print(table)
+    coordinator = statement.get("coordinator")
+    if coordinator:
+        console.print(f"The coordinator's own side: {coordinator['cpu_seconds']:.1f} CPU seconds "
+                      f"over {coordinator['wall_seconds']:.1f} s (the operator's, not billed)")  # fmt: skip
 
 
 @job_app.command("contest")

@@ -29,7 +29,7 @@ from sandbox.console.frame import (
     page,
     whole,
 )
-from sandbox.errors import Invalid
+from sandbox.errors import Invalid, NotFound
 from sandbox.governance import Governance
 from sandbox.identity import public_b64
 from sandbox.ledger import verify_checkpoint
@@ -39,6 +39,7 @@ from sandbox.reports.document import build_report, render_html, render_json, rep
 from sandbox.services import audit as audit_service
 from sandbox.services import companies as company_service
 from sandbox.services import jobs as job_service
+from sandbox.services import settlements as settlement_service
 from sandbox.services import witnesses as witness_service
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
@@ -275,6 +276,12 @@ def job(
             )
         }
     decision = overview.admission
+    settlement = None
+    if found.status == "completed":
+        try:
+            settlement = settlement_service.settlement_of(gov, me.facts, job_id)
+        except NotFound:  # not settled yet
+            settlement = None
     return page(
         request,
         "job.html",
@@ -285,6 +292,7 @@ def job(
         rounds=rounds,
         report=report,
         plots=figures,
+        settlement=settlement,
         flash=request.query_params.get("done"),
     )
 

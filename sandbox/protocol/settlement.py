@@ -51,6 +51,9 @@ class Statement(BaseModel):
     method: str
     prices: dict[str, str]
     companies: tuple[CompanyLine, ...]
+    coordinator: dict[str, float] | None = None
+    """The coordinator's own CPU and wall seconds for the job (the operator's side; not
+    billed to the companies)."""
     settled_by: str
     time: str
 

@@ -181,6 +181,7 @@ def settle(gov: Governance, actor: Any, job_id: str, value: Decimal | float | st
         method=str(contributions.get("method", "unknown")),
         prices={name: str(price) for name, price in prices.items()},
         companies=tuple(lines), settled_by=actor.id, time=rfc3339(utcnow()),
+        coordinator=((job.result or {}).get("metering") or {}).get("coordinator"),
     )  # fmt: skip
     text, signature = protocol.sign_statement(
         identity.sandbox_key(gov.settings.keys_dir, "operator"), statement

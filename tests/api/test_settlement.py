@@ -189,3 +189,11 @@ def test_the_report_carries_the_settlement_with_its_ledger_entries(world: World,
     html = world.client.get(f"/console/jobs/{job}/report.html",
                             headers=token_of(world, "regulator"))  # fmt: skip
     assert '<h2 id="settlement">Settlement</h2>' in html.text and "per task" in html.text
+
+
+def test_the_console_shows_each_reader_its_settlement(world: World, job: str) -> None:
+    own = world.client.get(f"/console/jobs/{job}", headers=token_of(world, "company"))
+    assert own.status_code == 200 and '<h2 id="settlement-h">Settlement</h2>' in own.text
+    assert "1 other companies" in own.text and f"<td>{RIVAL}</td>" not in own.text
+    full = world.client.get(f"/console/jobs/{job}", headers=token_of(world, "regulator"))
+    assert f"<td>{RIVAL}</td>" in full.text and "Contest dsp-" in full.text

@@ -238,3 +238,4 @@ def test_demo_quick_writes_the_table_as_json(
         assert c["net"] == c["amount"] - c["compute_cost"] + c["vouchers"]
         assert c["vouchers"] == min(c["compute_cost"], 50)
     assert held["job.settled"] == 1 and "settlement of job" in output
+    assert settlement["coordinator"]["cpu_seconds"] > 0 < settlement["coordinator"]["wall_seconds"]
