@@ -86,6 +86,34 @@ def entry_about_company(world: World, role: str) -> dict[str, Any]:
     return {"index": first.index}
 
 
+def settled_job(world: World, role: str) -> dict[str, Any]:
+    """A completed job of construction and transportation, settled by the operator."""
+    from policies.facts import OperatorFacts
+    from sandbox.services import settlements
+    from tests.api.test_views import completed_job
+
+    job = completed_job(world)
+    settlements.settle(world.gov, OperatorFacts("operator"), job, "100")
+    return {"job": job}
+
+
+def contested_job(world: World, role: str) -> dict[str, Any]:
+    """A settled job whose statement construction contests."""
+    from policies.facts import CompanyFacts
+    from sandbox.services import settlements
+
+    params = settled_job(world, role)
+    contest = settlements.contest(world.gov, CompanyFacts(id="construction", industry="Construction"),
+                                  params["job"], "the metering")  # fmt: skip
+    return {**params, "dispute": contest.id}
+
+
+def fresh_completed_job(world: World, role: str) -> dict[str, Any]:
+    from tests.api.test_views import completed_job
+
+    return {"job": completed_job(world)}
+
+
 ENDPOINTS = [
     Endpoint("GET", "/companies", "read_registry", STAFF),
     Endpoint("GET", "/companies/construction", "read_company_data", OWNER_AND_REGULATOR),
@@ -282,6 +310,43 @@ ENDPOINTS = [
     ),
     Endpoint("GET", "/auth/tokens", "manage_tokens", ALL),
     Endpoint(
+        "POST",
+        "/companies/construction/vouchers",
+        "issue_voucher",
+        frozenset({"operator", "regulator"}),
+        body=lambda w, p: {"amount": "0.10", "purpose": "a small firm"},
+        served=(201,),
+    ),
+    Endpoint("GET", "/companies/construction/vouchers", "read_company_data", OWNER_AND_REGULATOR),
+    Endpoint(
+        "POST",
+        "/jobs/{job}/settlement",
+        "settle_job",
+        frozenset({"engineer", "operator"}),
+        prepare=fresh_completed_job,
+        body=lambda w, p: {"value": "1000"},
+        served=(201,),
+    ),
+    Endpoint("GET", "/jobs/{job}/settlement", "read_job", JOB_READERS, prepare=settled_job),
+    Endpoint("GET", "/jobs/{job}/settlement.csv", "read_job", JOB_READERS, prepare=settled_job),
+    Endpoint(
+        "POST",
+        "/jobs/{job}/settlement/disputes",
+        "contest_settlement",
+        frozenset({"company"}),
+        prepare=settled_job,
+        body=lambda w, p: {"reason": "the metering"},
+        served=(201,),
+    ),
+    Endpoint(
+        "POST",
+        "/jobs/{job}/settlement/disputes/{dispute}/resolve",
+        "resolve_dispute",
+        frozenset({"operator", "regulator"}),
+        prepare=contested_job,
+        body=lambda w, p: {"outcome": "rejected", "note": "the receipts agree"},
+    ),
+    Endpoint(
         "GET",
         "/auth/tokens?role=company&principal_id=construction",
         "manage_tokens",
@@ -369,6 +434,7 @@ def _template(path: str) -> str:
         "{job}": "{job_id}",
         "{principal}": "{principal_id}",
         "{application}": "{application_id}",
+        "{dispute}": "{dispute_id}",
     }
     bare = path.split("?")[0]
     parts = []
