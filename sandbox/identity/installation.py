@@ -13,7 +13,6 @@ key found in the server's home is refused at start (fail closed: it has no place
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,10 +20,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sandbox.config import Settings
 from sandbox.errors import Conflict
 from sandbox.identity import decode_public_key_b64, public_b64, sandbox_key
+from sandbox.vocabulary import is_sha256
 
 PUBLIC_KEY_FILE = "regulator.pub"
 SIGNATURES_DIR = "signatures"
-_HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
 class RegulatorKeyElsewhere(Conflict):
@@ -76,7 +75,7 @@ def filed_policy_signatures(settings: Settings) -> dict[str, str]:
         return {}
     found: dict[str, str] = {}
     for path in sorted(folder.glob("*.sig")):
-        if _HASH.match(path.stem):
+        if is_sha256(path.stem):
             found[path.stem] = path.read_text(encoding="ascii").strip()
     return found
 
@@ -86,7 +85,7 @@ def write_public_folder(
 ) -> Path:
     """Write the regulator's public folder: the public key and a policy-set signature.
     Returns the public key's file (what ``SANDBOX_REGULATOR_PUBLIC_KEY_FILE`` names)."""
-    if not _HASH.match(policy_set_hash):
+    if not is_sha256(policy_set_hash):
         raise ValueError(f"not a policy-set hash: {policy_set_hash!r}")
     (folder / SIGNATURES_DIR).mkdir(parents=True, exist_ok=True)
     public = folder / PUBLIC_KEY_FILE

@@ -20,8 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from sandbox import identity
 from sandbox.canonical import canonical_json
 
-SETTLEMENT_DOMAIN = "sandbox-settlement/v1"
-
 
 class CompanyLine(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -23,14 +23,15 @@ from typing import Any
 
 from sandbox import identity
 from sandbox.errors import Conflict, Invalid, NotFound
-from sandbox.governance import Annotation, Governance, company_facts
+from sandbox.governance import Annotation, Governance
 from sandbox.ledger import LedgerRecord, Resource
 from sandbox.protocol import settlement as protocol
 from sandbox.registry import companies as company_store
 from sandbox.registry import jobs as job_store
 from sandbox.registry import settlements as store
 from sandbox.registry.models import Settlement, SettlementDispute, Voucher, VoucherUse
-from sandbox.services.base import actor_of, authorize, view
+from sandbox.services.base import actor_of, authorize, company_in_question
+from sandbox.services.companies import company_data
 from sandbox.services.jobs import read_job_scoped, world_of
 from sandbox.utc import rfc3339, utcnow
 from sandbox.vocabulary import JobStatus, new_id
@@ -69,7 +70,7 @@ def issue_voucher(
     if not 1 <= valid_days <= 3650:
         raise Invalid("a voucher is valid for 1 to 3650 days")
     purpose = _text(purpose, "the voucher's purpose", 200)
-    company = company_store.get_company(gov.engine, company_id)
+    company, facts, _ = company_in_question(gov, company_id, actor)
     rows = sum(int((d.manifest or {}).get("train_rows") or 0)
                for d in company_store.datasets_of(gov.engine, company_id))  # fmt: skip
     done = job_store.query_jobs(gov.engine, None, company_id, JobStatus.COMPLETED, 0, 1)
@@ -79,9 +80,11 @@ def issue_voucher(
         "small": rows < terms.small_company_rows,
         "first_time": not done,
     }
-    decision = authorize(gov, actor, "issue_voucher", company_facts(company), context,
+    decision = authorize(gov, actor, "issue_voucher", facts, context,
                          annotation=Annotation(resource_kind="company", resource_id=company_id,
                                                owner=company_id))  # fmt: skip
+    if company is None:
+        raise NotFound(f"no company {company_id!r}")
     voucher = store.add_voucher(gov.engine, Voucher(
         id=new_id("vch"), company_id=company_id, amount=cents, currency=terms.currency,
         purpose=purpose, valid_until=utcnow() + timedelta(days=valid_days),
@@ -109,10 +112,7 @@ class VoucherBalance:
 
 def vouchers(gov: Governance, actor: Any, company_id: str) -> list[VoucherBalance]:
     """A company's vouchers and what is left of each (the company's own data)."""
-    company = company_store.get_company(gov.engine, company_id)
-    authorize(gov, actor, "read_company_data", company_facts(company),
-              annotation=view("vouchers", owner=company_id, resource_kind="company",
-                              resource_id=company_id))  # fmt: skip
+    company_data(gov, actor, company_id, "vouchers")
     return _balances(gov, company_id, None)
 
 

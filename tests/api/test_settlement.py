@@ -149,6 +149,13 @@ def test_bad_settlement_requests_are_refused_clearly(world: World, job: str) -> 
                 {"amount": "50.01", "purpose": "too much"}).status_code == 403  # fmt: skip
     assert post(world, "company", f"/companies/{OWN}/vouchers",
                 {"amount": "1", "purpose": "to myself"}).status_code == 403  # fmt: skip
+    # Whether a company exists is not told to whom the policy refuses: decided first.
+    assert post(world, "company", "/companies/no-such-firm/vouchers",
+                {"amount": "1", "purpose": "x"}).status_code == 403  # fmt: skip
+    assert post(world, "operator", "/companies/no-such-firm/vouchers",
+                {"amount": "1", "purpose": "x"}).status_code == 404  # fmt: skip
+    assert world.client.get("/companies/no-such-firm/vouchers",
+                            headers=token_of(world, "company")).status_code == 403  # fmt: skip
 
 
 def test_the_voucher_policy_admits_the_eligible_and_refuses_another(

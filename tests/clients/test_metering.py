@@ -7,7 +7,6 @@ CPU or wall time than the whole task took and exactly the bytes received."""
 from __future__ import annotations
 
 import json
-import resource
 import time
 from typing import Any
 
@@ -17,15 +16,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from clients.metering import content_bytes, metered
 from sandbox import identity
+from sandbox.metering import cpu_seconds
 from sandbox.node.home import NodeHome
 from sandbox.protocol.messages import RECEIPT
 from sandbox.protocol.receipts import verify_receipt
 from tests.adversarial.test_malicious_coordinator import World, reads, send, world  # noqa: F401
-
-
-def process_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def busy(seconds: float) -> float:
@@ -39,10 +34,10 @@ def busy(seconds: float) -> float:
 
 
 def test_the_meter_agrees_with_the_process_accounting() -> None:
-    cpu, wall = process_cpu(), time.perf_counter()
+    cpu, wall = cpu_seconds(), time.perf_counter()
     with metered(RecordDict()) as meter:
         busy(0.5)
-    outer_cpu, outer_wall = process_cpu() - cpu, time.perf_counter() - wall
+    outer_cpu, outer_wall = cpu_seconds() - cpu, time.perf_counter() - wall
     assert outer_cpu >= 0.5  # the workload did burn CPU
     assert abs(meter.cpu_seconds - outer_cpu) <= 0.1 * outer_cpu
     assert abs(meter.wall_seconds - outer_wall) <= 0.1 * outer_wall
@@ -51,10 +46,10 @@ def test_the_meter_agrees_with_the_process_accounting() -> None:
 def test_a_waiting_task_is_charged_the_cpu_spent_not_the_wall_time() -> None:
     """The task waits; the process's other threads (earlier tests leave some) may compute
     meanwhile, and that is what getrusage counts: the meter reads it, never the clock."""
-    cpu, own = process_cpu(), time.thread_time()
+    cpu, own = cpu_seconds(), time.thread_time()
     with metered(RecordDict()) as meter:
         time.sleep(0.3)
-    outer_cpu = process_cpu() - cpu
+    outer_cpu = cpu_seconds() - cpu
     assert time.thread_time() - own < 0.05  # the task itself did not compute
     assert meter.wall_seconds >= 0.29
     assert meter.cpu_seconds <= outer_cpu + 1e-6
@@ -86,9 +81,9 @@ def test_the_receipt_carries_the_metering_signed_by_the_company(
     company = world.companies[0]
     task = world.honest.task
     sent = task.message(world.honest.weights())
-    cpu, wall = process_cpu(), time.perf_counter()
+    cpu, wall = cpu_seconds(), time.perf_counter()
     reply = send(world, company, task)
-    outer_cpu, outer_wall = process_cpu() - cpu, time.perf_counter() - wall
+    outer_cpu, outer_wall = cpu_seconds() - cpu, time.perf_counter() - wall
     assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
     record = reply.content.config_records[RECEIPT]
     public_key = identity.public_b64(NodeHome(world.settings.company_dir(company)).key())
