@@ -15,7 +15,6 @@ import torch
 from clients.accountant import PrivacyAccount, PrivacyReport, RunKind
 from clients.gate import active_mandate, report_spend, shipped_policy_set
 from clients.mandate import Mandate, Refusal
-from sandbox.learning.dp import train_dp
 from sandbox.learning.models import build_model, get_weights, set_weights
 from sandbox.learning.train import EvalStats, TrainConfig, TrainStats, evaluate, train
 from sandbox.node.home import NodeHome
@@ -157,6 +156,9 @@ def _private_run(
 ) -> PrivacyReport:
     """One DP-SGD run under the node's accountant: checked against every budget, run, checked
     to be the run planned, written down before its result leaves."""
+    # Imported here: Opacus is only needed where DP training runs (see sandbox.privacy.accounting).
+    from sandbox.learning.dp import train_dp
+
     with PrivacyAccount.locked(node, mandate.dataset) as account:
         account.check(mandate, schedule, planned, _caps(mandate))
         dp_stats = train_dp(

@@ -21,14 +21,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from opacus.accountants.analysis import rdp as rdp_analysis
-from opacus.accountants.rdp import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
-from opacus.utils.uniform_sampler import UniformWithReplacementSampler
-
 from sandbox.protocol.jobspec import DifferentialPrivacySpec
 
-ORDERS: tuple[float, ...] = tuple(RDPAccountant.DEFAULT_ALPHAS)
+# Opacus is imported inside the functions that use it: importing it costs more than a second
+# (it loads torch.distributed and scipy.stats), and every node task that does not account DP
+# (evaluation, assessment, identity) would pay that in its own app process.
+
+# The Rényi orders of Opacus' RDPAccountant.DEFAULT_ALPHAS (a test keeps them equal).
+ORDERS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)))
 CALIBRATION_TOLERANCE = 0.01
 # Room for floating-point noise when a total is compared against its budget.
 EPSILON_SLACK = 1e-9
@@ -55,6 +55,8 @@ def sample_rate(rows: int, batch_size: int) -> float:
 
 def steps_per_epoch(rows: int, batch_size: int) -> int:
     """How many Poisson-sampled batches Opacus draws per epoch (its sampler's length)."""
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
     return len(
         UniformWithReplacementSampler(num_samples=rows, sample_rate=sample_rate(rows, batch_size))
     )
@@ -75,6 +77,8 @@ def composed_epsilon(runs: Iterable[Run], delta: float) -> float:
     runs = [r for r in runs if r.steps > 0]
     if not runs:
         return 0.0
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     rdp = sum(
         rdp_analysis.compute_rdp(
             q=r.sample_rate, noise_multiplier=r.noise_multiplier, steps=r.steps, orders=ORDERS
@@ -87,6 +91,8 @@ def composed_epsilon(runs: Iterable[Run], delta: float) -> float:
 
 @lru_cache(maxsize=1024)
 def _calibrate(epsilon: float, delta: float, rate: float, steps: int) -> float:
+    from opacus.accountants.utils import get_noise_multiplier
+
     return float(
         get_noise_multiplier(
             target_epsilon=epsilon,

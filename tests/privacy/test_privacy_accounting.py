@@ -5,6 +5,8 @@ plan cannot predict, FedProx kept under DP)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ from sandbox.learning.models import build_model, get_weights
 from sandbox.learning.train import TrainConfig
 from sandbox.node.home import NodeHome
 from sandbox.privacy.accounting import (
+    ORDERS,
     SPARE_RUNS,
     Run,
     composed_epsilon,
@@ -272,3 +275,17 @@ def test_poisson_batches_may_be_empty_and_are_still_accounted() -> None:
     stats = train_dp(build_model("logreg", 2), x, y, TrainConfig(epochs=30, batch_size=1), 1.0, 1.0)
     assert stats.steps == 90 and stats.sample_rate == pytest.approx(1 / 3)
     assert np.isfinite(stats.loss)
+
+
+def test_the_orders_are_opacus_rdp_accountants_own() -> None:
+    assert list(ORDERS) == list(RDPAccountant.DEFAULT_ALPHAS)
+
+
+def test_a_node_task_that_trains_no_dp_does_not_import_opacus() -> None:
+    # A company's app process starts for every task; Opacus costs more than a second to
+    # import and only DP training needs it.
+    probe = "import sys, clients.app; print('opacus' in sys.modules, 'torch' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.split() == ["False", "True"]
