@@ -12,6 +12,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from coordinator.context import JobStopped
 from coordinator.messaging import Progress, ReplyObserver
+from coordinator.polling import PromptGrid
 from coordinator.runner import JobRunner
 from sandbox.config import load_settings
 from sandbox.db import get_engine
@@ -43,6 +44,7 @@ def build_server_app(
         settings = load_settings()
         engine = get_engine(settings.database_url)
         governance = get_governance(settings) if governed else None
+        grid = PromptGrid(grid)
         for target in targets:
             runner = JobRunner(
                 settings,
