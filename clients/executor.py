@@ -10,6 +10,12 @@ byte for byte): a different app never starts, never learns where the node folder
 refusal is written to the node's log and signed as a notice. The filed app runs from the
 node's own installed code (``clients.app``), whose bundle hash the gate checks against the
 job's warrant before every task, with the node folder handed to it here.
+
+Each task runs in a fresh process (nothing of one task's memory reaches the next), but the
+executor keeps one launcher *warm*: started ahead, with the node's own code (``clients.app``,
+torch, Flower) imported, waiting for its task's token on its standard input. A task then
+starts in the time it takes to hand over a token instead of the seconds an import takes, and
+the token never appears on a command line (which other users of the machine could read).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import time
 import zipfile
 from functools import lru_cache
 from pathlib import Path
+from typing import IO
 
 from flwr.app import Error, Message
 from flwr.common.constant import SubStatus
@@ -119,7 +126,7 @@ def run_task(runtime_api_address: str, token: str, node_dir: Path) -> int:
             reply = Message(Error(code=APP_REFUSED, reason=reason), reply_to=message)
             details = refusal
         else:
-            from clients.app import app
+            from clients.app import app  # imported already in a warm launcher
 
             context.node_config["node-dir"] = str(node_dir)
             reply = app(message=message, context=context)
@@ -137,6 +144,77 @@ def run_task(runtime_api_address: str, token: str, node_dir: Path) -> int:
         client.close()
 
 
+def read_token(stream: IO[str]) -> str | None:
+    """The task token a warm launcher is handed, or None when the executor closed the pipe
+    without one (it is stopping)."""
+    token = stream.readline().strip()
+    return token or None
+
+
+def warm_task(runtime_api_address: str, node_dir: Path) -> int:
+    """A warm launcher: import the node's code now, then serve the task whose token arrives.
+    Everything a task may need is imported, DP training's Opacus included: here the import
+    costs the waiting spare, not the task."""
+    import clients.app  # noqa: F401  (the imports are the warming)
+    import sandbox.learning.dp  # noqa: F401
+
+    token = read_token(sys.stdin)
+    if token is None:
+        return 0
+    return run_task(runtime_api_address, token, node_dir)
+
+
+class Launchers:
+    """One launcher process per task, the next one always started ahead (warm)."""
+
+    def __init__(self, runtime_api_address: str, node_dir: Path) -> None:
+        self.command = [
+            sys.executable,
+            "-m",
+            "clients.executor",
+            "task",
+            "--runtime-api-address",
+            runtime_api_address,
+            "--node-dir",
+            str(node_dir),
+        ]
+        self.env = {**os.environ, "PYTHONPATH": str(code_root())}
+        self.running: list[subprocess.Popen[str]] = []
+        self.spare: subprocess.Popen[str] | None = None
+
+    def _start(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.command, stdin=subprocess.PIPE, env=self.env, text=True)
+
+    def warm(self) -> None:
+        """Have a spare launcher ready (a new one if the last spare has died)."""
+        self.running = [c for c in self.running if c.poll() is None]
+        if self.spare is None or self.spare.poll() is not None:
+            self.spare = self._start()
+
+    def launch(self, token: str) -> None:
+        """Hand ``token`` to the spare launcher (started cold if there is none), then warm
+        the next one."""
+        self.warm()
+        launcher, self.spare = self.spare, None
+        assert launcher is not None and launcher.stdin is not None
+        try:
+            launcher.stdin.write(token + "\n")
+            launcher.stdin.close()
+        except OSError:  # it died in between: this task goes to a fresh one
+            launcher = self._start()
+            assert launcher.stdin is not None
+            launcher.stdin.write(token + "\n")
+            launcher.stdin.close()
+        self.running.append(launcher)
+        self.warm()
+
+    def stop(self) -> None:
+        for child in [*self.running, *([self.spare] if self.spare else [])]:
+            if child.stdin is not None and not child.stdin.closed:
+                child.stdin.close()
+            child.terminate()
+
+
 # -------------------------------------------------------------------------- the executor
 def serve(
     runtime_api_address: str,
@@ -152,10 +230,10 @@ def serve(
         interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
         retry_invoker=make_simple_http_retry_invoker(),
     )
-    children: list[subprocess.Popen[bytes]] = []
+    launchers = Launchers(runtime_api_address, node_dir)
     try:
         while stop is None or not stop.is_set():
-            children = [c for c in children if c.poll() is None]
+            launchers.warm()
             try:
                 answer = client.AcquireTask(
                     AcquireTaskRequest(
@@ -167,27 +245,11 @@ def serve(
                 time.sleep(poll_s)
                 continue
             if answer.HasField("task") and answer.token:
-                children.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "clients.executor",
-                            "task",
-                            "--runtime-api-address",
-                            runtime_api_address,
-                            "--token",
-                            answer.token,
-                            "--node-dir",
-                            str(node_dir),
-                        ],
-                        env={**os.environ, "PYTHONPATH": str(code_root())},
-                    )
-                )
+                launchers.launch(answer.token)
+                continue  # another task may be waiting: ask again at once
             time.sleep(poll_s)
     finally:
-        for child in children:
-            child.terminate()
+        launchers.stop()
         client.close()
 
 
@@ -199,9 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--runtime-api-address", required=True)
         command.add_argument("--node-dir", required=True, type=Path)
         if name == "task":
-            command.add_argument("--token", required=True)
+            # Without --token, the launcher is a warm one: its token comes on standard input.
+            command.add_argument("--token", default=None)
     args = parser.parse_args(argv)
     if args.command == "task":
+        if args.token is None:
+            return warm_task(args.runtime_api_address, args.node_dir.resolve())
         return run_task(args.runtime_api_address, args.token, args.node_dir.resolve())
     # The executor belongs to its SuperNode (its parent): it ends when the SuperNode does.
     start_parent_process_monitor(os.getppid())
