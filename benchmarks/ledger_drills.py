@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -108,6 +109,10 @@ def check_after_crash(database_url: str, settings: Settings, acknowledged: dict[
     _require(ledger.verify().ok, "the ledger does not verify after the next append")
 
 
+# The writer's threads: they share one ledger, so their appends go through its group commit.
+WRITER_THREADS = 4
+
+
 def write_until_killed(database_url: str, keys_dir: str, origin: str) -> None:
     ledger = Ledger(
         get_engine(database_url),
@@ -115,20 +120,35 @@ def write_until_killed(database_url: str, keys_dir: str, origin: str) -> None:
         origin,
         signer_state_path(Path(keys_dir)),
     )
-    number = 0
-    while True:
-        if number % 3 == 2:
-            batch = [make_record(number + i) for i in range(10)]
-            for item in ledger.append_many(batch):
-                print(f"ack {item.index} {item.record_id}", flush=True)
-            number += 10
-        else:
-            item = ledger.append(make_record(number))
-            print(f"ack {item.index} {item.record_id}", flush=True)
-            number += 1
-        if number % 25 < 10:
-            checkpoint = ledger.checkpoint()
-            print(f"cp {checkpoint.checkpoint.size}", flush=True)
+    printing = threading.Lock()
+
+    def say(line: str) -> None:
+        with printing:
+            print(line, flush=True)
+
+    def writer(thread: int) -> None:
+        number = thread * 10**8
+        while True:
+            if number % 3 == 2:
+                batch = [make_record(number + i) for i in range(10)]
+                for item in ledger.append_many(batch):
+                    say(f"ack {item.index} {item.record_id}")
+                number += 10
+            else:
+                item = ledger.append(make_record(number))
+                say(f"ack {item.index} {item.record_id}")
+                number += 1
+            if number % 25 < 10 and thread == 0:
+                checkpoint = ledger.checkpoint()
+                say(f"cp {checkpoint.checkpoint.size}")
+
+    threads = [
+        threading.Thread(target=writer, args=(t,), daemon=True) for t in range(WRITER_THREADS)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 if __name__ == "__main__":

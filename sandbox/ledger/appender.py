@@ -29,6 +29,7 @@ from sandbox.ledger.errors import (
     LedgerWriteError,
     RecordError,
 )
+from sandbox.ledger.group import GroupCommit
 from sandbox.ledger.merkle import CompactRange, leaf_hash
 from sandbox.ledger.reader import LedgerReader
 from sandbox.ledger.records import LedgerRecord, canonical_entry, is_canonical
@@ -81,18 +82,24 @@ class LedgerAppender(LedgerReader):
     _engine: Engine
     _signing_key: Ed25519PrivateKey
     _signer: SignerState
+    _group: GroupCommit[_Prepared, Appended]
 
     def append(self, record: LedgerRecord) -> Appended:
         """Append one record; returns its index. Raises if it was not recorded."""
         return self.append_many([record])[0]
 
     def append_many(self, records: Sequence[LedgerRecord]) -> list[Appended]:
-        """Append records in one transaction, in order: all of them or none."""
+        """Append records in order, all of them or none; returns once they are committed
+        (synced). Concurrent callers in this process share commits (:mod:`.group`)."""
         prepared = [_prepare(record) for record in records]
         if not prepared:
             return []
         if len({item.record_id for item in prepared}) != len(prepared):
             raise RecordError("a batch repeats a record_id")
+        return self._group.submit(prepared)
+
+    def _commit_prepared(self, prepared: list[_Prepared]) -> list[Appended]:
+        """One transaction under the ledger's write lock (the group's writer)."""
         try:
             with write_lock(self._engine) as (conn, size):
                 return self._write(conn, size, prepared)

@@ -26,6 +26,7 @@ from sandbox.ledger.entries import (
     StoredEntry,
 )
 from sandbox.ledger.errors import LedgerError
+from sandbox.ledger.group import GroupCommit
 from sandbox.ledger.prover import LedgerProver
 from sandbox.ledger.reader import MAX_PAGE, EntryQuery
 from sandbox.ledger.signer import SignerState
@@ -64,6 +65,7 @@ class Ledger(LedgerProver):
         self._engine = engine
         self._signing_key = signing_key
         self._signer = SignerState(signer_state)
+        self._group = GroupCommit(self._commit_prepared)
         self.public_key: Ed25519PublicKey = signing_key.public_key()
         SQLModel.metadata.create_all(engine, tables=list(LEDGER_TABLES))
         self._ensure_head()
