@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,15 +14,48 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# Where results go: the committed folder, or elsewhere for a quick run (the test suite runs
+# every benchmark's quick mode with this set, so that a benchmark that no longer runs fails CI).
+RESULTS = Path(
+    os.environ.get("SANDBOX_BENCHMARK_RESULTS") or Path(__file__).resolve().parent / "results"
+)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def loadavg() -> list[float]:
+    """The machine's 1, 5 and 15-minute load averages."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def commit() -> str:
+    """The commit the measured code comes from, marked ``-dirty`` when the tree has changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head
 
 
 def machine() -> dict[str, Any]:
+    """Facts about the run, taken when it starts: the load before it is among them."""
     return {
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit(),
+        "loadavg_before": loadavg(),
     }
 
 
@@ -49,12 +83,28 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
-def write_results(name: str, document: dict[str, Any], table: str) -> tuple[Path, Path]:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    json_path = RESULTS / f"{name}.json"
-    md_path = RESULTS / f"{name}.md"
-    json_path.write_text(json.dumps(document, indent=2) + "\n")
-    md_path.write_text(table.rstrip() + "\n")
+def write_results(
+    name: str, document: dict[str, Any], table: str, out: Path | None = None
+) -> tuple[Path, Path]:
+    """Write ``name``.json and ``name``.md, each stamped with the commit and the machine's
+    load before (from ``document["machine"]`` when the run recorded it) and after."""
+    folder = out or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    recorded = document.get("machine")
+    started: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+    provenance = {
+        "commit": started.get("commit") or commit(),
+        "loadavg_before": started.get("loadavg_before"),
+        "loadavg_after": loadavg(),
+    }
+    json_path = folder / f"{name}.json"
+    md_path = folder / f"{name}.md"
+    json_path.write_text(json.dumps({**document, "provenance": provenance}, indent=2) + "\n")
+    md_path.write_text(
+        table.rstrip()
+        + f"\n\nCommit `{provenance['commit']}`; load average {provenance['loadavg_before']}"
+        + f" before, {provenance['loadavg_after']} after.\n"
+    )
     return json_path, md_path
 
 

@@ -26,7 +26,6 @@ contribution.md).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from benchmarks.common import RESULTS, machine, write_results
 from clients import assess, work
 from coordinator.contribution import (
     ContributionSettings,
@@ -64,7 +64,6 @@ from sandbox.runtime.bare import serving_plan
 
 torch.set_num_threads(1)  # as a company's node does: tiny models run faster on one thread
 
-RESULTS = Path(__file__).parent / "results"
 INDUSTRIES = (
     "Construction",
     "Education",
@@ -445,7 +444,11 @@ def main() -> None:
     parser.add_argument(
         "--skip-scale", action="store_true", help="leave out the 23-company sampling study"
     )
+    parser.add_argument("--quick", action="store_true", help="the quick settings, for a smoke run")
     args = parser.parse_args()
+    if args.quick:
+        args.size, args.skip_scale = "quick", True
+    started = machine()
     results = []
     for setting in SETTINGS[args.size]:
         result = experiment(setting)
@@ -461,10 +464,8 @@ def main() -> None:
     if args.size == "full" and not args.skip_scale:
         print("sampling noise at the demo's scale:", flush=True)
         scale = convergence()
-    args.out.mkdir(parents=True, exist_ok=True)
-    document = {"exact_ground_truth": results, "demo_scale_sampling": scale}
-    (args.out / "contribution.json").write_text(json.dumps(document, indent=2) + "\n")
-    (args.out / "contribution.md").write_text(markdown(results, scale))
+    document = {"machine": started, "exact_ground_truth": results, "demo_scale_sampling": scale}
+    write_results("contribution", document, markdown(results, scale), out=args.out)
 
 
 if __name__ == "__main__":

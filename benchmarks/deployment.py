@@ -11,17 +11,28 @@ beside every figure: on a shared 2-core machine it moves them a lot.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
-from benchmarks.common import isolated_home, machine, onboard_census, write_results
+from benchmarks.common import isolated_home, loadavg, machine, onboard_census, write_results
 
 
-def loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+def node_work(receipts: list[Any], round_number: int) -> dict[str, float]:
+    """Per task of one round, the longest any company worked on it: the wall time its node
+    measured around the task's own work and signed in its receipt."""
+    longest: dict[str, float] = {}
+    for receipt in receipts:
+        if receipt.round != round_number:
+            continue
+        metering = json.loads(receipt.payload).get("metering")
+        if metering is None:
+            continue
+        seconds = float(metering["wall_seconds"])
+        longest[receipt.task] = max(longest.get(receipt.task, 0.0), seconds)
+    return longest
 
 
 def measure(companies: int, rounds: int, database_url: str | None) -> dict[str, Any]:
@@ -81,6 +92,10 @@ def measure(companies: int, rounds: int, database_url: str | None) -> dict[str, 
             down_s = time.monotonic() - down_started
         records = job_store.rounds_of(engine, job.id)
         per_round = [(r.ended_at - r.started_at).total_seconds() for r in records if r.ended_at]
+        receipts = job_store.receipts_of_job(engine, job.id)
+        work = [node_work(receipts, r.number) for r in records if r.ended_at]
+        work_s = [sum(w.values()) for w in work]
+        rest_s = [r - w for r, w in zip(per_round, work_s, strict=True)]
         first = min(r.started_at for r in records)
         job_row = job_store.get_job(engine, job.id)
         setup = (first - job_row.started_at).total_seconds() if job_row.started_at else None
@@ -95,6 +110,12 @@ def measure(companies: int, rounds: int, database_url: str | None) -> dict[str, 
             "setup_s": round(setup, 1) if setup is not None else None,
             "round_s": [round(s, 1) for s in per_round],
             "round_median_s": round(statistics.median(per_round), 1) if per_round else None,
+            # A round's time, split: the nodes' own work on each task (the slowest company's,
+            # from the signed receipts), and the rest (message hops and Flower's waits, app
+            # process start, the coordinator's checks, policy decisions and ledger writes).
+            "node_work_s": [{t: round(v, 2) for t, v in w.items()} for w in work],
+            "node_work_median_s": round(statistics.median(work_s), 2) if work_s else None,
+            "rest_median_s": round(statistics.median(rest_s), 2) if rest_s else None,
             "down_s": round(down_s, 1),
             "down_clean": report.clean,
             "loadavg_before": load_before,
@@ -107,9 +128,15 @@ def main() -> None:
     parser.add_argument("--companies", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--quick", action="store_true", help="2 nodes, 1 round: a smoke run the tests make"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.companies, args.rounds = 2, 1
+    started = machine()
     result = measure(args.companies, args.rounds, args.database_url)
-    document = {"machine": machine(), "result": result}
+    document = {"machine": started, "result": result}
     table = "\n".join(
         [
             "# Deployment engine on loopback (TLS, node authentication)",
@@ -124,6 +151,8 @@ def main() -> None:
             f"| job start to round 1 (identify, feature statistics, local baselines) | {result['setup_s']} |",
             f"| one round: train + evaluate (median of {len(result['round_s'])}) | {result['round_median_s']} |",
             f"| each round | {', '.join(str(s) for s in result['round_s'])} |",
+            f"| of a round: the nodes' own work (slowest company per task, median) | {result['node_work_median_s']} |",
+            f"| of a round: the rest (hops, waits, process starts, coordinator) | {result['rest_median_s']} |",
             f"| whole `run` (submit to finished) | {result['job_s']} |",
             f"| `federation down` | {result['down_s']} (clean: {result['down_clean']}) |",
         ]

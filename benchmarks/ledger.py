@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import os
 import platform
 import random
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
@@ -32,6 +29,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from benchmarks.common import RESULTS, machine, write_results
 from sandbox.db import dispose_engines, get_engine
 from sandbox.ledger import (
     Actor,
@@ -46,7 +44,6 @@ from sandbox.ledger import (
     verify_inclusion,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ORIGIN = "bench.example/ledger"
 COMPANIES = ("acme-bank", "zeta-health", "orbit-retail", "nova-insure")
 START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -299,28 +296,8 @@ def bench_million(size: int, repetitions: int, full_verify: bool) -> dict[str, A
 
 
 def environment() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True, text=True, check=True, timeout=10,
-            ).stdout.strip()
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "unknown", True
-    return {
-        "commit": commit,
-        "uncommitted_changes": dirty,
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "cpus": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
-        "machine": platform.machine(),
-    }
+    """The common facts of a run (commit, load before) and the SQLite it measures."""
+    return machine() | {"sqlite": sqlite3.sqlite_version, "arch": platform.machine()}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -335,16 +312,12 @@ def markdown(results: dict[str, Any]) -> str:
         met = "" if target is None else ("yes" if results["met"][key] else "**no**")
         return f"| {label} | {value:,.{digits}f} {unit} | {shown_target} | {met} |\n"
 
-    env = results["environment"]
+    env = results["machine"]
     lines = (
         "# Ledger benchmark\n\n"
-        f"Run {env['when']} at commit {env.get('commit', 'unknown')[:12]}"
-        f"{' (with uncommitted changes)' if env.get('uncommitted_changes') else ''} "
-        f"on {env['cpus']} cores (load average at start "
-        f"{', '.join(f'{x:.1f}' for x in env['load_average_at_start'])}), Python {env['python']}, "
+        f"Run {env['when']} on {env['cpus']} cores, Python {env['python']}, "
         f"SQLite {env['sqlite']}. Medians of {results['repetitions']} repetitions. The machine "
-        "is shared with other work: wall times vary with its load (load average at the end "
-        f"{', '.join(f'{x:.1f}' for x in env['load_average_at_end'])}).\n\n"
+        "is shared with other work: wall times vary with its load (below).\n\n"
         "| measure | median | target | met |\n|---|---|---|---|\n"
         + row("single appends (SQLite, synced commits)", "append_single_per_s", "/s")
         + row("batched appends (SQLite, batches of 1,000)", "append_batched_per_s", "/s")
@@ -418,15 +391,13 @@ def main(argv: list[str] | None = None) -> None:
         value = results[key]
         met[key] = value >= bound if relation == ">=" else value < bound
     document = {
-        "environment": started_in | {"load_average_at_end": os.getloadavg()},
+        "machine": started_in,
         "repetitions": args.repetitions,
         "targets": {key: f"{relation} {bound}" for key, (relation, bound) in TARGETS.items()},
         "met": met,
         "results": results,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ledger.json").write_text(json.dumps(document, indent=2) + "\n")
-    (args.out / "ledger.md").write_text(markdown(document))
+    write_results("ledger", document, markdown(document), out=args.out)
     print(markdown(document))
 
 

@@ -298,10 +298,16 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--max-requests", type=int, default=200_000)
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: a smoke run the tests make"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.clients, args.seconds = 4, 3.0
+    started = machine()
     result = run(args.clients, args.seconds, args.max_requests)
     text = table(result)
-    paths = write_results("load", {"machine": machine(), **result}, text)
+    paths = write_results("load", {"machine": started, **result}, text)
     print(text)
     print(json.dumps(result["error_samples"], indent=2))
     print(f"wrote {paths[0]} and {paths[1]}")

@@ -115,7 +115,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: a smoke run the tests make"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.companies, args.rows_per_company, args.rounds, args.repetitions = 3, 100, 2, 1
+    started = machine()
     runs: list[dict[str, Any]] = []
     for repetition in range(args.repetitions):
         # Alternate which arm goes first, so that drift in the machine's load hits both.
@@ -134,7 +140,7 @@ def main() -> None:
         gov = statistics.median(r[key] for r in runs if r["governed"])
         bare = statistics.median(r[key] for r in runs if not r["governed"])
         summary[key] = {"governed": gov, "bare": bare, "ratio": gov / bare}
-    results = {"machine": machine(), "settings": vars(args), "runs": runs, "summary": summary}
+    results = {"machine": started, "settings": vars(args), "runs": runs, "summary": summary}
     lines = [
         f"{args.companies} companies x {args.rows_per_company} rows, {args.rounds} rounds, DP on in "
         f"both arms; medians of {args.repetitions} alternating repetitions.",

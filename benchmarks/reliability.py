@@ -23,6 +23,8 @@ from benchmarks.common import isolated_home, machine, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 DRILLS = ("dropouts", "kill", "ledger-sqlite", "ledger-postgres", "load", "fuzz")
+# The smoke run: the drills that need neither PostgreSQL nor a minute of load.
+QUICK_DRILLS = ("ledger-sqlite",)
 
 
 def dropouts() -> dict[str, Any]:
@@ -179,7 +181,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", nargs="+", choices=DRILLS, default=list(DRILLS))
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: a smoke run the tests make"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.only = list(QUICK_DRILLS)
     run = {
         "dropouts": dropouts,
         "kill": kill,
@@ -188,6 +195,7 @@ def main() -> None:
         "load": load,
         "fuzz": fuzz,
     }
+    started = machine()
     results: dict[str, Any] = {}
     for name in args.only:
         print(f"reliability: {name} ...", flush=True)
@@ -206,7 +214,7 @@ def main() -> None:
     for name, result in results.items():
         lines.append(f"| {name} | {'ok' if result['ok'] else 'FAILED'} | {result['summary']} |")
     text = "\n".join(lines)
-    paths = write_results("reliability", {"machine": machine(), "drills": results}, text)
+    paths = write_results("reliability", {"machine": started, "drills": results}, text)
     print(text)
     print(f"wrote {paths[0]} and {paths[1]}")
 

@@ -62,9 +62,6 @@ def run_size(
     approval, Cedar selection each round, the companies' gates, signed receipts, the
     ledger). The bare arm runs the same spec (DP-SGD and SecAgg+ alike) with none of that,
     so that the difference between the arms is what governance costs at each size."""
-
-    from sandbox.onboarding import onboard_company
-
     from sandbox.config import load_settings
     from sandbox.data import census
     from sandbox.db import get_engine
@@ -81,17 +78,8 @@ def run_size(
         companies = []
         total_rows = 0
         for company_id, industry, table in census.firms(count, rows=rows, seed=seed):
-            if governed:
-                join(gov, settings.company_dir(company_id), company_id, industry, table, (PURPOSE,))
-            else:
-                onboard_company(
-                    engine,
-                    settings.company_dir(company_id),
-                    company_id,
-                    industry,
-                    table,
-                    (PURPOSE,),
-                )
+            # Both arms join through the product's services: the arms differ in the rounds.
+            join(gov, settings.company_dir(company_id), company_id, industry, table, (PURPOSE,))
             companies.append(company_id)
             total_rows += len(table.frame)
         joined_s = time.monotonic() - started
@@ -245,7 +233,13 @@ def main() -> None:
     parser.add_argument(
         "--arms", nargs="+", choices=("governed", "bare"), default=["governed", "bare"]
     )
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: a smoke run the tests make"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.companies, args.rows_per_company, args.rounds = [23], 40, 2  # 23: one per industry
+    started = machine()
     arms: dict[str, list[dict[str, Any]]] = {arm: [] for arm in args.arms}
     for count in sorted(args.companies):
         # Both arms of one size side by side, so that machine load hits them alike.
@@ -257,7 +251,7 @@ def main() -> None:
             arms[arm].append(point)
             print(json.dumps(point), flush=True)
     results: dict[str, Any] = {
-        "machine": machine(),
+        "machine": started,
         "settings": vars(args),
         "sizes": [p for arm in args.arms for p in arms[arm]],
         "growth_exponent": {arm: growth(points) for arm, points in arms.items()},

@@ -32,6 +32,8 @@ SETTINGS = {
     # Every worker of each industry: 148,318 rows; more rows per pass, so fewer passes.
     "natural": {"rows_per_company": None, "rounds": 20, "local_epochs": 1},
 }
+# The smoke run's setting (``--quick``), never part of the measured table.
+QUICK = {"rows_per_company": 60, "rounds": 2, "local_epochs": 1}
 
 
 def run_once(setting: str, seed: int) -> dict[str, Any]:
@@ -137,7 +139,13 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: a smoke run the tests make"
+    )
     args = parser.parse_args()
+    if args.quick:
+        SETTINGS["quick"] = QUICK
+        args.seeds, args.settings = [0], ["quick"]
     os.environ.setdefault("SANDBOX_LOG_LEVEL", "WARNING")
     results: dict[str, Any] = {
         "machine": machine(),

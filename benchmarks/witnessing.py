@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -25,13 +24,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from benchmarks.common import RESULTS, write_results
 from benchmarks.ledger import environment, make_record
 from sandbox.db import dispose_engines, get_engine
 from sandbox.identity import public_b64
 from sandbox.ledger import Ledger
 from sandbox.ledger.witness import Witness, WitnessKey, add_checkpoint_request
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ORIGIN = "bench.example/ledger"
 ENTRIES_PER_ROUND = 70  # a governed round's ledger entries at 23 companies (scale benchmark)
 
@@ -98,13 +97,10 @@ def scale_round_seconds() -> dict[int, float]:
 
 
 def markdown(document: dict[str, Any]) -> str:
-    env = document["environment"]
+    env = document["machine"]
     lines = [
         "# Witnessing benchmark\n",
-        f"Run {env['when']} at commit {env['commit'][:12]}"
-        f"{' (with uncommitted changes)' if env['uncommitted_changes'] else ''} on "
-        f"{env['cpus']} cores (load average at start "
-        f"{', '.join(f'{x:.1f}' for x in env['load_average_at_start'])}). Medians over rounds; "
+        f"Run {env['when']} on {env['cpus']} cores. Medians over rounds; "
         "in process on SQLite: sign, prove, every node's witness checks and cosigns (state "
         "file written), every cosignature stored.\n",
         "| witnesses | witnessing per round | round time (scale benchmark) | share | note size |",
@@ -137,13 +133,11 @@ def main(argv: list[str] | None = None) -> None:
             row["round_s_scale"] = scale[count]
         results.append(row)
     document = {
-        "environment": started | {"load_average_at_end": os.getloadavg()},
+        "machine": started,
         "entries_per_round": ENTRIES_PER_ROUND,
         "results": results,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "witnessing.json").write_text(json.dumps(document, indent=2) + "\n")
-    (args.out / "witnessing.md").write_text(markdown(document))
+    write_results("witnessing", document, markdown(document), out=args.out)
     print(markdown(document))
 
 
