@@ -25,15 +25,21 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/sandbox demo
 
+# Two workers (pytest-xdist) for the suite; the deployment tests then run alone, since each
+# starts a SuperLink and SuperNodes whose rounds have deadlines.
+WORKERS ?= 2
+
 test: $(STAMP)
 	scripts/ensure-test-tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(WORKERS) -m "not deployment"
+	$(BIN)/python -m pytest -m deployment
 
-# The same suite with every database-backed test on a fresh PostgreSQL database. The
-# deployment tests are left out: they run on PostgreSQL in `make test` already.
+# The tests that use a database, again on fresh PostgreSQL databases (the others are
+# deselected: they would repeat the SQLite run). The deployment tests are left out: they
+# run on PostgreSQL in `make test` already.
 test-postgres: $(STAMP)
 	scripts/ensure-test-tools
-	SANDBOX_TEST_DATABASE=postgres $(BIN)/python -m pytest -m "not deployment"
+	SANDBOX_TEST_DATABASE=postgres $(BIN)/python -m pytest -n $(WORKERS) -m "not deployment"
 
 # The house rules: style, the import contracts (pyproject.toml) and the types.
 lint: $(STAMP)

@@ -131,3 +131,44 @@ def sandbox_home(
 @pytest.fixture
 def engine(sandbox_home: Settings) -> Engine:
     return get_engine(sandbox_home.database_url)
+
+
+# The fixtures through which a test gets its database: under SANDBOX_TEST_DATABASE=postgres
+# they hand out a fresh PostgreSQL database.
+DATABASE_FIXTURES = frozenset({"sandbox_home", "pg_url", "world"})
+DIRECT_DATABASE_CALLS = ("isolated_home(", "postgres_database(")
+
+
+def touches_database(item: pytest.Item) -> bool:
+    """Whether a test runs on the database the run names: it uses a database fixture, carries
+    the ``postgres`` mark, or its module opens a database home itself."""
+    if DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    if item.get_closest_marker("postgres") is not None:
+        return True
+    path = Path(str(item.fspath))
+    return path.name != "conftest.py" and any(
+        call in _module_source(path) for call in DIRECT_DATABASE_CALLS
+    )
+
+
+_SOURCES: dict[Path, str] = {}
+
+
+def _module_source(path: Path) -> str:
+    if path not in _SOURCES:
+        _SOURCES[path] = path.read_text()
+    return _SOURCES[path]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The PostgreSQL run (``make test-postgres``) runs only the tests that use a database:
+    the others would repeat the SQLite run's work exactly. They are deselected (reported as
+    such), not skipped, and run in ``make test``."""
+    if not use_postgres():
+        return
+    kept = [item for item in items if touches_database(item)]
+    dropped = [item for item in items if not touches_database(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
