@@ -186,17 +186,22 @@ class Launchers:
         return subprocess.Popen(self.command, stdin=subprocess.PIPE, env=self.env, text=True)
 
     def warm(self) -> None:
-        """Have a spare launcher ready (a new one if the last spare has died)."""
+        """Have a spare launcher ready (a new one if the last spare has died), once no task
+        of this node is running: a spare warming up beside a task would take the task's CPU."""
         self.running = [c for c in self.running if c.poll() is None]
+        if self.running:
+            return
         if self.spare is None or self.spare.poll() is not None:
             self.spare = self._start()
 
     def launch(self, token: str) -> None:
-        """Hand ``token`` to the spare launcher (started cold if there is none), then warm
-        the next one."""
-        self.warm()
+        """Hand ``token`` to the spare launcher, or to one started now (cold) if there is
+        none; the next spare starts when the node's tasks are done (:meth:`warm`)."""
+        self.running = [c for c in self.running if c.poll() is None]
+        if self.spare is None or self.spare.poll() is not None:
+            self.spare = self._start()
         launcher, self.spare = self.spare, None
-        assert launcher is not None and launcher.stdin is not None
+        assert launcher.stdin is not None
         try:
             launcher.stdin.write(token + "\n")
             launcher.stdin.close()
@@ -206,7 +211,6 @@ class Launchers:
             launcher.stdin.write(token + "\n")
             launcher.stdin.close()
         self.running.append(launcher)
-        self.warm()
 
     def stop(self) -> None:
         for child in [*self.running, *([self.spare] if self.spare else [])]:

@@ -42,8 +42,12 @@ def test_a_task_goes_to_the_warm_launcher_by_pipe_and_the_next_one_is_started(
         launchers.launch("secret-token-1")
         assert _wait_for(tmp_path / "served-secret-token-1")
         assert b"secret-token-1" not in command_line
-        # The task went to the process started ahead; a new spare waits for the next one.
-        assert launchers.spare is not None and launchers.spare.pid != spare.pid
+        # The task went to the process started ahead; the next spare starts once it is done.
+        assert launchers.running == [spare] and launchers.spare is None
+        spare.wait(30)
+        launchers.warm()
+        assert launchers.running == [] and launchers.spare is not None
+        assert launchers.spare.pid != spare.pid
         launchers.launch("secret-token-2")
         assert _wait_for(tmp_path / "served-secret-token-2")
     finally:
@@ -51,6 +55,22 @@ def test_a_task_goes_to_the_warm_launcher_by_pipe_and_the_next_one_is_started(
     # Each token was served once; stopping closed the last spare's pipe and served nothing.
     served = {path.name for path in tmp_path.glob("served-*")} - {"served-nothing"}
     assert served == {"served-secret-token-1", "served-secret-token-2"}
+
+
+def test_no_spare_warms_up_beside_a_running_task(tmp_path: Path) -> None:
+    launchers = Launchers("127.0.0.1:1", tmp_path)
+    # A task that is still running (it sleeps after taking its token).
+    launchers.command = [
+        sys.executable,
+        "-c",
+        "import sys, time; sys.stdin.readline(); time.sleep(60)",
+    ]
+    try:
+        launchers.launch("a-long-task")
+        launchers.warm()
+        assert launchers.spare is None and len(launchers.running) == 1
+    finally:
+        launchers.stop()
 
 
 def test_a_dead_spare_is_replaced_before_a_task_is_handed_over(tmp_path: Path) -> None:
