@@ -29,6 +29,7 @@ QUICK_RUNS = {
     "witnessing": ("witnessing", ()),
     "load": ("load", ()),
     "reliability": ("reliability", ()),
+    "startup": ("startup", ()),
     "contribution": ("contribution", (pytest.mark.slow,)),
     "overhead": ("overhead", (pytest.mark.slow,)),
     "privacy": ("privacy", (pytest.mark.slow,)),
