@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -81,6 +82,14 @@ def isolated_home(prefix: str) -> Iterator[Path]:
 
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
+
+
+def add_quick_flag(parser: argparse.ArgumentParser) -> None:
+    """``--quick``: the benchmark's smoke run at small sizes, which the test suite makes
+    (``tests/benchmarks/test_quick_runs.py``) so that a benchmark that no longer runs fails."""
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: a smoke run the tests make"
+    )
 
 
 def write_results(

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from benchmarks.common import RESULTS, machine, write_results
+from benchmarks.common import RESULTS, add_quick_flag, machine, write_results
 from clients import assess, work
 from coordinator.contribution import (
     ContributionSettings,
@@ -444,7 +444,7 @@ def main() -> None:
     parser.add_argument(
         "--skip-scale", action="store_true", help="leave out the 23-company sampling study"
     )
-    parser.add_argument("--quick", action="store_true", help="the quick settings, for a smoke run")
+    add_quick_flag(parser)
     args = parser.parse_args()
     if args.quick:
         args.size, args.skip_scale = "quick", True

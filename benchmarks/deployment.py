@@ -17,7 +17,14 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks.common import isolated_home, loadavg, machine, onboard_census, write_results
+from benchmarks.common import (
+    add_quick_flag,
+    isolated_home,
+    loadavg,
+    machine,
+    onboard_census,
+    write_results,
+)
 
 
 def node_work(receipts: list[Any], round_number: int) -> dict[str, float]:
@@ -128,9 +135,7 @@ def main() -> None:
     parser.add_argument("--companies", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--database-url", default=None)
-    parser.add_argument(
-        "--quick", action="store_true", help="2 nodes, 1 round: a smoke run the tests make"
-    )
+    add_quick_flag(parser)
     args = parser.parse_args()
     if args.quick:
         args.companies, args.rounds = 2, 1

@@ -29,7 +29,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from benchmarks.common import RESULTS, machine, write_results
+from benchmarks.common import RESULTS, add_quick_flag, machine, write_results
 from sandbox.db import dispose_engines, get_engine
 from sandbox.ledger import (
     Actor,
@@ -356,7 +356,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    add_quick_flag(parser)
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--big", type=int, default=1_000_000, help="entries of the big log")
     parser.add_argument("--verify-size", type=int, default=100_000)

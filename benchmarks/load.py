@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import isolated_home, machine, write_results
+from benchmarks.common import add_quick_flag, isolated_home, machine, write_results
 from sandbox.services import companies as company_service
 from sandbox.services import principals as principal_service
 
@@ -298,9 +298,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--max-requests", type=int, default=200_000)
-    parser.add_argument(
-        "--quick", action="store_true", help="small sizes: a smoke run the tests make"
-    )
+    add_quick_flag(parser)
     args = parser.parse_args()
     if args.quick:
         args.clients, args.seconds = 4, 3.0

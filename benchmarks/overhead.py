@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from benchmarks.common import (
+    add_quick_flag,
     file_bare,
     isolated_home,
     machine,
@@ -115,9 +116,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--quick", action="store_true", help="small sizes: a smoke run the tests make"
-    )
+    add_quick_flag(parser)
     args = parser.parse_args()
     if args.quick:
         args.companies, args.rows_per_company, args.rounds, args.repetitions = 3, 100, 2, 1

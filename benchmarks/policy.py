@@ -33,7 +33,7 @@ from typing import Any
 
 import cedarpy
 
-from benchmarks.common import RESULTS, machine, write_results
+from benchmarks.common import RESULTS, add_quick_flag, machine, write_results
 from policies.engine import Decision, MemoryRecorder, PolicyDecisionPoint
 from policies.entities import build_entities, context_mapping, uid
 from policies.facts import (
@@ -247,9 +247,7 @@ def main() -> None:
         "--recorder", default="ledger", help="ledger (the product's), memory, or MODULE:FACTORY"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument(
-        "--quick", action="store_true", help="small sizes: a smoke run the tests make"
-    )
+    add_quick_flag(parser)
     args = parser.parse_args()
     if args.quick:
         args.iterations = 500

@@ -32,6 +32,7 @@ from typing import Any
 
 from benchmarks.common import (
     RESULTS,
+    add_quick_flag,
     file_bare,
     fmt,
     isolated_home,
@@ -337,9 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--from-json", action="store_true", help="only redraw the table and plot from privacy.json"
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="small sizes: a smoke run the tests make"
-    )
+    add_quick_flag(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.epsilons, args.rows_per_company, args.industries = [0], [3.0], 100, 3

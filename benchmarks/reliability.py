@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import isolated_home, machine, write_results
+from benchmarks.common import add_quick_flag, isolated_home, machine, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 DRILLS = ("dropouts", "kill", "ledger-sqlite", "ledger-postgres", "load", "fuzz")
@@ -181,9 +181,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", nargs="+", choices=DRILLS, default=list(DRILLS))
-    parser.add_argument(
-        "--quick", action="store_true", help="small sizes: a smoke run the tests make"
-    )
+    add_quick_flag(parser)
     args = parser.parse_args()
     if args.quick:
         args.only = list(QUICK_DRILLS)

@@ -27,6 +27,7 @@ from typing import Any
 
 from benchmarks.common import (
     PeakMemory,
+    add_quick_flag,
     file_bare,
     isolated_home,
     machine,
@@ -233,9 +234,7 @@ def main() -> None:
     parser.add_argument(
         "--arms", nargs="+", choices=("governed", "bare"), default=["governed", "bare"]
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="small sizes: a smoke run the tests make"
-    )
+    add_quick_flag(parser)
     args = parser.parse_args()
     if args.quick:
         args.companies, args.rows_per_company, args.rounds = [23], 40, 2  # 23: one per industry

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.common import ROOT, machine, write_results
+from benchmarks.common import ROOT, add_quick_flag, machine, write_results
 
 ARMS = {
     "plain Flower ClientApp (flwr.clientapp, torch)": "import flwr.clientapp, torch",
@@ -57,9 +57,7 @@ def measure(repetitions: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repetitions", type=int, default=7)
-    parser.add_argument(
-        "--quick", action="store_true", help="small sizes: a smoke run the tests make"
-    )
+    add_quick_flag(parser)
     args = parser.parse_args()
     if args.quick:
         args.repetitions = 1

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from benchmarks.common import (
+    add_quick_flag,
     file_bare,
     fmt,
     isolated_home,
@@ -139,9 +140,7 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument(
-        "--quick", action="store_true", help="small sizes: a smoke run the tests make"
-    )
+    add_quick_flag(parser)
     args = parser.parse_args()
     if args.quick:
         SETTINGS["quick"] = QUICK

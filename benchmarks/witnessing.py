@@ -24,7 +24,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from benchmarks.common import RESULTS, write_results
+from benchmarks.common import RESULTS, add_quick_flag, write_results
 from benchmarks.ledger import environment, make_record
 from sandbox.db import dispose_engines, get_engine
 from sandbox.identity import public_b64
@@ -119,7 +119,7 @@ def markdown(document: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true")
+    add_quick_flag(parser)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 9

@@ -165,7 +165,8 @@ def warm_task(runtime_api_address: str, node_dir: Path) -> int:
 
 
 class Launchers:
-    """One launcher process per task, the next one always started ahead (warm)."""
+    """One launcher process per task, each handed its token on a pipe; the next one is
+    started ahead (warm) whenever the node has no task running."""
 
     def __init__(self, runtime_api_address: str, node_dir: Path) -> None:
         self.command = [
@@ -201,16 +202,18 @@ class Launchers:
         if self.spare is None or self.spare.poll() is not None:
             self.spare = self._start()
         launcher, self.spare = self.spare, None
-        assert launcher.stdin is not None
         try:
-            launcher.stdin.write(token + "\n")
-            launcher.stdin.close()
+            self._hand(launcher, token)
         except OSError:  # it died in between: this task goes to a fresh one
             launcher = self._start()
-            assert launcher.stdin is not None
-            launcher.stdin.write(token + "\n")
-            launcher.stdin.close()
+            self._hand(launcher, token)
         self.running.append(launcher)
+
+    @staticmethod
+    def _hand(launcher: subprocess.Popen[str], token: str) -> None:
+        assert launcher.stdin is not None
+        launcher.stdin.write(token + "\n")
+        launcher.stdin.close()
 
     def stop(self) -> None:
         for child in [*self.running, *([self.spare] if self.spare else [])]:
@@ -264,14 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         command = sub.add_parser(name)
         command.add_argument("--runtime-api-address", required=True)
         command.add_argument("--node-dir", required=True, type=Path)
-        if name == "task":
-            # Without --token, the launcher is a warm one: its token comes on standard input.
-            command.add_argument("--token", default=None)
     args = parser.parse_args(argv)
-    if args.command == "task":
-        if args.token is None:
-            return warm_task(args.runtime_api_address, args.node_dir.resolve())
-        return run_task(args.runtime_api_address, args.token, args.node_dir.resolve())
+    if args.command == "task":  # a launcher: its token comes on standard input
+        return warm_task(args.runtime_api_address, args.node_dir.resolve())
     # The executor belongs to its SuperNode (its parent): it ends when the SuperNode does.
     start_parent_process_monitor(os.getppid())
     serve(args.runtime_api_address, args.node_dir.resolve())
