@@ -10,10 +10,13 @@ import numpy as np
 import torch
 
 from clients import work
+from sandbox.learning.explanation import permutation_importance
+from sandbox.learning.fairness import group_counts
 from sandbox.learning.metrics import calibration_bins
 from sandbox.learning.models import build_model, predict_proba, set_weights
 from sandbox.learning.robustness import RobustnessSettings, stress_tests
 from sandbox.learning.train import evaluate
+from sandbox.learning.uncertainty import auc_difference_interval, auc_interval
 from sandbox.node.home import NodeHome
 from sandbox.protocol.messages import (
     CALIBRATION_PARTS,
@@ -35,7 +38,9 @@ def assessment(
     weights: dict[str, np.ndarray],
     settings: RobustnessSettings,
 ) -> dict[str, float]:
-    """Clean and perturbed metrics of the final model, plus per-bin calibration sums."""
+    """Clean and perturbed metrics of the final model, its AUC intervals, each feature's
+    permutation importance, the counts by group of the protected attributes its manifest
+    declares, plus per-bin calibration sums."""
     data = work.encoded(node, plan)
     model = _model(plan, weights)
     outcomes = stress_tests(
@@ -51,12 +56,43 @@ def assessment(
         metrics["missing/feature"] = float(outcomes["missing"].detail)
     if "shift" in outcomes and outcomes["shift"].detail is not None:
         metrics["shift/category"] = float(outcomes["shift"].detail)
+    importance = permutation_importance(
+        model, data.x_test, data.y_test, plan.encoding, seed=settings.seed
+    )
+    for index, drop in enumerate(importance or ()):
+        metrics[f"importance/{index}"] = drop
+    federated_scores = predict_proba(model, data.x_test)
+    metrics.update(_intervals(node, plan, data.x_test, data.y_test, federated_scores))
+    protected = node.vault(plan.dataset).manifest.protected
+    metrics.update(
+        group_counts(
+            data.x_test, data.y_test, federated_scores, plan.encoding, protected, plan.threshold
+        )
+    )
     if len(data.y_test):
-        sums = calibration_bins(data.y_test, predict_proba(model, data.x_test))
+        sums = calibration_bins(data.y_test, federated_scores)
         for part, values in zip(CALIBRATION_PARTS, sums, strict=True):
             for b, value in enumerate(values):
                 metrics[f"calibration/{part}/{b}"] = float(value)
     return metrics
+
+
+def _intervals(
+    node: NodeHome, plan: TrainingPlan, x: np.ndarray, y: np.ndarray, federated: np.ndarray
+) -> dict[str, float]:
+    """The federated model's AUC interval and, where this node kept its local-only model, the
+    paired interval of the gap (local minus federated) on the same test rows."""
+    out: dict[str, float] = {}
+    auc = auc_interval(y, federated)
+    if auc is not None:
+        out["clean/auc-low"], out["clean/auc-high"] = auc.low, auc.high
+    local = work.kept_local_model(node, plan)
+    if local is not None:
+        gap = auc_difference_interval(y, predict_proba(_model(plan, local), x), federated)
+        if gap is not None:
+            out["gap/auc"], out["gap/auc-low"] = gap.estimate, gap.low
+            out["gap/auc-high"] = gap.high
+    return out
 
 
 def evaluate_models(

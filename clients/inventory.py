@@ -106,6 +106,15 @@ INVENTORY: tuple[Release, ...] = (
             r"|(clean|noise|missing|shift)/(loss|auc|balanced-accuracy|ece)"
             r"|calibration/(count|score|label)/\d+", "test-split", ("always",),
             "the release assessment on the test split, clean and perturbed"),
+    Release(TASK_ASSESS, METRICS, r"clean/auc-(low|high)|gap/auc(-low|-high)?", "test-split",
+            ("always",), "95% intervals of the AUC and of the gap to the company's local-only "
+            "model, paired on the test split"),
+    Release(TASK_ASSESS, METRICS, r"importance/\d+", "test-split", ("always",),
+            "each feature's permutation importance (AUC lost) on the test split"),
+    Release(TASK_ASSESS, METRICS, r"group/\d+/\d+/(rows|positives|tp|fp|hist-(pos|neg)/\d)",
+            "test-split", ("always",),
+            "counts by group of the protected attributes the manifest declares, on the test "
+            "split (rows, positives, true and false positives, score histograms per class)"),
     Release(TASK_EVALUATE_MODELS, METRICS, r"num-examples|positives|(loss|auc)/\d+",
             "test-split", ("plain",),
             "coalition models' loss and AUC on the test split (contribution estimate)"),

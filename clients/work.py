@@ -5,6 +5,7 @@ evaluation. Everything returned is a model array or a scalar; rows never leave t
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import torch
 from clients.accountant import PrivacyAccount, PrivacyReport, RunKind
 from clients.gate import active_mandate, report_spend, shipped_policy_set
 from clients.mandate import Mandate, Refusal
+from sandbox.files import write_atomic
 from sandbox.learning.models import build_model, get_weights, set_weights
 from sandbox.learning.train import EvalStats, TrainConfig, TrainStats, evaluate, train
 from sandbox.node.home import NodeHome
@@ -109,14 +111,33 @@ def local_baseline(node: NodeHome, plan: TrainingPlan) -> tuple[EvalStats, Priva
     data = encoded(node, plan)
     model = _model(plan)
     config = train_config(plan, 0, plan.train.epochs * plan.rounds)
+    report = None
     if mandate.spec.privacy.dp is None:
         train(model, data.x_train, data.y_train, config)
-        return evaluate(model, data.x_test, data.y_test, plan.threshold), None
-    schedule = _schedule(node, mandate, len(data.x_train))
-    report = _private_run(
-        node, mandate, schedule, schedule.baseline_run, "baseline", 0, model, data, config
-    )
+    else:
+        schedule = _schedule(node, mandate, len(data.x_train))
+        report = _private_run(
+            node, mandate, schedule, schedule.baseline_run, "baseline", 0, model, data, config
+        )
+    _keep_local_model(node, plan, model)
     return evaluate(model, data.x_test, data.y_test, plan.threshold), report
+
+
+def _keep_local_model(node: NodeHome, plan: TrainingPlan, model: torch.nn.Module) -> None:
+    """Keep the company's local-only model on its own premises, so that the release
+    assessment can score it beside the federated model on the same test rows."""
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **get_weights(model))
+    write_atomic(node.local_model_path(plan.job_id), buffer.getvalue(), mode=0o600)
+
+
+def kept_local_model(node: NodeHome, plan: TrainingPlan) -> dict[str, np.ndarray] | None:
+    """The local-only model this node kept for the plan's job (None: it trained none)."""
+    path = node.local_model_path(plan.job_id)
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as stored:
+        return {name: stored[name] for name in stored.files}
 
 
 def _schedule(node: NodeHome, mandate: Mandate, rows: int) -> DpSchedule:

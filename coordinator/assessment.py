@@ -6,12 +6,14 @@ sums, and the mean AUC drop under each perturbation. Metrics only; no row reache
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from sandbox.learning.encoding import FeatureSpec
+from sandbox.learning.explanation import attributions, pooled_importance
+from sandbox.learning.fairness import fairness_table
 from sandbox.learning.metrics import CALIBRATION_BINS, ece_from_bins
 from sandbox.learning.robustness import (
     PERTURBATIONS,
@@ -38,6 +40,15 @@ class CompanyAssessment:
     auc_gap: float | None
     balanced_accuracy_gap: float | None
     perturbed: dict[str, dict[str, Any]]
+    auc_interval: tuple[float, float] | None = None
+    """The 95% DeLong interval of the federated model's AUC on the company's test split."""
+    gap_interval: tuple[float, float] | None = None
+    """The 95% paired DeLong interval of the AUC gap (local minus federated), computed by the
+    company on its own rows with both models."""
+
+    @property
+    def test_negatives(self) -> int:
+        return self.test_rows - self.test_positives
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,19 @@ class Assessment:
     calibration_error: float | None
     robustness_drop: dict[str, float | None]
     robustness: dict[str, Any]
+    worst_company_gap_low: float | None = None
+    """The largest lower bound of a company's gap interval: above the tier's limit, the
+    evidence says some company is served worse than the limit allows."""
+    worst_company_gap_high: float | None = None
+    """The largest upper bound (a company whose gap has no interval counts as 1): within the
+    limit, the evidence says no company is."""
+    fewest_test_positives: int = 0
+    fewest_test_negatives: int = 0
+    attributions: list[dict[str, Any]] = field(default_factory=list)
+    """What drives the model, most important first (``sandbox.learning.explanation``)."""
+    fairness: dict[str, Any] = field(default_factory=dict)
+    """Outcomes by group of each protected attribute and the gaps between groups
+    (``sandbox.learning.fairness``)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +99,24 @@ def _weighted_mean(pairs: Iterable[tuple[float, float | None]]) -> float | None:
     return sum(w * v for w, v in usable) / total
 
 
+def _pair(metrics: Mapping[str, float], low: str, high: str) -> tuple[float, float] | None:
+    if low in metrics and high in metrics:
+        return float(metrics[low]), float(metrics[high])
+    return None
+
+
+def _gap_bounds(rows: Sequence[CompanyAssessment]) -> tuple[float | None, float | None]:
+    """The largest lower and upper bounds of the companies' gap intervals. A company whose
+    gap has no interval gives no evidence either way: its lower bound is not known to exceed
+    anything, its upper bound counts as the worst (1)."""
+    judged = [r for r in rows if r.auc_gap is not None]
+    if not judged:
+        return None, None
+    lows = [r.gap_interval[0] for r in judged if r.gap_interval is not None]
+    highs = [r.gap_interval[1] if r.gap_interval is not None else 1.0 for r in judged]
+    return (max(lows) if lows else -1.0), max(highs)
+
+
 def build_assessment(
     companies: Sequence[str],
     replies: Mapping[str, Mapping[str, float]],
@@ -82,8 +124,12 @@ def build_assessment(
     not_assessed: Mapping[str, str],
     encoding: FeatureSpec,
     robustness: RobustnessSettings,
+    coefficients: Mapping[str, Mapping[str, Any]] | None = None,
+    protected: Sequence[str] = (),
 ) -> Assessment:
-    """The assessment from the companies' ``assess`` replies and their local baselines."""
+    """The assessment from the companies' ``assess`` replies and their local baselines
+    (``coefficients``: a logistic regression's standardised weights; ``protected``: the
+    features the data's manifests declare protected)."""
     blocks = feature_blocks(encoding)
     column = shift_column_index(encoding, robustness.shift_column)
     shift_feature = encoding.categorical[column] if column is not None else None
@@ -127,6 +173,8 @@ def build_assessment(
                     local["balanced_accuracy"] if local else None, federated["balanced_accuracy"]
                 ),
                 perturbed=perturbed,
+                auc_interval=_pair(metrics, "clean/auc-low", "clean/auc-high"),
+                gap_interval=_pair(metrics, "gap/auc-low", "gap/auc-high"),
             )
         )
     gaps = {r.company: r.auc_gap for r in rows if r.auc_gap is not None}
@@ -136,6 +184,18 @@ def build_assessment(
         ece_from_bins(*(bins[part] for part in CALIBRATION_PARTS))
         if all(bins[part].size for part in CALIBRATION_PARTS)
         else None
+    )
+    gap_low, gap_high = _gap_bounds(rows)
+    names = [name for name, _ in blocks]
+    fairness = fairness_table(replies, encoding)
+    importance = pooled_importance(
+        {
+            c: [replies[c][f"importance/{i}"] for i in range(len(names))]
+            for c in replies
+            if all(f"importance/{i}" in replies[c] for i in range(len(names)))
+        },
+        {r.company: float(r.test_rows) for r in rows},
+        names,
     )
     missing = dict(not_assessed)
     for company in companies:
@@ -154,6 +214,14 @@ def build_assessment(
             )
             for kind in PERTURBATIONS
         },
+        worst_company_gap_low=gap_low,
+        worst_company_gap_high=gap_high,
+        fewest_test_positives=min((r.test_positives for r in rows), default=0),
+        fewest_test_negatives=min((r.test_negatives for r in rows), default=0),
+        attributions=attributions(
+            importance, coefficients, sorted({*protected, *fairness["attributes"]})
+        ),
+        fairness=fairness,
         robustness={
             **robustness.model_dump(mode="json"),
             "shift_column": shift_feature.name if shift_feature is not None else None,

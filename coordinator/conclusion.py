@@ -16,6 +16,7 @@ from coordinator.contribution import (
 from coordinator.persistence import JobState
 from coordinator.release import ReleaseOutcome, conclude_release
 from coordinator.rounds import select
+from sandbox.learning.explanation import standardised_coefficients
 from sandbox.protocol.messages import METRICS, TASK_ASSESS, TASK_EVALUATE_MODELS, numbers
 from sandbox.reports.model_card import privacy_summary
 from sandbox.services import runs
@@ -43,6 +44,7 @@ def assess(ctx: RunContext, state: JobState, weights: Weights) -> Assessment:
         not_assessed,
         state.plan.encoding,
         ctx.robustness,
+        coefficients=standardised_coefficients(weights, state.plan.encoding, state.plan.model.kind),
     )
 
 

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from coordinator.assessment import Assessment
 from coordinator.receipts import COORDINATOR, ReceiptKeeper
 from coordinator.release import (
-    Check,
     RegistryRecorder,
     ReleaseGate,
     ReleaseOutcome,
@@ -27,7 +26,7 @@ from coordinator.release import (
 )
 from coordinator.selection import NO_SCHEDULE, ParticipantSelector, Selection, SelectionRequest
 from coordinator.witnesses import WitnessRelay
-from policies.engine import CheckResult, Decision, MemoryRecorder, PolicyDecisionPoint
+from policies.engine import Decision, MemoryRecorder, PolicyDecisionPoint
 from policies.facts import EngineerFacts, ReleaseContext, RoundContext
 from policies.policyset import LoadedPolicySet
 from policies.rounds import select_participants
@@ -38,7 +37,7 @@ from sandbox.privacy.budget import shipped_tiers
 from sandbox.protocol.jobspec import JobSpec
 from sandbox.protocol.messages import TrainingPlan
 from sandbox.registry.models import Job, Round
-from sandbox.services import runs
+from sandbox.services import releases, runs
 from sandbox.vocabulary import JobStatus
 
 if TYPE_CHECKING:
@@ -205,19 +204,6 @@ class _AnnotatedPDP:
 
 
 # ------------------------------------------------------------------------ release
-def _figure(value: float | None) -> Decimal:
-    """A finding for Cedar: a figure that could not be measured counts as the worst (1.0),
-    so an unmeasurable assessment can never pass a threshold."""
-    return Decimal("1") if value is None else Decimal(str(max(0.0, round(value, 6))))
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        return None if text is None else float(text)
-    except ValueError:
-        return None
-
-
 class PolicyGate:
     """The release decision is Cedar's ``release_model``: the job's engineer asks, the
     assessment's findings are the context, the tier's thresholds are the policy set's. The
@@ -261,57 +247,15 @@ class PolicyGate:
         return release_verdict(decision, assessment, tier)
 
 
-def release_context(assessment: Assessment) -> ReleaseContext:
-    """The assessment's findings as the context of ``release_model``."""
-    _, drop = assessment.worst_robustness_drop
-    return ReleaseContext(
-        worst_company=assessment.worst_company or "none",
-        worst_company_gap=_figure(assessment.worst_company_gap),
-        calibration_error=_figure(assessment.calibration_error),
-        robustness_drop=_figure(drop),
-        companies_not_assessed=len(assessment.not_assessed),
-    )
+def release_context(assessment: Assessment, evidence_reviewed: bool = False) -> ReleaseContext:
+    """The assessment's findings as the context of ``release_model`` (``evidence_reviewed``:
+    a regulator reviewed the thin evidence and approved)."""
+    return releases.release_context(assessment.to_json(), evidence_reviewed)
 
 
 def release_verdict(decision: Decision, assessment: Assessment, tier: str) -> ReleaseVerdict:
-    """The verdict of a ``release_model`` decision: allowed or not, and the checks that
-    decided it, each as its policy put it (every ``@check`` policy, and every other policy
-    that denied)."""
-    measured = {
-        "worst_company_gap": assessment.worst_company_gap,
-        "calibration_error": assessment.calibration_error,
-        "robustness_drop": assessment.worst_robustness_drop[1],
-        "companies_not_assessed": float(len(assessment.not_assessed)),
-    }
-    checks = [_check(c, measured) for c in decision.checks]
-    shown = {c.policy for c in decision.checks}
-    if not decision.allowed:
-        checks += [
-            Check(policy, False, None, None, reason)
-            for policy, reason in zip(decision.policies, decision.reasons, strict=False)
-            if policy not in shown
-        ]
-    if decision.allowed:
-        reasons = [f"every {tier}-tier release check is met"]
-    else:
-        reasons = [c.reason for c in checks if not c.passed] or list(decision.reasons)
-    return ReleaseVerdict(
-        allowed=decision.allowed,
-        tier=tier,
-        reasons=reasons,
-        checks=checks,
-        decided_by=f"policy set {decision.policy_set_hash[:12]}, decision {decision.decision_id}",
-    )
-
-
-def _check(result: CheckResult, measured: Mapping[str, float | None]) -> Check:
-    """A policy's check as the verdict shows it; a figure that could not be measured is shown
-    as such (Cedar judged it as the worst)."""
-    value = measured.get(result.measure, _number(result.value))
-    reason = result.text
-    if value is None and result.measure in measured:
-        reason += " (not measurable, counted as the worst)"
-    return Check(result.policy, result.passed, value, _number(result.limit), reason)
+    """The verdict of a ``release_model`` decision (:func:`sandbox.services.releases.release_verdict`)."""
+    return releases.release_verdict(decision, assessment.to_json(), tier)
 
 
 class LedgerReleaseRecorder:
@@ -326,12 +270,15 @@ class LedgerReleaseRecorder:
         assessment = outcome.assessment
         details: dict[str, Any] = {
             "allowed": verdict.allowed,
+            "outcome": verdict.outcome,
             "tier": verdict.tier,
             "exported": outcome.exported_to is not None,
             "companies_not_assessed": len(assessment.not_assessed),
         }
         for name, value in (
             ("worst_company_gap", assessment.worst_company_gap),
+            ("worst_company_gap_low", assessment.worst_company_gap_low),
+            ("worst_company_gap_high", assessment.worst_company_gap_high),
             ("calibration_error", assessment.calibration_error),
             ("robustness_drop", assessment.worst_robustness_drop[1]),
         ):

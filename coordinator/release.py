@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,31 +31,11 @@ from coordinator.assessment import Assessment
 from sandbox.protocol.jobspec import JobSpec
 from sandbox.protocol.messages import TrainingPlan
 from sandbox.registry.models import Dataset, Job, Release
-from sandbox.reports.model_card import model_card, render_model_card
+from sandbox.reports.model_card import export_release, model_card, release_folder
 from sandbox.services import runs
+from sandbox.services.releases import Check, ReleaseVerdict
 
-
-@dataclass(frozen=True)
-class Check:
-    """One check of a release, as the deciding policy put it."""
-
-    name: str
-    passed: bool
-    value: float | None
-    limit: float | None
-    reason: str
-
-
-@dataclass(frozen=True)
-class ReleaseVerdict:
-    allowed: bool
-    tier: str
-    reasons: list[str]
-    checks: list[Check]
-    decided_by: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["Check", "ReleaseVerdict", "conclude_release"]
 
 
 class ReleaseGate(Protocol):
@@ -78,6 +57,7 @@ class ReleaseOutcome:
     def summary(self) -> dict[str, Any]:
         return {
             "allowed": self.verdict.allowed,
+            "outcome": self.verdict.outcome,
             "tier": self.verdict.tier,
             "reasons": self.verdict.reasons,
             "decided_by": self.verdict.decided_by,
@@ -107,6 +87,7 @@ class RegistryRecorder:
                 model_hash=outcome.model_hash,
                 tier=outcome.verdict.tier,
                 allowed=outcome.verdict.allowed,
+                outcome=outcome.verdict.outcome,
                 reasons=outcome.verdict.reasons,
                 decided_by=outcome.verdict.decided_by,
                 assessment=json.loads(json.dumps(outcome.assessment.to_json())),
@@ -114,27 +95,6 @@ class RegistryRecorder:
                 exported_to=str(outcome.exported_to) if outcome.exported_to else None,
             ),
         )
-
-
-def release_folder(run_dir: Path) -> Path:
-    return run_dir / "release"
-
-
-def export_release(run_dir: Path, model_file: Path, card: Mapping[str, Any]) -> Path:
-    """Copy the model with its card into ``runs/<job>/release/`` in one rename."""
-    target = release_folder(run_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".release-", dir=run_dir))
-    try:
-        shutil.copyfile(model_file, staging / "model.npz")
-        (staging / "model-card.json").write_text(json.dumps(card, indent=2) + "\n")
-        (staging / "model-card.md").write_text(render_model_card(card))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
 
 
 def conclude_release(

@@ -55,6 +55,7 @@ from policies.facts import (
     JobFiguresContext,
     JobListScope,
     ReleaseContext,
+    ReviewContext,
     RoundContext,
     facts_from_dict,
 )
@@ -64,6 +65,7 @@ CASES_DIR = DEFAULT_POLICY_DIR / "tests"
 _CONTEXT_TYPES = {
     "RoundContext": RoundContext,
     "ReleaseContext": ReleaseContext,
+    "ReviewContext": ReviewContext,
     "AuditScope": AuditScope,
     "DatasetReadContext": DatasetReadContext,
     "JobFiguresContext": JobFiguresContext,

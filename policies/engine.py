@@ -21,7 +21,7 @@ import cedarpy
 
 from policies.entities import NAMESPACE, build_entities, context_mapping, uid, uid_text
 from policies.facts import FactsError, Principal, Resource
-from policies.policyset import LoadedPolicySet
+from policies.policyset import OUTCOME_DENY, LoadedPolicySet
 from policies.reasons import ReasonFiller
 from sandbox.canonical import canonical_text
 
@@ -38,6 +38,7 @@ ACTIONS = (
     "participate_in_round",
     "read_dataset",
     "release_model",
+    "review_release",
     "read_audit",
     "export_audit",
     "activate_policy",
@@ -76,6 +77,8 @@ class CheckResult:
     value: str | None
     limit: str | None
     text: str
+    outcome: str = OUTCOME_DENY
+    """What failing this check means: ``deny``, or ``insufficient_evidence`` (``@outcome``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +345,7 @@ class PolicyDecisionPoint:
                 value=fill.value_of(p.annotations["check"]),
                 limit=fill.value_of(p.annotations.get("limit", "")),
                 text=fill(p.reason if p.id in failed else p.annotations["passed"]),
+                outcome=p.annotations.get("outcome", OUTCOME_DENY),
             )
             for p in ps.policies
             if "check" in p.annotations and p.about(action)

@@ -271,22 +271,56 @@ class JobFiguresContext:
 
 @dataclass(frozen=True, slots=True)
 class ReleaseContext:
-    """Context of ``release_model``: the findings of the release assessment."""
+    """Context of ``release_model``: the findings of the release assessment.
+
+    ``worst_company_gap`` is the largest point estimate of a company's AUC gap to its own
+    model; ``worst_company_gap_low`` and ``_high`` are the largest lower and upper bounds of
+    the companies' 95% intervals of that gap (unset: the point estimate, as when no interval
+    was measured). ``fewest_test_positives`` and ``_negatives`` are the smallest counts of each
+    class on any assessing company's test split. ``evidence_reviewed``: a regulator reviewed
+    the assessment's thin evidence and approved the release."""
 
     worst_company_gap: Decimal
     calibration_error: Decimal
     robustness_drop: Decimal = Decimal(0)
     companies_not_assessed: int = 0
     worst_company: str = "none"
+    worst_company_gap_low: Decimal | None = None
+    worst_company_gap_high: Decimal | None = None
+    fewest_test_positives: int = 1_000_000
+    fewest_test_negatives: int = 1_000_000
+    evidence_reviewed: bool = False
+    fairness_tpr_gap: Decimal = Decimal(0)
+    fairness_fpr_gap: Decimal = Decimal(0)
 
     def as_context(self) -> dict[str, Any]:
+        point = Decimal(self.worst_company_gap)
+        low, high = self.worst_company_gap_low, self.worst_company_gap_high
         return {
             "worst_company": self.worst_company,
-            "worst_company_gap": Decimal(self.worst_company_gap),
+            "worst_company_gap": point,
+            "worst_company_gap_low": point if low is None else Decimal(low),
+            "worst_company_gap_high": point if high is None else Decimal(high),
+            "fewest_test_positives": int(self.fewest_test_positives),
+            "fewest_test_negatives": int(self.fewest_test_negatives),
+            "evidence_reviewed": bool(self.evidence_reviewed),
             "calibration_error": Decimal(self.calibration_error),
             "robustness_drop": Decimal(self.robustness_drop),
+            "fairness_tpr_gap": Decimal(self.fairness_tpr_gap),
+            "fairness_fpr_gap": Decimal(self.fairness_fpr_gap),
             "companies_not_assessed": int(self.companies_not_assessed),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewContext:
+    """Context of ``review_release``: whether the job's latest release decision holds its
+    model for a regulator's review (insufficient evidence)."""
+
+    held_for_review: bool = False
+
+    def as_context(self) -> dict[str, Any]:
+        return {"held_for_review": bool(self.held_for_review)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -212,6 +212,13 @@ def _actions(scope: Mapping[str, Any]) -> tuple[str, ...] | None:
     return None
 
 
+OUTCOME_DENY = "deny"
+OUTCOME_INSUFFICIENT_EVIDENCE = "insufficient-evidence"
+OUTCOMES = (OUTCOME_DENY, OUTCOME_INSUFFICIENT_EVIDENCE)
+"""What a forbid policy's denial means (``@outcome``; a deny unless it says otherwise): the
+release gate tells a denial on the evidence from one for want of evidence."""
+
+
 def _annotation_problems(policies: list[PolicyInfo]) -> list[str]:
     problems = []
     seen: dict[str, str] = {}
@@ -223,6 +230,11 @@ def _annotation_problems(policies: list[PolicyInfo]) -> list[str]:
             problems.append(f"{p.file}: policy {p.id} has no @reason a person can read")
         if "check" in p.annotations and not p.annotations.get("passed"):
             problems.append(f"{p.file}: check {p.id} has no @passed a person can read")
+        if p.annotations.get("outcome", OUTCOME_DENY) not in OUTCOMES:
+            problems.append(
+                f"{p.file}: policy {p.id} has @outcome {p.annotations['outcome']!r}; "
+                f"known outcomes: {', '.join(OUTCOMES)}"
+            )
         if p.id in seen:
             problems.append(f"policy id {p.id} is used twice ({seen[p.id]}, {p.file})")
         seen[p.id] = p.file

@@ -90,6 +90,10 @@ class ReasonFiller:
                 "release_max_worst_company_gap": str(params.release_max_worst_company_gap),
                 "release_max_calibration_error": str(params.release_max_calibration_error),
                 "release_max_robustness_drop": str(params.release_max_robustness_drop),
+                "release_max_tpr_gap": str(params.release_max_tpr_gap),
+                "release_max_fpr_gap": str(params.release_max_fpr_gap),
+                "release_min_positives": str(params.release_min_positives),
+                "release_min_negatives": str(params.release_min_negatives),
                 "release_require_every_company": str(params.release_require_every_company).lower(),
             }
         )

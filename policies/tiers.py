@@ -26,6 +26,11 @@ _TIER_NUMBERS = {
     "release_max_worst_company_gap": Decimal,
     "release_max_calibration_error": Decimal,
     "release_max_robustness_drop": Decimal,
+    "release_max_tpr_gap": Decimal,
+    "release_max_fpr_gap": Decimal,
+    "release_min_positives": int,
+    "release_min_negatives": int,
+    "release_review_insufficient_evidence": bool,
     "release_require_every_company": bool,
 }
 
@@ -45,6 +50,11 @@ class TierParameters:
     release_max_worst_company_gap: Decimal
     release_max_calibration_error: Decimal
     release_max_robustness_drop: Decimal
+    release_max_tpr_gap: Decimal
+    release_max_fpr_gap: Decimal
+    release_min_positives: int
+    release_min_negatives: int
+    release_review_insufficient_evidence: bool
     release_require_every_company: bool
 
 

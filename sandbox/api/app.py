@@ -28,6 +28,7 @@ from sandbox.api.routers import (
     jobs,
     operators,
     regulators,
+    releases,
     settlements,
     witnesses,
 )
@@ -109,6 +110,7 @@ def create_app(
         app.include_router(router)
     app.include_router(operators.router)
     app.include_router(applications.router)
+    app.include_router(releases.router)
     mount_console(app)
     hardening.install(app)
 

@@ -116,6 +116,8 @@ def demo(
     report["seconds"] = round(time.monotonic() - started, 1)
     print_demo_table(report)
     print_assessment(report.get("assessment"))
+    print_fairness(report.get("assessment"))
+    print_attributions(report.get("assessment"))
     print_release(report.get("release"))
     print_contributions(report.get("contributions"))
     print_statement(settlement)
@@ -195,7 +197,7 @@ def print_assessment(assessment: dict[str, Any] | None) -> None:
         title="Release assessment: the federated model on each company's test split "
         "(computed there), beside its local-only model"
     )
-    for name in ("company", "test +", "federated", "local-only", "gap", "ECE"):
+    for name in ("company", "test +/-", "federated", "local-only", "gap [95% interval]", "ECE"):
         table.add_column(name, justify="left" if name == "company" else "right")
     table.add_column("AUC noise", justify="right")
     table.add_column("AUC missing (worst feature)", justify="right")
@@ -213,10 +215,10 @@ def print_assessment(assessment: dict[str, Any] | None) -> None:
         perturbed = row["perturbed"]
         table.add_row(
             row["company"],
-            str(row["test_positives"]),
-            fmt(row["federated"]["auc"]),
+            f"{row['test_positives']}/{row['test_rows'] - row['test_positives']}",
+            fmt(row["federated"]["auc"]) + interval_text(row.get("auc_interval")),
             fmt((row["local"] or {}).get("auc")),
-            fmt(row["auc_gap"]),
+            fmt(row["auc_gap"]) + interval_text(row.get("gap_interval")),
             fmt(row["federated"]["ece"]),
             fmt(perturbed.get("noise", {}).get("auc")),
             perturbed_cell(perturbed.get("missing", {}), "feature"),
@@ -226,7 +228,11 @@ def print_assessment(assessment: dict[str, Any] | None) -> None:
     drops = ", ".join(f"{k} {fmt(v)}" for k, v in assessment["robustness_drop"].items())
     console.print(
         f"Worst-company gap (local-only AUC - federated AUC) {fmt(assessment['worst_company_gap'])}"
-        f" ({assessment['worst_company'] or '-'}); calibration error over all test rows "
+        f" ({assessment['worst_company'] or '-'}); largest bounds of the companies' 95% gap "
+        f"intervals: lower {fmt(assessment.get('worst_company_gap_low'))}, upper "
+        f"{fmt(assessment.get('worst_company_gap_high'))}; fewest test positives "
+        f"{assessment.get('fewest_test_positives', '-')}, negatives "
+        f"{assessment.get('fewest_test_negatives', '-')}; calibration error over all test rows "
         f"{fmt(assessment['calibration_error'])}; mean AUC drop under perturbation: {drops}."
         + (
             f" Not assessed: {', '.join(sorted(assessment['not_assessed']))}."
@@ -236,10 +242,66 @@ def print_assessment(assessment: dict[str, Any] | None) -> None:
     )
 
 
+def print_fairness(assessment: dict[str, Any] | None) -> None:
+    """Outcomes by group of each protected attribute, over all companies' test rows."""
+    fairness = (assessment or {}).get("fairness") or {}
+    if not fairness.get("attributes"):
+        return
+    table = Table(title="Fairness: the federated model's outcomes by group of each protected "
+                        "attribute (all companies' test rows; counts summed from the companies)")  # fmt: skip
+    for name in ("attribute", "group", "rows (+)", "TPR", "FPR", "positive rate", "AUC"):
+        table.add_column(name, justify="left" if name in ("attribute", "group") else "right")
+    for attribute, entry in fairness["attributes"].items():
+        for g in entry["groups"]:
+            mark = "" if g["judged"] else " (too few to compare)"
+            table.add_row(attribute, g["group"] + mark, f"{g['rows']} ({g['positives']})",
+                          fmt(g["tpr"]), fmt(g["fpr"]), fmt(g["positive_rate"]), fmt(g["auc"]))  # fmt: skip
+    console.print(table)
+    console.print(
+        f"Largest gaps between groups: true-positive rate {fmt(fairness.get('tpr_gap'))}, "
+        f"false-positive rate {fmt(fairness.get('fpr_gap'))}, positive-prediction rate "
+        f"{fmt(fairness.get('parity_difference'))} (demographic parity; reported, not gated)."
+    )
+
+
+def print_attributions(assessment: dict[str, Any] | None, top: int = 8) -> None:
+    """What drives the model: the top features by permutation importance."""
+    rows = (assessment or {}).get("attributions") or []
+    if not rows:
+        return
+    table = Table(title=f"What drives the model: the top {min(top, len(rows))} features")
+    for name in ("feature", "AUC lost when shuffled", "standardised weight"):
+        table.add_column(name, justify="left" if name == "feature" else "right")
+    for row in rows[:top]:
+        coefficient = row.get("coefficient") or {}
+        weight = coefficient.get("weight")
+        detail = (
+            f" ({coefficient['raises_odds_most']} highest)"
+            if "raises_odds_most" in coefficient
+            else ""
+        )
+        table.add_row(row["feature"] + (" [protected]" if row["protected"] else ""),
+                      fmt(row.get("permutation_auc_drop")),
+                      ("-" if weight is None else f"{weight:+.3f}") + detail)  # fmt: skip
+    console.print(table)
+
+
+def interval_text(bounds: list[float] | None) -> str:
+    return "" if not bounds else f" [{fmt(bounds[0])}, {fmt(bounds[1])}]"
+
+
+VERDICTS = {
+    "allow": "[bold green]ALLOWED[/]",
+    "deny": "[bold red]DENIED[/]",
+    "insufficient-evidence": "[bold yellow]HELD: insufficient evidence[/] (a regulator reviews)",
+}
+
+
 def print_release(release: dict[str, Any] | None) -> None:
     if not release:
         return
-    verdict = "[bold green]ALLOWED[/]" if release["allowed"] else "[bold red]DENIED[/]"
+    outcome = release.get("outcome", "allow" if release["allowed"] else "deny")
+    verdict = VERDICTS.get(outcome, outcome)
     console.print(
         f"[bold]Release decision:[/] {verdict} ({release['tier']} tier; {release['decided_by']});"
         f" model SHA-256 {release['model_hash']}"

@@ -30,6 +30,12 @@ from sandbox.vocabulary import INSTALLATION_REGULATOR
 
 job_app = typer.Typer(help="Engineers: file, run and inspect training jobs.", no_args_is_help=True)
 
+KEY_FILE: Any = typer.Option(
+    None,
+    "--key-file",
+    help="The regulator's Ed25519 private key (PEM); the installation's regulator "
+    "'regulator' signs with the sandbox home's regulator key",
+)
 AS_HELP = "Who acts: a registered principal or company id (its role is the registry's)"
 
 
@@ -94,29 +100,57 @@ def job_approve(
     job_id: str = typer.Argument(...),
     regulator: str = typer.Option("regulator", "--as", help="The regulator approving"),
     note: str = typer.Option("", "--note", help="Why (recorded)"),
-    key_file: Path | None = typer.Option(
-        None,
-        "--key-file",
-        help="The regulator's Ed25519 private key (PEM); the installation's regulator "
-        "'regulator' signs with the sandbox home's regulator key",
-    ),
+    key_file: Path | None = KEY_FILE,
 ) -> None:
     """Approve a job that awaits a regulator's approval: signed with the regulator's key
     (the signature travels in the job's warrant to every company's node), decided by
     policy, recorded."""
     gov = governance()
     try:
-        if key_file is not None:
-            key = identity.read_private_key(key_file)
-        elif regulator == INSTALLATION_REGULATOR:
-            key = installation_regulator_key(gov.settings, "approving as 'regulator'")
-        else:
-            fail(f"regulator {regulator} signs an approval with its own key: give --key-file")
+        key = _regulator_key(gov, regulator, key_file, "approving")
         actor = acting(gov, regulator, "regulator")
         job = job_service.approve_with_key(gov, actor, job_id, note, key)
     except (SandboxError, identity.KeyFileError) as exc:
         fail(str(exc))
     console.print(f"Job {job.id} approved by {regulator}; it may now run")
+
+
+@job_app.command("review-release")
+def job_review_release(
+    job_id: str = typer.Argument(...),
+    approve: bool = typer.Option(
+        ..., "--approve/--reject", help="Release the held model, or keep it withheld"
+    ),
+    regulator: str = typer.Option("regulator", "--as", help="The regulator reviewing"),
+    note: str = typer.Option("", "--note", help="Why (recorded; required to reject)"),
+    key_file: Path | None = KEY_FILE,
+) -> None:
+    """Review a model the release gate held for want of evidence: signed with the
+    regulator's key (the signature goes into the model card), decided by policy, recorded.
+    An approval asks the release policy again with the review; it cannot overturn evidence
+    that a limit is exceeded."""
+    from sandbox.services import releases
+
+    gov = governance()
+    try:
+        key = _regulator_key(gov, regulator, key_file, "reviewing a release")
+        actor = acting(gov, regulator, "regulator")
+        release = releases.review_with_key(gov, actor, job_id, approve, note, key)
+    except (SandboxError, identity.KeyFileError) as exc:
+        fail(str(exc))
+    if release.allowed:
+        console.print(f"Job {job_id}'s model released after review by {regulator}: "
+                      f"{release.exported_to}")  # fmt: skip
+    else:
+        console.print(f"Job {job_id}'s model stays withheld: {' '.join(release.reasons)}")
+
+
+def _regulator_key(gov: Any, regulator: str, key_file: Path | None, doing: str) -> Any:
+    if key_file is not None:
+        return identity.read_private_key(key_file)
+    if regulator == INSTALLATION_REGULATOR:
+        return installation_regulator_key(gov.settings, f"{doing} as 'regulator'")
+    fail(f"regulator {regulator} signs with its own key: give --key-file")
 
 
 @job_app.command("reject")

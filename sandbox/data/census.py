@@ -191,6 +191,10 @@ def industry_frame(industry: str, rows: int | None = None, seed: int = 0) -> pd.
     return part[keep].reset_index(drop=True)
 
 
+PROTECTED = ("sex", "race")
+"""The census's protected attributes, as each census company declares them."""
+
+
 def manifest_for(industry: str, grade: str = "general") -> DatasetManifest:
     """The manifest a census company declares (before its vault fills in counts and hash)."""
     return DatasetManifest(
@@ -200,6 +204,7 @@ def manifest_for(industry: str, grade: str = "general") -> DatasetManifest:
         features=feature_columns(),
         grade=grade,  # type: ignore[arg-type]
         personal_data=True,
+        protected=PROTECTED,
         description=f"CPS 1994-95 records of workers in {industry}",
         source=SOURCE,
     )

@@ -157,6 +157,10 @@ class DatasetManifest(BaseModel):
     personal_data: bool = True
     description: str = Field(default="", max_length=2000)
     source: str = Field(default="", max_length=500)
+    protected: tuple[str, ...] = ()
+    """Categorical feature columns that are protected attributes (sex, race, an age band):
+    the release assessment compares the model's outcomes between their groups, and the
+    model card flags them among what drives the model."""
     split_column: str | None = None
     """A column of the file that says, row by row, ``train`` or ``test``: the company's own
     split, used exactly (without it, the node makes a seeded, stratified 75/25 split)."""
@@ -182,6 +186,16 @@ class DatasetManifest(BaseModel):
             raise ValueError(f"feature columns repeat: {', '.join(dupes)}")
         if self.target.name in names:
             raise ValueError(f"the target {self.target.name!r} is also listed as a feature")
+        for name in self.protected:
+            if name not in names:
+                raise ValueError(f"protected attribute {name!r} is not a feature column")
+            if self.feature(name).kind != "categorical":
+                raise ValueError(
+                    f"protected attribute {name!r} must be a categorical column (declare a "
+                    "band, such as an age band, for a numeric one)"
+                )
+        if len(set(self.protected)) != len(self.protected):
+            raise ValueError("protected attributes repeat")
         if self.split_column is not None:
             check_column(self.split_column, "split column")
             if self.split_column in (*names, self.target.name):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
+def average_ranks(values: np.ndarray) -> np.ndarray:
     """Ranks 1..n, ties sharing their average rank."""
     order = np.argsort(values, kind="mergesort")
     ranks = np.empty(len(values), dtype=np.float64)
@@ -28,7 +28,7 @@ def roc_auc(y: np.ndarray, score: np.ndarray) -> float | None:
     negatives = len(y) - positives
     if positives == 0 or negatives == 0:
         return None
-    ranks = _average_ranks(np.asarray(score, dtype=np.float64))
+    ranks = average_ranks(np.asarray(score, dtype=np.float64))
     return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 

@@ -6,6 +6,8 @@
     vault/<dataset>/ the company's rows (train/test parquet) and their manifest
     consents.json    the company's own record of the consents it granted and revoked
     privacy/<job>.json the company's own DP accountant state: every training run per job
+    models/<job>.local.npz the company's own local-only model of a job (its baseline), kept
+                     so that the release assessment can compare both models on the same rows
 
 Only the company's client (and the company's own tooling) reads this folder; the
 coordinator never does.
@@ -41,6 +43,9 @@ class LocalConsent:
 @dataclass(frozen=True)
 class NodeHome:
     folder: Path
+
+    def local_model_path(self, job_id: str) -> Path:
+        return self.folder / "models" / f"{job_id}.local.npz"
 
     @property
     def key_path(self) -> Path:

@@ -72,9 +72,19 @@ ASSESS_MEASURES = ("loss", "auc", "balanced-accuracy", "ece")
 CALIBRATION_PARTS = ("count", "score", "label")
 ASSESS_METRICS = (
     {"num-examples", "positives", "missing/feature", "shift/category"}
+    | {"clean/auc-low", "clean/auc-high", "gap/auc", "gap/auc-low", "gap/auc-high"}
     | {f"{kind}/{measure}" for kind in ASSESS_KINDS for measure in ASSESS_MEASURES}
     | {f"calibration/{part}/{b}" for part in CALIBRATION_PARTS for b in range(CALIBRATION_BINS)}
 )
+# Besides the set above: each feature's permutation importance (``importance/<feature>``) and
+# the counts by group of each protected attribute (``group/<attribute>/<group>/...``,
+# ``sandbox.learning.fairness``).
+ASSESS_METRIC = re.compile(
+    "^(" + "|".join(re.escape(name) for name in sorted(ASSESS_METRICS))
+    + r"|importance/(0|[1-9][0-9]{0,3})"
+    + r"|group/(0|[1-9][0-9]{0,3})/(0|[1-9][0-9]{0,3})/(rows|positives|tp|fp|hist-(pos|neg)/[0-9])"
+    + ")$"
+)  # fmt: skip
 MAX_MODELS_PER_TASK = 512
 MODEL_MEASURES = ("loss", "auc")
 _MODEL_METRIC = re.compile(r"^(num-examples|positives|(loss|auc)/(0|[1-9][0-9]{0,3}))$")
@@ -371,7 +381,7 @@ def check_reply(
                 names: dict[str, set[str] | re.Pattern[str]] = {
                     TASK_TRAIN: TRAIN_METRICS,
                     TASK_BASELINE: EVAL_METRICS | set(DP_METRICS),
-                    TASK_ASSESS: ASSESS_METRICS,
+                    TASK_ASSESS: ASSESS_METRIC,
                     TASK_EVALUATE_MODELS: _MODEL_METRIC,
                 }
                 _metrics_ok(record, names.get(task, EVAL_METRICS), problems, "metrics")

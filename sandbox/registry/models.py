@@ -194,6 +194,8 @@ class Release(SQLModel, table=True):
     model_hash: str = Field(max_length=64)
     tier: str = Field(max_length=16)
     allowed: bool
+    outcome: str = Field(default="deny", max_length=32, sa_column_kwargs={"server_default": "deny"})
+    """``allow``, ``deny``, or ``insufficient-evidence`` (held for a regulator's review)."""
     reasons: list[str] = Field(sa_column=Column(JSON, nullable=False))
     decided_by: str = Field(max_length=200)
     assessment: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))

@@ -32,6 +32,7 @@ from sandbox.reports.compliance import (
     _job_entries,
     job_summary,
 )
+from sandbox.reports.release_line import OUTCOME_WORDS, ReleaseLine, release_line
 from sandbox.utc import utcnow
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -100,24 +101,6 @@ class DecisionLine(BaseModel):
     round: int | None
 
 
-class ReleaseLine(BaseModel):
-    allowed: bool
-    tier: str
-    reasons: list[str]
-    decided_by: str
-    decided_at: datetime
-    model_hash: str
-    worst_company: str | None
-    worst_company_gap: float | None
-    calibration_error: float | None
-    robustness_drop: dict[str, float | None] = Field(
-        description="AUC drop under each synthetic perturbation"
-    )
-    exported: bool
-    ledger_index: int | None
-    checkpoint_size: int | None
-
-
 class RoundLine(BaseModel):
     number: int
     status: str
@@ -176,12 +159,6 @@ def _covering(sizes: list[int], index: int) -> int:
 
 def _features(manifest: dict[str, Any]) -> list[str]:
     return [f"{f.get('name')} ({f.get('kind')})" for f in manifest.get("features", [])]
-
-
-def _drops(value: Any) -> dict[str, float | None]:
-    if isinstance(value, dict):
-        return {str(k): v for k, v in value.items()}
-    return {} if value is None else {"overall": value}
 
 
 def build_report(
@@ -299,27 +276,12 @@ def build_report(
     ]
     release = None
     if releases:
-        last = releases[-1]
         verdicts = sorted(
             summary.ledger.by_action.get("model.released", [])
             + summary.ledger.by_action.get("model.withheld", [])
         )
         index = verdicts[-1] if verdicts else None
-        release = ReleaseLine(
-            allowed=last.allowed,
-            tier=last.tier,
-            reasons=list(last.reasons),
-            decided_by=last.decided_by,
-            decided_at=last.decided_at,
-            model_hash=last.model_hash,
-            worst_company=last.assessment.get("worst_company"),
-            worst_company_gap=last.assessment.get("worst_company_gap"),
-            calibration_error=last.assessment.get("calibration_error"),
-            robustness_drop=_drops(last.assessment.get("robustness_drop")),
-            exported=bool(last.exported_to),
-            ledger_index=index,
-            checkpoint_size=cover(index),
-        )
+        release = release_line(releases[-1], index, cover(index))
     utility: dict[str, dict[str, float | None]] = {}
     for name, metrics in ((job.result or {}).get("companies") or {}).items():
         utility[name] = {
@@ -356,7 +318,7 @@ def build_report(
             fact("data use", f"A receipt signed by {c.company} was recorded.", index)
     fact("model", f"Model trained, hash {summary.model_hash}.", summary.model_index)
     if release is not None:
-        fact("release", f"Release {'allowed' if release.allowed else 'denied'} "
+        fact("release", f"Release {OUTCOME_WORDS.get(release.outcome, release.outcome)} "
              f"({release.tier} tier).", release.ledger_index)  # fmt: skip
     for e in entries:
         said = _settlement_fact(e.record)
@@ -455,6 +417,7 @@ def _environment() -> Environment:
     )
     env.filters["utc"] = lambda v: v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if v else ""
     env.filters["num"] = lambda v, d=3: "–" if v is None else f"{v:.{d}f}"
+    env.globals["outcome_words"] = OUTCOME_WORDS
     return env
 
 

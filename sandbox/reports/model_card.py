@@ -3,7 +3,11 @@ release decision, contributions and limits, as JSON-ready content and as Markdow
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from sandbox.learning.robustness import PERTURBATIONS
@@ -141,6 +145,76 @@ def _cell(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+_OUTCOME = {
+    "allow": "allowed",
+    "deny": "denied",
+    "insufficient-evidence": "held for a regulator's review (insufficient evidence)",
+}
+
+
+def _bounds(interval: Sequence[float] | None) -> str:
+    return "" if not interval else f" [{_cell(interval[0])}, {_cell(interval[1])}]"
+
+
+def _review_lines(review: Mapping[str, Any] | None) -> list[str]:
+    """The regulator's signed review of a held model, for anyone to check with its key."""
+    if not review:
+        return []
+    return [
+        f"- Reviewed by regulator {review['regulator']} at {review['time']}: "
+        f"{review['verdict']} ({review['note'] or 'no note'}); Ed25519 signature "
+        f"`{review['signature']}` over the statement `{review['statement']}`",
+    ]
+
+
+def _fairness_lines(fairness: Mapping[str, Any]) -> list[str]:
+    if not fairness.get("attributes"):
+        return []
+    lines = [
+        "## Fairness",
+        "",
+        "Outcomes by group of each protected attribute over all companies' test rows; groups "
+        "with fewer than 10 positives or negatives are not compared.",
+        "",
+        "| attribute | group | rows (+) | TPR | FPR | positive rate | AUC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for attribute, entry in fairness["attributes"].items():
+        for g in entry["groups"]:
+            lines.append(
+                f"| {attribute} | {g['group']}{'' if g['judged'] else ' (too few)'} | "
+                f"{g['rows']} ({g['positives']}) | {_cell(g['tpr'])} | {_cell(g['fpr'])} | "
+                f"{_cell(g['positive_rate'])} | {_cell(g['auc'])} |"
+            )
+    lines += [
+        "",
+        f"Largest gaps: true-positive rate {_cell(fairness.get('tpr_gap'))}, false-positive "
+        f"rate {_cell(fairness.get('fpr_gap'))}, positive-prediction rate "
+        f"{_cell(fairness.get('parity_difference'))}.",
+        "",
+    ]
+    return lines
+
+
+def _attribution_lines(rows: Sequence[Mapping[str, Any]], top: int = 10) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "## What drives the model",
+        "",
+        "| feature | AUC lost when shuffled | standardised weight |",
+        "|---|---|---|",
+    ]
+    for row in rows[:top]:
+        weight = (row.get("coefficient") or {}).get("weight")
+        flag = " (protected)" if row.get("protected") else ""
+        lines.append(
+            f"| {row['feature']}{flag} | {_cell(row.get('permutation_auc_drop'))} | "
+            f"{_cell(weight)} |"
+        )
+    return [*lines, ""]
+
+
 def render_model_card(card: Mapping[str, Any]) -> str:
     """The model card as Markdown."""
     model, purpose, training = card["model"], card["purpose"], card["training"]
@@ -150,8 +224,9 @@ def render_model_card(card: Mapping[str, Any]) -> str:
         "",
         f"- Model: {model['kind']}, {model['input_dim']} inputs, SHA-256 `{model['sha256']}`",
         f"- Purpose: {purpose['description'] or purpose['name']}",
-        f"- Release: **{'allowed' if release['allowed'] else 'denied'}** ({release['tier']} tier,"
+        f"- Release: **{_OUTCOME.get(release.get('outcome', ''), 'allowed' if release['allowed'] else 'denied')}** ({release['tier']} tier,"
         f" decided by {release['decided_by']})",
+        *_review_lines(release.get("review")),
         "",
         "## Data sources",
         "",
@@ -183,7 +258,8 @@ def render_model_card(card: Mapping[str, Any]) -> str:
         "## Assessment",
         "",
         "On each company's own held-out test split, computed there; gap = local-only AUC minus "
-        "federated AUC.",
+        "federated AUC; in brackets the 95% interval the company computed (DeLong; the gap's "
+        "paired on the same rows).",
         "",
         "| company | test rows (+) | federated AUC | local-only AUC | gap | ECE | AUC noise "
         f"| AUC missing (worst feature) | AUC shift of {assessment['robustness']['shift_column']} "
@@ -194,8 +270,9 @@ def render_model_card(card: Mapping[str, Any]) -> str:
         p = r["perturbed"]
         lines.append(
             f"| {r['company']} | {r['test_rows']} ({r['test_positives']}) | "
-            f"{_cell(r['federated']['auc'])} | {_cell((r['local'] or {}).get('auc'))} | "
-            f"{_cell(r['auc_gap'])} | {_cell(r['federated']['ece'])} | "
+            f"{_cell(r['federated']['auc'])}{_bounds(r.get('auc_interval'))} | "
+            f"{_cell((r['local'] or {}).get('auc'))} | "
+            f"{_cell(r['auc_gap'])}{_bounds(r.get('gap_interval'))} | {_cell(r['federated']['ece'])} | "
             + " | ".join(
                 _cell(p.get(k, {}).get("auc"))
                 + (f" ({p[k][detail]})" if detail in p.get(k, {}) else "")
@@ -207,9 +284,13 @@ def render_model_card(card: Mapping[str, Any]) -> str:
     lines += [
         "",
         f"Worst-company gap {_cell(assessment['worst_company_gap'])} "
-        f"({assessment['worst_company'] or '–'}); calibration error over all test rows "
+        f"({assessment['worst_company'] or '–'}); largest bounds of the gap intervals: lower "
+        f"{_cell(assessment.get('worst_company_gap_low'))}, upper "
+        f"{_cell(assessment.get('worst_company_gap_high'))}; calibration error over all test rows "
         f"{_cell(assessment['calibration_error'])}; mean AUC drop under perturbation: {drops}.",
         "",
+        *_fairness_lines(assessment.get("fairness") or {}),
+        *_attribution_lines(assessment.get("attributions") or []),
         "## Release decision",
         "",
         *(f"- {'pass' if c['passed'] else 'FAIL'}: {c['reason']}" for c in release["checks"]),
@@ -233,3 +314,24 @@ def render_model_card(card: Mapping[str, Any]) -> str:
         lines.append("")
     lines += ["## Limits", "", *(f"- {limit}" for limit in card["limits"]), ""]
     return "\n".join(lines)
+
+
+def release_folder(run_dir: Path) -> Path:
+    return run_dir / "release"
+
+
+def export_release(run_dir: Path, model_file: Path, card: Mapping[str, Any]) -> Path:
+    """Copy the model with its card into ``runs/<job>/release/`` in one rename."""
+    target = release_folder(run_dir)
+    staging = Path(tempfile.mkdtemp(prefix=".release-", dir=run_dir))
+    try:
+        shutil.copyfile(model_file, staging / "model.npz")
+        (staging / "model-card.json").write_text(json.dumps(card, indent=2) + "\n")
+        (staging / "model-card.md").write_text(render_model_card(card))
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target

@@ -223,7 +223,7 @@ def approve_job(
     note = note[:2000]
     job = _awaiting(gov, job_id)
     decision = _decide_on_approval(gov, regulator, job, "approve_job")
-    _check_recent(signed_at)
+    check_recent(signed_at)
     approval = warrants.signed_approval(gov, job, regulator.id, signed_at, note, signature)
     world = world_of(gov, job)
     budgets.check_budgets(gov, regulator, world, store.job_spec(job), job_id, "approval")
@@ -254,7 +254,7 @@ def approve_job(
     return approved
 
 
-def _check_recent(signed_at: str) -> None:
+def check_recent(signed_at: str) -> None:
     try:
         moment = datetime.fromisoformat(signed_at.replace("Z", "+00:00"))
     except ValueError:

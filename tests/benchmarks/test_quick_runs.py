@@ -35,6 +35,7 @@ QUICK_RUNS = {
     "privacy": ("privacy", (pytest.mark.slow,)),
     "scale": ("scale", (pytest.mark.slow,)),
     "utility": ("utility", (pytest.mark.slow,)),
+    "release": ("release", (pytest.mark.slow,)),
     "deployment": ("deployment", (pytest.mark.deployment,)),
 }
 

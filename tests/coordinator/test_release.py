@@ -3,6 +3,7 @@ export only on allow, the record either way."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -62,6 +63,23 @@ def release_decision(
     return release_verdict(decision, assessment, tier)
 
 
+def release_verdict_with_review(assessment: Assessment, tier: str) -> ReleaseVerdict:
+    """The decision once a regulator has reviewed the assessment's thin evidence."""
+    pdp = PolicyDecisionPoint(LoadedPolicySet.from_dir(), MemoryRecorder())
+    dataset = DatasetFacts("a/census", "a", TIER_INDUSTRY[tier], "general", False)
+    job = JobFacts("job-r", "eve", "p", ("a",), (dataset.id,), True, None, approved=True)
+    context = release_context(assessment, evidence_reviewed=True)
+    decision = pdp.decide(EngineerFacts("eve"), "release_model", job, context, [dataset])
+    return release_verdict(decision, assessment, tier)
+
+
+def reply_of(assessment: Assessment) -> dict[str, float]:
+    """An assess reply that gives the first company's figures of ``assessment`` back."""
+    row = assessment.companies[0]
+    y = np.r_[np.ones(row.test_positives), np.zeros(row.test_negatives)]
+    return company_reply(row.federated["auc"] or 0.0, row.test_rows, y, np.full(len(y), 0.3))
+
+
 def tiers_with(tier: str, limit: str) -> bytes:
     """The shipped tiers.toml with every release limit of ``tier`` set to ``limit``."""
     text = (DEFAULT_POLICY_DIR / "tiers.toml").read_text()
@@ -79,9 +97,15 @@ def failed(verdict: ReleaseVerdict) -> list[str]:
 
 
 def company_reply(
-    auc: float, rows: int, y: np.ndarray, score: np.ndarray, **perturbed: float
+    auc: float,
+    rows: int,
+    y: np.ndarray,
+    score: np.ndarray,
+    gap: tuple[float, float, float] | None = None,
+    **perturbed: float,
 ) -> dict[str, float]:
-    """Metrics as a company's ``assess`` reply carries them."""
+    """Metrics as a company's ``assess`` reply carries them (``gap``: the paired interval of
+    its gap to its own model, estimate, low, high)."""
     metrics = {
         "num-examples": float(rows),
         "positives": float(y.sum()),
@@ -90,6 +114,8 @@ def company_reply(
         "clean/ece": float(expected_calibration_error(y, score)),  # type: ignore[arg-type]
         "clean/loss": 0.3,
     }
+    if gap is not None:
+        metrics["gap/auc"], metrics["gap/auc-low"], metrics["gap/auc-high"] = gap
     for kind in ("noise", "missing", "shift"):
         metrics[f"{kind}/auc"] = perturbed.get(kind, auc)
     metrics["missing/feature"] = 1.0
@@ -99,14 +125,24 @@ def company_reply(
     return metrics
 
 
-def assessment_of(local: dict[str, float], federated: dict[str, float], **extra: Any):  # type: ignore[no-untyped-def]
+def assessment_of(  # type: ignore[no-untyped-def]
+    local: dict[str, float], federated: dict[str, float], half_width: float = 0.01, **extra: Any
+):
+    """The assessment of companies whose federated and local AUCs are given; each company
+    with both reports its gap's interval as the gap plus or minus ``half_width``."""
     rng = np.random.default_rng(0)
     parts = {}
     for company in federated:
         score = rng.uniform(0.02, 0.6, 3000)  # calibrated: labels drawn at the score
         parts[company] = ((rng.random(3000) < score).astype(float), score)
+    gaps = {
+        c: (local[c] - auc, local[c] - auc - half_width, local[c] - auc + half_width)
+        for c, auc in federated.items()
+        if c in local
+    }
     replies = {
-        c: company_reply(auc, 3000, *parts[c], **extra.get(c, {})) for c, auc in federated.items()
+        c: company_reply(auc, 3000, *parts[c], gaps.get(c), **extra.get(c, {}))
+        for c, auc in federated.items()
     }
     baselines = {c: {"auc": a, "balanced-accuracy": a - 0.1} for c, a in local.items()}
     return (
@@ -152,25 +188,82 @@ def test_a_high_tier_release_is_denied_below_its_thresholds() -> None:
     assessment, _ = assessment_of(local={"a": 0.80, "b": 0.90}, federated={"a": 0.85, "b": 0.82})
     high = release_decision(assessment, "high")
     assert not high.allowed and high.tier == "high"
+    assert high.outcome == "deny"
     assert any(
-        "worst-served company (b)" in r and "a gap of 0.08 in AUC" in r and "(high: 0.05)" in r
+        "lower bound of the largest gap's 95% interval is 0.07 in AUC" in r and "(high: 0.05)" in r
         for r in high.reasons
     ), high.reasons
     assert failed(high) == ["release.worst_company_gap"]
     gap = next(c for c in high.checks if c.name == "release.worst_company_gap")
-    assert gap.value == pytest.approx(0.08) and gap.limit == pytest.approx(0.05)
+    assert gap.value == pytest.approx(0.07) and gap.limit == pytest.approx(0.05)
     # Every check of the tier is shown, with the policy's own words.
     assert {c.name for c in high.checks} == {
         "release.every_company_assessed",
         "release.worst_company_gap",
+        "release.gap_evidence",
+        "release.test_positives",
+        "release.test_negatives",
         "release.calibration_error",
         "release.robustness_drop",
+        "release.fairness_tpr_gap",
+        "release.fairness_fpr_gap",
     }
     assert all(c.reason for c in high.checks)
     # The same model at the low tier: every threshold met.
     low = release_decision(assessment, "low")
     assert low.allowed and low.reasons == ["every low-tier release check is met"]
-    assert not failed(low)
+    assert not failed(low) and low.outcome == "allow"
+
+
+def test_a_gap_the_evidence_cannot_judge_is_held_for_review_not_denied() -> None:
+    """b's gap of 0.08 with an interval from -0.02 to 0.18: neither above nor within 0.05."""
+    thin, _ = assessment_of(
+        local={"a": 0.80, "b": 0.90}, federated={"a": 0.85, "b": 0.82}, half_width=0.10
+    )
+    assert thin.worst_company_gap_low == pytest.approx(-0.02)
+    assert thin.worst_company_gap_high == pytest.approx(0.18)
+    high = release_decision(thin, "high")
+    assert not high.allowed and high.outcome == "insufficient-evidence"
+    assert failed(high) == ["release.gap_evidence"]
+    assert "held for a regulator's review" not in high.reasons[0]  # the policy's own words
+    assert "holds such a model for a regulator's review" in high.reasons[0]
+    # A regulator's review of the thin evidence releases it; the low tier releases it as is.
+    reviewed = release_verdict_with_review(thin, "high")
+    assert reviewed.allowed and reviewed.outcome == "allow"
+    assert release_decision(thin, "low").allowed
+    # A clear gap is denied whatever the review says.
+    clear, _ = assessment_of(local={"a": 0.80, "b": 0.90}, federated={"a": 0.85, "b": 0.82})
+    denied = release_verdict_with_review(clear, "high")
+    assert not denied.allowed and denied.outcome == "deny"
+
+
+def test_a_company_with_too_few_positives_holds_the_model_for_review() -> None:
+    few, _ = assessment_of(local={"a": 0.80, "b": 0.80}, federated={"a": 0.82, "b": 0.81})
+    few = dataclasses.replace(few, fewest_test_positives=4)
+    verdict = release_decision(few, "high")
+    assert verdict.outcome == "insufficient-evidence"
+    assert failed(verdict) == ["release.test_positives"]
+    assert "only 4 positive rows" in verdict.reasons[0] and "(10)" in verdict.reasons[0]
+    assert release_decision(few, "low").allowed  # the low tier's minimum is 5 and not binding
+
+
+def test_a_gap_without_an_interval_cannot_clear_the_model() -> None:
+    unpaired, _ = assessment_of(local={"a": 0.80}, federated={"a": 0.80})
+    bare = dataclasses.replace(
+        unpaired,
+        companies=[dataclasses.replace(r, gap_interval=None) for r in unpaired.companies],
+    )
+    rebuilt = build_assessment(
+        ["a"],
+        {"a": {k: v for k, v in reply_of(unpaired).items() if not k.startswith("gap/")}},
+        {"a": {"auc": 0.80}},
+        {},
+        ENCODING,
+        RobustnessSettings(),
+    )
+    assert bare.companies[0].auc_gap == pytest.approx(0.0)
+    assert rebuilt.worst_company_gap_high == 1.0 and rebuilt.worst_company_gap_low == -1.0
+    assert release_decision(rebuilt, "high").outcome == "insufficient-evidence"
 
 
 def test_each_threshold_can_deny_on_its_own() -> None:
@@ -275,8 +368,9 @@ def assess_at_companies(nodes, plan, weights):  # type: ignore[no-untyped-def]
     replies, baselines = {}, {}
     for company, node in nodes.items():
         with serving_plan(node, plan):
-            replies[company] = assess.assessment(node, plan, weights, robustness)
+            # the baseline first, as in a job: the node keeps its local model for the gap
             baselines[company] = work.local_baseline(node, plan)[0].as_metrics()
+            replies[company] = assess.assessment(node, plan, weights, robustness)
     return build_assessment(sorted(nodes), replies, baselines, {}, plan.encoding, robustness)
 
 
@@ -319,10 +413,12 @@ def test_a_denied_release_is_recorded_and_nothing_is_exported(
     weights = initial_weights(plan)
     assessment = assess_at_companies(nodes, plan, weights)
     verdict = PolicyGate(engine, job, job_store.job_spec(job)).decide(job.id, tier, assessment)
-    assert not verdict.allowed
-    assert any("worst-served company" in r and "(high: 0.05)" in r for r in verdict.reasons), (
-        verdict.reasons
-    )
+    assert not verdict.allowed and verdict.outcome == "deny"
+    assert any(
+        "serves a company too much worse" in r and "(high: 0.05)" in r for r in verdict.reasons
+    ), verdict.reasons
+    assert assessment.worst_company_gap_low is not None
+    assert assessment.worst_company_gap_low > 0.05  # the evidence, not chance
     assert verdict.decided_by.startswith("policy set ")
     run_dir, digest, outcome = conclude(
         sandbox_home, engine, job, plan, nodes, weights, assessment, verdict
@@ -467,10 +563,14 @@ def test_a_job_ends_with_assessment_release_and_contributions(
     [record] = job_store.releases_of(engine, job.id)
     assert (record.allowed, record.reasons) == (release["allowed"], release["reasons"])
     assert (run_dir / "release").exists() == release["allowed"]
+    minimums = {"release.test_positives", "release.test_negatives"}  # at least the limit
     for check in release["checks"]:
         value, limit = check["value"], check["limit"]
         if limit is not None:
-            assert check["passed"] == (value is not None and value <= limit), check
+            within = value is not None and (
+                value >= limit if check["name"] in minimums else value <= limit
+            )
+            assert check["passed"] == within, check
     # Filed without governance, the high-tier job was never approved by a regulator: the
     # policy withholds its model whatever the figures say, and says why.
     assert not release["allowed"]

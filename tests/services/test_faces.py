@@ -31,8 +31,10 @@ from sandbox.identity import pki
 from sandbox.identity.requests import join_request
 from sandbox.node.onboarding import prepare_node
 from sandbox.protocol.jobspec import JobSpec
+from sandbox.registry import jobs as job_store
+from sandbox.registry.models import Release
 from sandbox.registry.policy_sets import sign_hash
-from sandbox.services import applications, companies, consents, jobs, principals
+from sandbox.services import applications, companies, consents, jobs, principals, releases
 from sandbox.utc import rfc3339, utcnow
 from sandbox.vocabulary import OPERATOR_ID
 
@@ -326,6 +328,37 @@ def reject_by_console(world: World, job: str) -> None:
     assert answer.status_code == 303, answer.text
 
 
+def held_model(world: World) -> str:
+    """An approved high-tier job whose model the release gate held for want of evidence."""
+    job = awaiting(world)
+    jobs.approve_as_installation_regulator(world.gov, job, "approved")
+    job_store.add_release(world.gov.engine, Release(
+        job_id=job, model_hash="ab" * 32, tier="high", allowed=False,
+        outcome="insufficient-evidence", reasons=["held"], decided_by="policy set x",
+        assessment={"worst_company_gap": 0.08, "worst_company_gap_low": -0.02,
+                    "worst_company_gap_high": 0.18, "calibration_error": 0.02},
+    ))  # fmt: skip
+    return job
+
+
+def reject_release_by_cli(world: World, job: str) -> None:
+    world.cli("job", "review-release", job, "--reject", "--as", "reg-anna", "--note",
+              "too few positives", "--key-file", str(world.keys["reg-anna"]))  # fmt: skip
+
+
+def reject_release_by_api(world: World, job: str) -> None:
+    signed_at = rfc3339(utcnow())
+    statement = releases.review_statement(
+        job, "ab" * 32, "reg-anna", False, signed_at, "too few positives"
+    )
+    signature = identity.sign(identity.read_private_key(world.keys["reg-anna"]), statement)
+    answer = world.client.post(f"/releases/{job}/review", headers=world.bearer("reg-anna"),
+                               json={"approve": False, "note": "too few positives",
+                                     "signed_at": signed_at, "signature": signature})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outcome"] == "deny"
+
+
 def admitted(world: World) -> str:
     filed = jobs.file_job(world.gov, spec(members(world)), EngineerFacts("eve"))
     assert filed.job.status == "admitted", filed.reasons
@@ -488,6 +521,12 @@ ACTS = [
         awaiting,
         {"cli": reject_by_cli, "api": reject_by_api, "console": reject_by_console},
         [("decision.reject_job", "reg-anna"), ("job.rejected", "reg-anna")],
+    ),
+    Act(
+        "reject a held model's release on review",
+        held_model,
+        {"cli": reject_release_by_cli, "api": reject_release_by_api},
+        [("decision.review_release", "reg-anna"), ("model.withheld", "reg-anna")],
     ),
     Act(
         "read a job",
