@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from clients import work
+from sandbox.learning.calibration import logit_histograms
 from sandbox.learning.explanation import permutation_importance
 from sandbox.learning.fairness import group_counts
 from sandbox.learning.metrics import calibration_bins
@@ -39,7 +40,7 @@ def assessment(
     settings: RobustnessSettings,
 ) -> dict[str, float]:
     """Clean and perturbed metrics of the final model, its AUC intervals, each feature's
-    permutation importance, the counts by group of the protected attributes its manifest
+    permutation importance, its logit histograms for calibration, the counts by group of the protected attributes its manifest
     declares, plus per-bin calibration sums."""
     data = work.encoded(node, plan)
     model = _model(plan, weights)
@@ -63,6 +64,7 @@ def assessment(
         metrics[f"importance/{index}"] = drop
     federated_scores = predict_proba(model, data.x_test)
     metrics.update(_intervals(node, plan, data.x_test, data.y_test, federated_scores))
+    metrics.update(logit_histograms(data.y_test, federated_scores, settings.seed))
     protected = node.vault(plan.dataset).manifest.protected
     metrics.update(
         group_counts(

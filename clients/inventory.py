@@ -109,6 +109,9 @@ INVENTORY: tuple[Release, ...] = (
     Release(TASK_ASSESS, METRICS, r"clean/auc-(low|high)|gap/auc(-low|-high)?", "test-split",
             ("always",), "95% intervals of the AUC and of the gap to the company's local-only "
             "model, paired on the test split"),
+    Release(TASK_ASSESS, METRICS, r"calib/[01]/(pos|neg)/\d+", "test-split", ("always",),
+            "histograms of the model's logits per class on two halves of the test split, "
+            "from which the coordinator fits the calibration map"),
     Release(TASK_ASSESS, METRICS, r"importance/\d+", "test-split", ("always",),
             "each feature's permutation importance (AUC lost) on the test split"),
     Release(TASK_ASSESS, METRICS, r"group/\d+/\d+/(rows|positives|tp|fp|hist-(pos|neg)/\d)",

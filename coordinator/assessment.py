@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from sandbox.learning.calibration import federated_platt, summed_histograms
 from sandbox.learning.encoding import FeatureSpec
 from sandbox.learning.explanation import attributions, pooled_importance
 from sandbox.learning.fairness import fairness_table
@@ -71,6 +72,12 @@ class Assessment:
     fewest_test_negatives: int = 0
     attributions: list[dict[str, Any]] = field(default_factory=list)
     """What drives the model, most important first (``sandbox.learning.explanation``)."""
+    calibration: dict[str, Any] | None = None
+    """The calibration map fitted from the companies' histograms, with the error before and
+    after it on held-out halves (``sandbox.learning.calibration``); where it exists,
+    ``calibration_error`` is the error after it, the one the released model has."""
+    calibration_error_raw: float | None = None
+    """The uncalibrated model's error over all test rows, from the exact binned sums."""
     fairness: dict[str, Any] = field(default_factory=dict)
     """Outcomes by group of each protected attribute and the gaps between groups
     (``sandbox.learning.fairness``)."""
@@ -188,6 +195,8 @@ def build_assessment(
     gap_low, gap_high = _gap_bounds(rows)
     names = [name for name, _ in blocks]
     fairness = fairness_table(replies, encoding)
+    histograms = summed_histograms(replies)
+    platt = federated_platt(histograms) if histograms is not None else None
     importance = pooled_importance(
         {
             c: [replies[c][f"importance/{i}"] for i in range(len(names))]
@@ -207,7 +216,9 @@ def build_assessment(
         worst_company=worst,
         worst_company_gap=gaps[worst] if worst is not None else None,
         worst_balanced_accuracy_gap=max(ba_gaps) if ba_gaps else None,
-        calibration_error=calibration,
+        calibration_error=platt.ece_after if platt is not None else calibration,
+        calibration_error_raw=calibration,
+        calibration=platt.to_json() if platt is not None else None,
         robustness_drop={
             kind: _weighted_mean(
                 (r.test_rows, r.perturbed.get(kind, {}).get("auc_drop")) for r in rows

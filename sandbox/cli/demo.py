@@ -232,13 +232,24 @@ def print_assessment(assessment: dict[str, Any] | None) -> None:
         f"intervals: lower {fmt(assessment.get('worst_company_gap_low'))}, upper "
         f"{fmt(assessment.get('worst_company_gap_high'))}; fewest test positives "
         f"{assessment.get('fewest_test_positives', '-')}, negatives "
-        f"{assessment.get('fewest_test_negatives', '-')}; calibration error over all test rows "
+        f"{assessment.get('fewest_test_negatives', '-')}; {calibration_text(assessment)}; calibration error the gate judged "
         f"{fmt(assessment['calibration_error'])}; mean AUC drop under perturbation: {drops}."
         + (
             f" Not assessed: {', '.join(sorted(assessment['not_assessed']))}."
             if assessment["not_assessed"]
             else ""
         )
+    )
+
+
+def calibration_text(assessment: dict[str, Any]) -> str:
+    calibration = assessment.get("calibration")
+    if not calibration:
+        return "not calibrated"
+    return (
+        f"calibrated by Platt scaling from the companies' histograms (expected calibration error "
+        f"{fmt(calibration['ece_before'])} before, {fmt(calibration['ece_after'])} after, on "
+        "held-out halves)"
     )
 
 

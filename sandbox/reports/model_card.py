@@ -167,6 +167,20 @@ def _review_lines(review: Mapping[str, Any] | None) -> list[str]:
     ]
 
 
+def _calibration_lines(calibration: Mapping[str, Any] | None) -> list[str]:
+    if not calibration:
+        return []
+    return [
+        "## Calibration",
+        "",
+        f"{calibration['method']}: calibrated score = sigmoid({calibration['a']:.4f} x logit + "
+        f"{calibration['b']:.4f}). Expected calibration error on held-out halves of "
+        f"{calibration['rows']} test rows: {_cell(calibration['ece_before'])} before, "
+        f"{_cell(calibration['ece_after'])} after. The ranking (and so the AUC) is unchanged.",
+        "",
+    ]
+
+
 def _fairness_lines(fairness: Mapping[str, Any]) -> list[str]:
     if not fairness.get("attributes"):
         return []
@@ -289,6 +303,7 @@ def render_model_card(card: Mapping[str, Any]) -> str:
         f"{_cell(assessment.get('worst_company_gap_high'))}; calibration error over all test rows "
         f"{_cell(assessment['calibration_error'])}; mean AUC drop under perturbation: {drops}.",
         "",
+        *_calibration_lines(assessment.get("calibration")),
         *_fairness_lines(assessment.get("fairness") or {}),
         *_attribution_lines(assessment.get("attributions") or []),
         "## Release decision",

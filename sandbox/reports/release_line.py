@@ -66,6 +66,9 @@ class ReleaseLine(BaseModel):
         default=None, description="largest upper bound of the companies' 95% gap intervals"
     )
     intervals: list[CompanyInterval] = Field(default_factory=list)
+    calibration: dict[str, Any] | None = Field(
+        default=None, description="the calibration map and the error before and after it"
+    )
     fairness: dict[str, Any] = Field(
         default_factory=dict, description="outcomes by group of each protected attribute"
     )
@@ -102,6 +105,7 @@ def release_line(last: Release, index: int | None, checkpoint_size: int | None) 
         worst_company_gap_low=last.assessment.get("worst_company_gap_low"),
         worst_company_gap_high=last.assessment.get("worst_company_gap_high"),
         intervals=_intervals(last.assessment),
+        calibration=last.assessment.get("calibration"),
         fairness=last.assessment.get("fairness") or {},
         attributions=(last.assessment.get("attributions") or [])[:TOP_FEATURES],
         calibration_error=last.assessment.get("calibration_error"),

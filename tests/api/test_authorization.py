@@ -114,7 +114,50 @@ def fresh_completed_job(world: World, role: str) -> dict[str, Any]:
     return {"job": completed_job(world)}
 
 
+def held_job(world: World, role: str) -> dict[str, Any]:
+    """An approved job whose model the release gate held for a regulator's review."""
+    from sandbox.registry import jobs as job_store
+    from sandbox.registry.models import Release
+    from sandbox.services import jobs as job_service
+
+    job = world.awaiting_job()
+    job_service.approve_as_installation_regulator(world.gov, job, "approved")
+    job_store.add_release(world.gov.engine, Release(
+        job_id=job, model_hash="ab" * 32, tier="high", allowed=False,
+        outcome="insufficient-evidence", reasons=["held"], decided_by="policy set x",
+        assessment={"worst_company_gap": 0.08, "worst_company_gap_low": -0.02,
+                    "worst_company_gap_high": 0.18, "calibration_error": 0.02},
+    ))  # fmt: skip
+    return {"job": job}
+
+
+def review(world: World, params: dict[str, Any]) -> dict[str, Any]:
+    """A rejection of the held model's release, signed with the regulator's key."""
+    from sandbox.services import releases
+    from sandbox.utc import rfc3339, utcnow
+
+    now, note = rfc3339(utcnow()), "too few positives"
+    statement = releases.review_statement(params["job"], "ab" * 32, "reg", False, now, note)
+    signature = identity.sign(world.keys["reg"], statement)
+    return {"approve": False, "note": note, "signed_at": now, "signature": signature}
+
+
 ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/releases/{job}/review-statement?approve=true",
+        "read_job",
+        JOB_READERS,
+        prepare=held_job,
+    ),
+    Endpoint(
+        "POST",
+        "/releases/{job}/review",
+        "review_release",
+        frozenset({"regulator"}),
+        prepare=held_job,
+        body=review,
+    ),
     Endpoint("GET", "/companies", "read_registry", STAFF),
     Endpoint("GET", "/companies/construction", "read_company_data", OWNER_AND_REGULATOR),
     Endpoint("GET", "/companies/construction/datasets", "read_company_data", OWNER_AND_REGULATOR),
