@@ -116,18 +116,12 @@ def fresh_completed_job(world: World, role: str) -> dict[str, Any]:
 
 def held_job(world: World, role: str) -> dict[str, Any]:
     """An approved job whose model the release gate held for a regulator's review."""
-    from sandbox.registry import jobs as job_store
-    from sandbox.registry.models import Release
     from sandbox.services import jobs as job_service
+    from tests.support.world import hold_for_review
 
     job = world.awaiting_job()
     job_service.approve_as_installation_regulator(world.gov, job, "approved")
-    job_store.add_release(world.gov.engine, Release(
-        job_id=job, model_hash="ab" * 32, tier="high", allowed=False,
-        outcome="insufficient-evidence", reasons=["held"], decided_by="policy set x",
-        assessment={"worst_company_gap": 0.08, "worst_company_gap_low": -0.02,
-                    "worst_company_gap_high": 0.18, "calibration_error": 0.02},
-    ))  # fmt: skip
+    hold_for_review(world.gov.engine, job)
     return {"job": job}
 
 

@@ -31,12 +31,11 @@ from sandbox.identity import pki
 from sandbox.identity.requests import join_request
 from sandbox.node.onboarding import prepare_node
 from sandbox.protocol.jobspec import JobSpec
-from sandbox.registry import jobs as job_store
-from sandbox.registry.models import Release
 from sandbox.registry.policy_sets import sign_hash
 from sandbox.services import applications, companies, consents, jobs, principals, releases
 from sandbox.utc import rfc3339, utcnow
 from sandbox.vocabulary import OPERATOR_ID
+from tests.support.world import hold_for_review
 
 PURPOSE = "income-prediction"
 LOW = ["Construction", "Retail trade", "Transportation"]
@@ -332,12 +331,7 @@ def held_model(world: World) -> str:
     """An approved high-tier job whose model the release gate held for want of evidence."""
     job = awaiting(world)
     jobs.approve_as_installation_regulator(world.gov, job, "approved")
-    job_store.add_release(world.gov.engine, Release(
-        job_id=job, model_hash="ab" * 32, tier="high", allowed=False,
-        outcome="insufficient-evidence", reasons=["held"], decided_by="policy set x",
-        assessment={"worst_company_gap": 0.08, "worst_company_gap_low": -0.02,
-                    "worst_company_gap_high": 0.18, "calibration_error": 0.02},
-    ))  # fmt: skip
+    hold_for_review(world.gov.engine, job)
     return job
 
 

@@ -86,3 +86,21 @@ def file_bare(engine: Any, spec: JobSpec | dict[str, Any]) -> str:
 def run_bare(settings: Settings, job_ids: list[str], **options: Any) -> dict[str, Any]:
     """Run jobs filed bare on the simulation engine without governance; each job's outcome."""
     return bare.run_bare(settings, job_ids, **options)
+
+
+HELD_MODEL_HASH = "ab" * 32
+THIN_EVIDENCE = {"worst_company_gap": 0.08, "worst_company_gap_low": -0.02,
+                 "worst_company_gap_high": 0.18, "calibration_error": 0.02}  # fmt: skip
+"""An assessment whose gap interval straddles the high tier's limit of 0.05."""
+
+
+def hold_for_review(engine: Any, job_id: str, assessment: dict[str, Any] | None = None) -> None:
+    """Record a release decision that holds the job's model for a regulator's review."""
+    from sandbox.registry import jobs as job_store
+    from sandbox.registry.models import Release
+
+    job_store.add_release(engine, Release(
+        job_id=job_id, model_hash=HELD_MODEL_HASH, tier="high", allowed=False,
+        outcome="insufficient-evidence", reasons=["held"], decided_by="policy set x",
+        assessment=assessment if assessment is not None else THIN_EVIDENCE,
+    ))  # fmt: skip
