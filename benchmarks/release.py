@@ -32,7 +32,7 @@ from typing import Any
 from benchmarks.common import add_quick_flag, fmt, machine, write_results
 
 
-def run_demo(seed: int, quick: bool) -> dict[str, Any]:
+def run_demo(seed: int, quick: bool, keep: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"sandbox-bench-release-{seed}-") as folder:
         out = Path(folder) / "demo.json"
         command = [sys.executable, "-m", "sandbox.cli", "demo", "--seed", str(seed)]
@@ -42,6 +42,9 @@ def run_demo(seed: int, quick: bool) -> dict[str, Any]:
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0 or not out.exists():
             raise RuntimeError(f"seed {seed}: demo failed: {done.stderr[-2000:]}")
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            (keep / f"demo-seed{seed}.json").write_text(out.read_text())
         report: dict[str, Any] = json.loads(out.read_text())
         return report
 
@@ -51,9 +54,11 @@ def point_decision(assessment: dict[str, Any], tier: str) -> str:
     from policies.tiers import shipped_tier_config
 
     limits = shipped_tier_config().tiers[tier]
+    # Before calibration existed the gate judged the uncalibrated model's error.
+    raw_ece = assessment.get("calibration_error_raw", assessment.get("calibration_error"))
     findings = (
         (assessment.get("worst_company_gap"), limits.release_max_worst_company_gap),
-        (assessment.get("calibration_error"), limits.release_max_calibration_error),
+        (raw_ece, limits.release_max_calibration_error),
         (_worst(assessment.get("robustness_drop")), limits.release_max_robustness_drop),
     )
     exceeded = any(value is None or Decimal(str(value)) > limit for value, limit in findings)
@@ -72,13 +77,15 @@ def flips(decisions: list[str]) -> int:
     return sum({a, b} == {"allow", "deny"} for a, b in itertools.combinations(decisions, 2))
 
 
-def measure(seeds: list[int], quick: bool) -> dict[str, Any]:
+def measure(seeds: list[int], quick: bool, keep: Path | None = None) -> dict[str, Any]:
     rows = []
     for seed in seeds:
-        report = run_demo(seed, quick)
+        report = run_demo(seed, quick, keep)
         release = report["release"] or {}
         assessment = report["assessment"] or {}
         tier = release.get("tier", "high")
+        calibration = assessment.get("calibration") or {}
+        fairness = assessment.get("fairness") or {}
         rows.append(
             {
                 "seed": seed,
@@ -90,7 +97,14 @@ def measure(seeds: list[int], quick: bool) -> dict[str, Any]:
                 "worst_company_gap_low": assessment.get("worst_company_gap_low"),
                 "worst_company_gap_high": assessment.get("worst_company_gap_high"),
                 "fewest_test_positives": assessment.get("fewest_test_positives"),
-                "calibration_error": assessment.get("calibration_error"),
+                "ece_uncalibrated": assessment.get("calibration_error_raw"),
+                "ece_calibrated": assessment.get("calibration_error"),
+                "ece_calibrated_interval": calibration.get("ece_after_interval"),
+                "ece_before_held_out": calibration.get("ece_before"),
+                "tpr_gap": fairness.get("tpr_gap"),
+                "fpr_gap": fairness.get("fpr_gap"),
+                "parity_difference": fairness.get("parity_difference"),
+                "pooled_auc": assessment.get("pooled_auc"),
                 "mean_federated_auc": report["summary"]["mean_auc"]["federated"],
             }
         )
@@ -107,15 +121,18 @@ def measure(seeds: list[int], quick: bool) -> dict[str, Any]:
 def table(result: dict[str, Any]) -> str:
     lines = [
         "| seed | tier | point gate | interval gate | worst gap [largest bounds] "
-        "| fewest test + | ECE | failed checks (interval gate) |",
-        "|---:|---|---|---|---|---:|---:|---|",
+        "| fewest test + | ECE raw | ECE calibrated | TPR gap | FPR gap "
+        "| failed checks (interval gate) |",
+        "|---:|---|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in result["seeds"]:
         lines.append(
             f"| {r['seed']} | {r['tier']} | {r['point']} | {r['interval']} "
             f"| {fmt(r['worst_company_gap'])} [{fmt(r['worst_company_gap_low'])}, "
             f"{fmt(r['worst_company_gap_high'])}] | {r['fewest_test_positives']} "
-            f"| {fmt(r['calibration_error'])} | {', '.join(r['failed_checks']) or '-'} |"
+            f"| {fmt(r['ece_uncalibrated'])} | {fmt(r['ece_calibrated'])} "
+            f"| {fmt(r['tpr_gap'])} | {fmt(r['fpr_gap'])} "
+            f"| {', '.join(r['failed_checks']) or '-'} |"
         )
     f = result["flips"]
     lines.append("")
@@ -129,11 +146,12 @@ def table(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--keep", type=Path, help="also keep each seed's demo JSON here")
     add_quick_flag(parser)
     args = parser.parse_args()
     seeds = [0] if args.quick else list(range(args.seeds))
     started = machine()
-    result = measure(seeds, args.quick)
+    result = measure(seeds, args.quick, args.keep)
     document = {
         "machine": started,
         "setting": "demo --quick" if args.quick else "demo (23 x 500 rows, high tier, DP eps 3)",

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from sandbox.learning.calibration import federated_platt, summed_histograms
+from sandbox.learning.calibration import ece_after_interval, federated_platt, summed_histograms
 from sandbox.learning.encoding import FeatureSpec
 from sandbox.learning.explanation import attributions, pooled_importance
 from sandbox.learning.fairness import fairness_table
@@ -22,6 +22,7 @@ from sandbox.learning.robustness import (
     feature_blocks,
     shift_column_index,
 )
+from sandbox.learning.uncertainty import binned_auc_interval
 from sandbox.protocol.messages import CALIBRATION_PARTS
 
 _MEASURES = (("auc", "auc"), ("balanced_accuracy", "balanced-accuracy"), ("ece", "ece"))
@@ -76,6 +77,9 @@ class Assessment:
     """The calibration map fitted from the companies' histograms, with the error before and
     after it on held-out halves (``sandbox.learning.calibration``); where it exists,
     ``calibration_error`` is the error after it, the one the released model has."""
+    pooled_auc: dict[str, float] | None = None
+    """The AUC over all companies' test rows together with its 95% interval, from their
+    summed logit histograms (``sandbox.learning.uncertainty.binned_auc_interval``)."""
     calibration_error_raw: float | None = None
     """The uncalibrated model's error over all test rows, from the exact binned sums."""
     fairness: dict[str, Any] = field(default_factory=dict)
@@ -197,6 +201,16 @@ def build_assessment(
     fairness = fairness_table(replies, encoding)
     histograms = summed_histograms(replies)
     platt = federated_platt(histograms) if histograms is not None else None
+    calibration_json = platt.to_json() if platt is not None else None
+    pooled = None
+    if histograms is not None:
+        both = histograms.sum(axis=0)
+        interval = binned_auc_interval(both[0], both[1])
+        if interval is not None:
+            pooled = {"estimate": interval.estimate, "low": interval.low, "high": interval.high}
+        bounds = ece_after_interval(histograms) if calibration_json is not None else None
+        if calibration_json is not None and bounds is not None:
+            calibration_json["ece_after_interval"] = list(bounds)
     importance = pooled_importance(
         {
             c: [replies[c][f"importance/{i}"] for i in range(len(names))]
@@ -218,7 +232,8 @@ def build_assessment(
         worst_balanced_accuracy_gap=max(ba_gaps) if ba_gaps else None,
         calibration_error=platt.ece_after if platt is not None else calibration,
         calibration_error_raw=calibration,
-        calibration=platt.to_json() if platt is not None else None,
+        calibration=calibration_json,
+        pooled_auc=pooled,
         robustness_drop={
             kind: _weighted_mean(
                 (r.test_rows, r.perturbed.get(kind, {}).get("auc_drop")) for r in rows

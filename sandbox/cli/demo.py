@@ -227,6 +227,8 @@ def print_assessment(assessment: dict[str, Any] | None) -> None:
     console.print(table)
     drops = ", ".join(f"{k} {fmt(v)}" for k, v in assessment["robustness_drop"].items())
     console.print(
+        f"AUC over all companies' test rows (from their summed histograms) "
+        f"{pooled_auc_text(assessment.get('pooled_auc'))}. "
         f"Worst-company gap (local-only AUC - federated AUC) {fmt(assessment['worst_company_gap'])}"
         f" ({assessment['worst_company'] or '-'}); largest bounds of the companies' 95% gap "
         f"intervals: lower {fmt(assessment.get('worst_company_gap_low'))}, upper "
@@ -242,14 +244,20 @@ def print_assessment(assessment: dict[str, Any] | None) -> None:
     )
 
 
+def pooled_auc_text(pooled: dict[str, float] | None) -> str:
+    if not pooled:
+        return "undefined"
+    return f"{fmt(pooled['estimate'])} [{fmt(pooled['low'])}, {fmt(pooled['high'])}]"
+
+
 def calibration_text(assessment: dict[str, Any]) -> str:
     calibration = assessment.get("calibration")
     if not calibration:
         return "not calibrated"
     return (
         f"calibrated by Platt scaling from the companies' histograms (expected calibration error "
-        f"{fmt(calibration['ece_before'])} before, {fmt(calibration['ece_after'])} after, on "
-        "held-out halves)"
+        f"{fmt(calibration['ece_before'])} before, {fmt(calibration['ece_after'])}"
+        f"{interval_text(calibration.get('ece_after_interval'))} after, on held-out halves)"
     )
 
 

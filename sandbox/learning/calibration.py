@@ -27,8 +27,8 @@ import numpy as np
 
 from sandbox.learning.metrics import CALIBRATION_BINS
 
-LOGIT_BINS = 64
-LOGIT_RANGE = 8.0
+LOGIT_BINS = 384
+LOGIT_RANGE = 24.0
 FOLDS = 2
 CLASSES = ("pos", "neg")
 _EDGES = np.linspace(-LOGIT_RANGE, LOGIT_RANGE, LOGIT_BINS + 1)
@@ -171,6 +171,33 @@ def federated_platt(histograms: np.ndarray) -> Calibration | None:
         ece_after=sum(n * e for n, _, e in held_out_errors) / total,
         rows=int(total),
     )
+
+
+def ece_after_interval(
+    histograms: np.ndarray, level: float = 0.95, replicates: int = 200, seed: int = 0
+) -> tuple[float, float] | None:
+    """A percentile bootstrap interval of the cross-fitted error after calibration: each
+    replicate redraws every half's rows from its summed histogram (a multinomial of the
+    same size) and fits and measures again."""
+    rng = np.random.default_rng(seed)
+    shape = histograms.shape
+    errors = []
+    for _ in range(replicates):
+        redrawn = np.empty(shape)
+        for f in range(shape[0]):
+            cells = histograms[f].ravel()
+            total = int(cells.sum())
+            if total == 0:
+                return None
+            redrawn[f] = rng.multinomial(total, cells / total).reshape(shape[1:])
+        result = federated_platt(redrawn)
+        if result is not None and result.ece_after is not None:
+            errors.append(result.ece_after)
+    if len(errors) < replicates // 2:
+        return None
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(errors, [tail, 100.0 - tail])
+    return float(low), float(high)
 
 
 def apply(score: np.ndarray, a: float, b: float) -> np.ndarray:

@@ -91,11 +91,16 @@ def auc_interval(y: np.ndarray, score: np.ndarray, level: float = DEFAULT_LEVEL)
     v10, v01 = _components(*prepared)
     estimate = float(v10.mean())
     se = float(np.sqrt(max(_covariance(v10, v01)[0, 0], 0.0)))
+    return _auc_on_logit_scale(estimate, se, level)
+
+
+def _auc_on_logit_scale(estimate: float, se: float, level: float) -> Interval:
+    """An AUC's interval on the logit scale (delta method): it stays inside (0, 1) and keeps
+    its coverage near nominal on small splits with a high AUC, where the plain one falls
+    short; at 0 or 1, or with no spread, the plain one clipped."""
     if se == 0.0 or not 0.0 < estimate < 1.0:
         half = _z(level) * se
         return Interval(estimate, max(0.0, estimate - half), min(1.0, estimate + half), level)
-    # On the logit scale (delta method): the interval stays inside (0, 1) and keeps its
-    # coverage near nominal on small splits with a high AUC, where the plain one falls short.
     centre = float(np.log(estimate / (1.0 - estimate)))
     half = _z(level) * se / (estimate * (1.0 - estimate))
     return Interval(estimate, _expit(centre - half), _expit(centre + half), level)
@@ -119,3 +124,25 @@ def auc_difference_interval(
     variance = float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1])
     half = _z(level) * float(np.sqrt(max(variance, 0.0)))
     return Interval(estimate, max(-1.0, estimate - half), min(1.0, estimate + half), level)
+
+
+def binned_auc_interval(
+    positives: np.ndarray, negatives: np.ndarray, level: float = DEFAULT_LEVEL
+) -> Interval | None:
+    """The AUC of rows known only by their score bin (a histogram per class, bins in
+    increasing score; ties within a bin count one half) with its DeLong interval: what the
+    companies' summed histograms give for all their test rows together, no row pooled. None
+    when either class has fewer than two rows."""
+    pos = np.asarray(positives, dtype=np.float64)
+    neg = np.asarray(negatives, dtype=np.float64)
+    m, n = float(pos.sum()), float(neg.sum())
+    if m < 2 or n < 2:
+        return None
+    below = np.concatenate(([0.0], np.cumsum(neg)[:-1]))
+    above = m - np.cumsum(pos)
+    v10 = (below + 0.5 * neg) / n  # per bin: the share of negatives a positive there outranks
+    v01 = (above + 0.5 * pos) / m  # per bin: the share of positives that outrank a negative
+    estimate = float((pos * v10).sum() / m)
+    var10 = float((pos * (v10 - estimate) ** 2).sum() / (m - 1))
+    var01 = float((neg * (v01 - estimate) ** 2).sum() / (n - 1))
+    return _auc_on_logit_scale(estimate, float(np.sqrt(var10 / m + var01 / n)), level)

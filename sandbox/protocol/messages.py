@@ -81,7 +81,7 @@ ASSESS_METRICS = (
 # ``sandbox.learning.fairness``).
 ASSESS_METRIC = re.compile(
     "^(" + "|".join(re.escape(name) for name in sorted(ASSESS_METRICS))
-    + r"|importance/(0|[1-9][0-9]{0,3})|calib/[01]/(pos|neg)/(0|[1-9][0-9]?)"
+    + r"|importance/(0|[1-9][0-9]{0,3})|calib/[01]/(pos|neg)/(0|[1-9][0-9]{0,2})"
     + r"|group/(0|[1-9][0-9]{0,3})/(0|[1-9][0-9]{0,3})/(rows|positives|tp|fp|hist-(pos|neg)/[0-9])"
     + ")$"
 )  # fmt: skip

@@ -152,6 +152,10 @@ _OUTCOME = {
 }
 
 
+def _pair(interval: Mapping[str, float] | None) -> list[float] | None:
+    return [interval["low"], interval["high"]] if interval else None
+
+
 def _bounds(interval: Sequence[float] | None) -> str:
     return "" if not interval else f" [{_cell(interval[0])}, {_cell(interval[1])}]"
 
@@ -176,7 +180,8 @@ def _calibration_lines(calibration: Mapping[str, Any] | None) -> list[str]:
         f"{calibration['method']}: calibrated score = sigmoid({calibration['a']:.4f} x logit + "
         f"{calibration['b']:.4f}). Expected calibration error on held-out halves of "
         f"{calibration['rows']} test rows: {_cell(calibration['ece_before'])} before, "
-        f"{_cell(calibration['ece_after'])} after. The ranking (and so the AUC) is unchanged.",
+        f"{_cell(calibration['ece_after'])}{_bounds(calibration.get('ece_after_interval'))} "
+        "after (95% bootstrap interval). The ranking (and so the AUC) is unchanged.",
         "",
     ]
 
@@ -297,6 +302,8 @@ def render_model_card(card: Mapping[str, Any]) -> str:
     drops = ", ".join(f"{k} {_cell(v)}" for k, v in assessment["robustness_drop"].items())
     lines += [
         "",
+        f"AUC over all companies' test rows {_cell((assessment.get('pooled_auc') or {}).get('estimate'))}"
+        f"{_bounds(_pair(assessment.get('pooled_auc')))} (from their summed histograms). "
         f"Worst-company gap {_cell(assessment['worst_company_gap'])} "
         f"({assessment['worst_company'] or '–'}); largest bounds of the gap intervals: lower "
         f"{_cell(assessment.get('worst_company_gap_low'))}, upper "

@@ -66,6 +66,9 @@ class ReleaseLine(BaseModel):
         default=None, description="largest upper bound of the companies' 95% gap intervals"
     )
     intervals: list[CompanyInterval] = Field(default_factory=list)
+    pooled_auc: dict[str, float] | None = Field(
+        default=None, description="the AUC over all test rows with its 95% interval"
+    )
     calibration: dict[str, Any] | None = Field(
         default=None, description="the calibration map and the error before and after it"
     )
@@ -105,6 +108,7 @@ def release_line(last: Release, index: int | None, checkpoint_size: int | None) 
         worst_company_gap_low=last.assessment.get("worst_company_gap_low"),
         worst_company_gap_high=last.assessment.get("worst_company_gap_high"),
         intervals=_intervals(last.assessment),
+        pooled_auc=last.assessment.get("pooled_auc"),
         calibration=last.assessment.get("calibration"),
         fairness=last.assessment.get("fairness") or {},
         attributions=(last.assessment.get("attributions") or [])[:TOP_FEATURES],

@@ -9,6 +9,7 @@ import pytest
 from sandbox.learning.calibration import (
     LOGIT_BINS,
     apply,
+    ece_after_interval,
     federated_platt,
     fit_platt,
     logit_histograms,
@@ -66,3 +67,15 @@ def test_one_class_or_no_complete_histogram_gives_no_map() -> None:
     partial = logit_histograms(np.array([1.0, 0.0]), np.array([0.9, 0.1]), 0)
     partial.pop("calib/0/pos/0")
     assert summed_histograms({"a": partial}) is None
+
+
+def test_the_error_after_calibration_comes_with_a_bootstrap_interval() -> None:
+    rng = np.random.default_rng(9)
+    replies = {f"c{i}": logit_histograms(*miscalibrated(rng, 500), seed=0) for i in range(4)}
+    histograms = summed_histograms(replies)
+    assert histograms is not None
+    result = federated_platt(histograms)
+    bounds = ece_after_interval(histograms, replicates=100)
+    assert result is not None and result.ece_after is not None and bounds is not None
+    assert bounds[0] <= result.ece_after <= bounds[1] < 0.08
+    assert bounds == ece_after_interval(histograms, replicates=100)  # seeded: repeatable

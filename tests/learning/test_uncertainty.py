@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 
 from sandbox.learning.metrics import roc_auc
-from sandbox.learning.uncertainty import auc_difference_interval, auc_interval
+from sandbox.learning.uncertainty import (
+    auc_difference_interval,
+    auc_interval,
+    binned_auc_interval,
+)
 
 
 def _binormal(rng: np.random.Generator, positives: int, negatives: int, d: float):
@@ -114,3 +118,18 @@ def test_a_level_outside_zero_and_one_is_refused() -> None:
     y, score = _binormal(np.random.default_rng(1), 10, 10, 1.0)
     with pytest.raises(ValueError, match="level"):
         auc_interval(y, score, level=1.0)
+
+
+def test_binned_rows_give_the_rows_own_interval_when_each_score_has_its_bin() -> None:
+    """Scores that are bins themselves (ties included): the binned interval is DeLong's."""
+    rng = np.random.default_rng(5)
+    y = (rng.random(300) < 0.3).astype(float)
+    bins = np.clip(rng.normal(2.0 * y, 1.5).round().astype(int) + 6, 0, 15)
+    positives = np.bincount(bins[y == 1], minlength=16).astype(float)
+    negatives = np.bincount(bins[y == 0], minlength=16).astype(float)
+    binned = binned_auc_interval(positives, negatives)
+    exact = auc_interval(y, bins.astype(float))
+    assert binned is not None and exact is not None
+    assert binned.estimate == pytest.approx(exact.estimate)
+    assert (binned.low, binned.high) == pytest.approx((exact.low, exact.high), abs=1e-9)
+    assert binned_auc_interval(np.array([1.0, 0.0]), np.array([3.0, 4.0])) is None
