@@ -19,7 +19,6 @@ exported; the decision with its reasons is recorded either way.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from coordinator.assessment import Assessment
 from sandbox.protocol.jobspec import JobSpec
 from sandbox.protocol.messages import TrainingPlan
 from sandbox.registry.models import Dataset, Job, Release
-from sandbox.reports.model_card import export_release, model_card, release_folder
+from sandbox.reports.model_card import export_release, model_card, withdraw_release
 from sandbox.services import runs
 from sandbox.services.releases import Check, ReleaseVerdict
 
@@ -131,9 +130,8 @@ def conclude_release(
     exported = None
     if verdict.allowed:
         exported = export_release(run_dir, run_dir / "model.npz", card)
-    elif release_folder(run_dir).exists():
-        # A denied model must not sit in the export folder, even from an earlier decision.
-        shutil.rmtree(release_folder(run_dir))
+    else:
+        withdraw_release(run_dir)
     outcome = ReleaseOutcome(
         job_id=job.id,
         model_hash=model_hash,

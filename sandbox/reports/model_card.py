@@ -342,6 +342,13 @@ def release_folder(run_dir: Path) -> Path:
     return run_dir / "release"
 
 
+def withdraw_release(run_dir: Path) -> None:
+    """A model that is denied or held must not sit in the export folder, even from an
+    earlier decision."""
+    if release_folder(run_dir).exists():
+        shutil.rmtree(release_folder(run_dir))
+
+
 def export_release(run_dir: Path, model_file: Path, card: Mapping[str, Any]) -> Path:
     """Copy the model with its card into ``runs/<job>/release/`` in one rename."""
     target = release_folder(run_dir)

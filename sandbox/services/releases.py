@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from sandbox.governance import Annotation, Governance, job_world
 from sandbox.ledger import LedgerRecord, Resource
 from sandbox.registry import jobs as store
 from sandbox.registry.models import Release
-from sandbox.reports.model_card import export_release, release_folder
+from sandbox.reports.model_card import export_release, withdraw_release
 from sandbox.services.base import actor_of, authorize
 from sandbox.services.jobs import check_recent
 from sandbox.services.warrants import regulator_key
@@ -121,8 +121,6 @@ class ReleaseVerdict:
     outcome: str = OUTCOME_ALLOW
 
     def to_json(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return asdict(self)
 
 
@@ -308,10 +306,8 @@ def _conclude_review(
     exported: Path | None = None
     if verdict.allowed:
         exported = export_release(run_dir, run_dir / "model.npz", card)
-    elif release_folder(run_dir).exists():
-        import shutil
-
-        shutil.rmtree(release_folder(run_dir))
+    else:
+        withdraw_release(run_dir)
     release = store.add_release(
         gov.engine,
         Release(
