@@ -40,8 +40,8 @@ def assessment(
     settings: RobustnessSettings,
 ) -> dict[str, float]:
     """Clean and perturbed metrics of the final model, its AUC intervals, each feature's
-    permutation importance, its logit histograms for calibration, the counts by group of the protected attributes its manifest
-    declares, plus per-bin calibration sums."""
+    permutation importance, its logit histograms for calibration, the counts by group of the
+    protected attributes its manifest declares, plus per-bin calibration sums."""
     data = work.encoded(node, plan)
     model = _model(plan, weights)
     outcomes = stress_tests(

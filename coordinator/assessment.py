@@ -136,11 +136,10 @@ def build_assessment(
     encoding: FeatureSpec,
     robustness: RobustnessSettings,
     coefficients: Mapping[str, Mapping[str, Any]] | None = None,
-    protected: Sequence[str] = (),
 ) -> Assessment:
     """The assessment from the companies' ``assess`` replies and their local baselines
-    (``coefficients``: a logistic regression's standardised weights; ``protected``: the
-    features the data's manifests declare protected)."""
+    (``coefficients``: a logistic regression's standardised weights). The protected
+    attributes are those the companies reported outcomes by group for."""
     blocks = feature_blocks(encoding)
     column = shift_column_index(encoding, robustness.shift_column)
     shift_feature = encoding.categorical[column] if column is not None else None
@@ -244,9 +243,7 @@ def build_assessment(
         worst_company_gap_high=gap_high,
         fewest_test_positives=min((r.test_positives for r in rows), default=0),
         fewest_test_negatives=min((r.test_negatives for r in rows), default=0),
-        attributions=attributions(
-            importance, coefficients, sorted({*protected, *fairness["attributes"]})
-        ),
+        attributions=attributions(importance, coefficients, sorted(fairness["attributes"])),
         fairness=fairness,
         robustness={
             **robustness.model_dump(mode="json"),

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from sandbox.learning.encoding import FeatureSpec
+from sandbox.learning.metrics import binned_auc
 from sandbox.learning.robustness import feature_blocks
 
 HISTOGRAM_BINS = 10
@@ -75,16 +76,6 @@ def group_counts(
                 for b, count in enumerate(counts):
                     out[f"{key}/{kind}/{b}"] = float(count)
     return out
-
-
-def binned_auc(positives: np.ndarray, negatives: np.ndarray) -> float | None:
-    """AUC from score histograms of each class (bins in increasing score; ties within a bin
-    count one half); None with one class only."""
-    m, n = float(positives.sum()), float(negatives.sum())
-    if m == 0 or n == 0:
-        return None
-    below = np.concatenate(([0.0], np.cumsum(negatives)[:-1]))
-    return float((positives * (below + 0.5 * negatives)).sum() / (m * n))
 
 
 @dataclass(frozen=True)

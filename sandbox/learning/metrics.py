@@ -32,6 +32,16 @@ def roc_auc(y: np.ndarray, score: np.ndarray) -> float | None:
     return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
+def binned_auc(positives: np.ndarray, negatives: np.ndarray) -> float | None:
+    """AUC from score histograms of each class (bins in increasing score; ties within a bin
+    count one half); None with one class only."""
+    m, n = float(positives.sum()), float(negatives.sum())
+    if m == 0 or n == 0:
+        return None
+    below = np.concatenate(([0.0], np.cumsum(negatives)[:-1]))
+    return float((positives * (below + 0.5 * negatives)).sum() / (m * n))
+
+
 def balanced_accuracy(y: np.ndarray, score: np.ndarray, threshold: float) -> float | None:
     """Mean of the true-positive and true-negative rates at ``threshold``; undefined (None)
     when one class is absent, like the AUC."""

@@ -20,7 +20,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from sandbox.learning.metrics import average_ranks
+from sandbox.learning.metrics import average_ranks, binned_auc
 
 DEFAULT_LEVEL = 0.95
 
@@ -142,7 +142,8 @@ def binned_auc_interval(
     above = m - np.cumsum(pos)
     v10 = (below + 0.5 * neg) / n  # per bin: the share of negatives a positive there outranks
     v01 = (above + 0.5 * pos) / m  # per bin: the share of positives that outrank a negative
-    estimate = float((pos * v10).sum() / m)
+    estimate = binned_auc(pos, neg)
+    assert estimate is not None  # both classes hold rows
     var10 = float((pos * (v10 - estimate) ** 2).sum() / (m - 1))
     var01 = float((neg * (v01 - estimate) ** 2).sum() / (n - 1))
     return _auc_on_logit_scale(estimate, float(np.sqrt(var10 / m + var01 / n)), level)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from sandbox.learning.encoding import CategoricalFeature, FeatureSpec, NumericFeature
-from sandbox.learning.fairness import binned_auc, fairness_table, group_counts
-from sandbox.learning.metrics import roc_auc
+from sandbox.learning.fairness import fairness_table, group_counts
+from sandbox.learning.metrics import binned_auc, roc_auc
 from sandbox.protocol.messages import ASSESS_METRIC
 
 ENCODING = FeatureSpec(
